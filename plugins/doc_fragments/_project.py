@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright (c) qfieldcloud.ops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 #
@@ -31,6 +30,7 @@ options:
 requirements:
   - Docker CLI with the Compose v2 plugin 2.20.0 or newer on the target (tested with 2.26.1).
 notes:
-  - Secret-looking values in C(.env) (keys containing C(PASSWORD), C(PASSWD), C(SECRET), C(KEY), C(TOKEN), C(CREDENTIAL),
-    C(DSN) or C(STORAGES)) are registered as C(no_log) values, so they are masked in every result, diff and error.
+  - Secret-looking values in C(.env) (keys containing C(PASSWORD), C(PASSWD), C(SECRET), C(KEY), C(TOKEN),
+    C(CREDENTIAL), C(DSN) or C(STORAGES)) are registered as C(no_log) values, so they are masked in every result,
+    diff and error.
 """

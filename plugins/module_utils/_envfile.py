@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright (c) qfieldcloud.ops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 #
@@ -114,6 +113,7 @@ def parse(text):
 def _read_quoted(text, cur, quote, line, key):
     """Read a quoted value starting at the opening quote. Returns (value, offset after quote, line)."""
     out = []
+    opened_at = line
     i = cur + 1
     size = len(text)
     while i < size:
@@ -129,7 +129,8 @@ def _read_quoted(text, cur, quote, line, key):
             line += 1
         out.append(ch)
         i += 1
-    raise EnvFileError(line, "unterminated %s quote in the value of %s" % ("double" if quote == '"' else "single", key))
+    kind = "double" if quote == '"' else "single"
+    raise EnvFileError(opened_at, "unterminated %s quote in the value of %s" % (kind, key))
 
 
 def _read_unquoted(text, cur, end):

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright (c) qfieldcloud.ops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
@@ -11,7 +10,7 @@ short_description: Set and apply the number of QFieldCloud C(worker_wrapper) rep
 version_added: 0.1.0
 description:
   - Sets C(QFIELDCLOUD_WORKER_REPLICAS) in QFieldCloud's C(.env), the only place upstream reads the worker count from
-    (C(scale: ${QFIELDCLOUD_WORKER_REPLICAS}) in C(docker-compose.yml)), then brings the running workers to that
+    (the service's C(scale) is C(${QFIELDCLOUD_WORKER_REPLICAS}) in C(docker-compose.yml)), then brings the running workers to that
     count with Docker Compose v2 and verifies them through the Docker Engine API.
   - Before anything changes, a preflight loads the Compose project with the new value. A C(deploy.replicas) that
     differs from C(scale:), a C(container_name) on the service, a missing service or a C(scale:) that does not follow
@@ -112,7 +111,8 @@ seealso:
     description: The C(--scale), C(--no-deps) and C(--no-recreate) options used to apply the count.
     link: https://docs.docker.com/reference/cli/docker/compose/up/
 requirements:
-  - The Docker SDK for Python (C(docker)) on the target when O(apply=true), to verify containers by their Compose labels.
+  - The Docker SDK for Python (C(docker)) on the target when O(apply=true), to verify containers by their Compose
+    labels.
 notes:
   - A scale-down stops the highest-numbered workers. Each gets SIGTERM and up to its C(stop_grace_period) to finish its
     current job, so a scale-down can take up to 15 minutes. Run long scale-downs with C(async) and C(poll) so that
@@ -177,7 +177,9 @@ running:
   type: int
   sample: 4
 containers:
-  description: The service's containers after the run, by container number; in check mode, the current ones. Empty when O(apply=false).
+  description:
+    - The service's containers after the run, by container number; in check mode, the current ones.
+    - Empty when O(apply=false).
   returned: always
   type: list
   elements: dict
@@ -290,7 +292,7 @@ class ProjectLock:
                 if time.time() >= deadline:
                     os.close(self.fd)
                     raise ScaleFailure("Another run holds the lock on %s for more than lock_timeout=%ss."
-                                       % (self.path, self.timeout))
+                                       % (self.path, self.timeout)) from exc
                 time.sleep(0.1)
 
     def __exit__(self, *exc):
@@ -362,10 +364,12 @@ class Scaler:
         if self.replicas > limit and not self.module.params["force"]:
             raise ScaleFailure("replicas=%d exceeds the core-count guard: %d CPU cores x %s workers per core = at most "
                                "%d workers on this host. Add cores, spread workers over more servers, or set "
-                               "force=true." % (self.replicas, cores, self.module.params["max_replicas_per_core"], limit))
+                               "force=true." % (self.replicas, cores, self.module.params["max_replicas_per_core"],
+                                                 limit))
         if self.replicas > MULTI_SERVER_THRESHOLD:
             self.module.warn("%d workers on one host: beyond %d workers a multi-server layout (worker-only nodes "
-                             "against the central database) is the next step." % (self.replicas, MULTI_SERVER_THRESHOLD))
+                             "against the central database) is the next step."
+                             % (self.replicas, MULTI_SERVER_THRESHOLD))
         if self.replicas == 0:
             self.module.warn("replicas=0 stops every %s: no QFieldCloud job will be processed." % self.service)
 
@@ -375,7 +379,7 @@ class Scaler:
         try:
             entries = _envfile.parse(text)
         except _envfile.EnvFileError as exc:
-            raise ScaleFailure("%s is malformed, %s. Nothing was changed." % (self.env_file, exc))
+            raise ScaleFailure("%s is malformed, %s. Nothing was changed." % (self.env_file, exc)) from None
         self.module.no_log_values.update(_envfile.secret_values(entries))
         entry, count = _envfile.lookup(entries, self.env_var)
         if count > 1:
@@ -392,7 +396,7 @@ class Scaler:
         try:
             config = self.compose.config(environ)
         except _compose.ComposeError as exc:
-            raise ScaleFailure(self.explain_config_error(exc, env), **self.failure_fields(exc))
+            raise ScaleFailure(self.explain_config_error(exc, env), **self.failure_fields(exc)) from exc
         service = (config.get("services") or {}).get(self.service)
         files = ", ".join(self.files(env)) or self.project_src
         if service is None:
@@ -452,14 +456,14 @@ class Scaler:
             try:
                 self.client = _workers.engine_client()
             except _workers.DockerException as exc:
-                raise ScaleFailure("Cannot reach the Docker Engine: %s" % to_native(exc))
+                raise ScaleFailure("Cannot reach the Docker Engine: %s" % to_native(exc)) from exc
         return self.client
 
     def containers(self, project):
         try:
             return _workers.snapshot(self.engine(), project, self.service)
         except _workers.DockerException as exc:
-            raise ScaleFailure("Cannot list %s containers: %s" % (self.service, to_native(exc)))
+            raise ScaleFailure("Cannot list %s containers: %s" % (self.service, to_native(exc))) from exc
 
     def apply(self, project, replicas):
         """compose up for the service only, then wait until the count is running and stable."""
@@ -529,13 +533,14 @@ class Scaler:
         restored = []
         if env_changes:
             write_atomically(self.module, self.env_file, raw)
-            restored.append(".env restored%s" % (" (%s=%d)" % (self.env_var, previous) if previous is not None else ""))
+            value = " (%s=%d)" % (self.env_var, previous) if previous is not None else ""
+            restored.append(".env restored%s" % value)
         if previous is not None and env_changes:
             try:
                 containers = self.apply(project, previous)
                 fields["containers"] = self.public(containers)
-                restored.append("%d %s containers running again (verified)" % (_workers.count_running(containers),
-                                                                                self.service))
+                running = _workers.count_running(containers)
+                restored.append("%d %s containers running again (verified)" % (running, self.service))
             except (_compose.ComposeError, _workers.VerifyError, _workers.DockerException) as again:
                 restored.append("re-applying %d workers failed too: %s" % (previous, getattr(again, "msg", again)))
         self.result["rolled_back"] = bool(restored)

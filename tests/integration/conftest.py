@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,8 @@ def run_module(module_args, check=False, diff=False, verbose=False, python=None,
         cmd.append("--diff")
     if verbose:
         cmd.append("-vvv")
-    proc = subprocess.run(cmd, cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
     match = re.search(r"^localhost \| [A-Z!]+ => ", proc.stdout, re.M)
     if match:
         data, _end = json.JSONDecoder().raw_decode(proc.stdout, match.end())
@@ -80,7 +82,6 @@ def run_module(module_args, check=False, diff=False, verbose=False, python=None,
 
 
 def shlex_quote(value):
-    import shlex
     return shlex.quote(value)
 
 
@@ -92,7 +93,8 @@ def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, 
         cmd.append("--check")
     if diff:
         cmd.append("--diff")
-    return subprocess.run(cmd, cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 class Stack:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -255,7 +256,6 @@ def test_two_concurrent_runs_are_serialised(stack):
 
 
 def _value_in(text):
-    import re
     return re.findall(r"^QFIELDCLOUD_WORKER_REPLICAS=(\d+)$", text, re.M)[-1]
 
 
@@ -276,8 +276,7 @@ def test_scale_down_waits_for_the_grace_period(stack):
     # The simulated worker needs 11 s to finish its job after SIGTERM: longer than Docker's default 10 s stop
     # timeout, shorter than worker_wrapper's stop_grace_period (15m). A kill would leave no marker.
     stack.set_env("QFC_SIM_SHUTDOWN_S", "11")
-    stack.up()
-    stack.compose("up", "-d", "--force-recreate", "worker_wrapper")
+    stack.up()  # recreates the workers with the new setting
     victim = [c for c in stack.containers() if c.name.endswith("-2")][0]
     result = scale(stack, 1)
     assert not result.failed, result
@@ -285,7 +284,8 @@ def test_scale_down_waits_for_the_grace_period(stack):
 
 
 def test_env_file_bytes_mode_and_owner_are_kept(stack):
-    text = stack.env_text().replace("QFIELDCLOUD_WORKER_REPLICAS=2", 'export QFIELDCLOUD_WORKER_REPLICAS="2"  # workers')
+    text = stack.env_text().replace("QFIELDCLOUD_WORKER_REPLICAS=2",
+                                    'export QFIELDCLOUD_WORKER_REPLICAS="2"  # workers')
     stack.env_file.write_bytes(text.replace("\n", "\r\n").encode())
     os.chmod(stack.env_file, 0o640)
     os.chown(stack.env_file, 65534, 65534)

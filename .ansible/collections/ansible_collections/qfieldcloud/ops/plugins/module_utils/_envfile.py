@@ -1,0 +1,199 @@
+# Copyright (c) qfieldcloud.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Read and edit a Docker Compose ``.env`` file without disturbing any other byte.
+
+Pure functions only: no I/O, so they are unit-tested on strings. The grammar follows the subset of
+Compose's dotenv format that QFieldCloud's ``.env.example`` uses: comments, blank lines, ``export``
+prefixes, unquoted values with `` #`` comments, single- and double-quoted values (double quotes may
+span lines). Anything else is reported with its line number and never with its value, because the
+value may be a secret.
+"""
+
+from __future__ import annotations
+
+import re
+
+KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+SECRET_KEY_RE = re.compile(r"PASSWORD|PASSWD|SECRET|KEY|TOKEN|CREDENTIAL|STORAGES|DSN", re.IGNORECASE)
+MASK = "********"
+
+
+class EnvFileError(ValueError):
+    """A malformed ``.env``. The message names the line, never the value."""
+
+    def __init__(self, line, message):
+        self.line = line
+        super().__init__("line %d: %s" % (line, message))
+
+
+class Entry:
+    """One ``KEY=VALUE`` assignment with the character offsets of its value in the file text."""
+
+    __slots__ = ("key", "value", "line", "quote", "value_start", "value_end", "line_start", "line_end")
+
+    def __init__(self, key, value, line, quote, value_start, value_end, line_start, line_end):
+        self.key = key
+        self.value = value
+        self.line = line
+        self.quote = quote
+        self.value_start = value_start
+        self.value_end = value_end
+        self.line_start = line_start
+        self.line_end = line_end
+
+    def __repr__(self):
+        return "Entry(%r, line=%d)" % (self.key, self.line)
+
+
+def newline_of(text):
+    """The line ending the file already uses (CRLF or LF)."""
+    pos = text.find("\n")
+    return "\r\n" if pos > 0 and text[pos - 1] == "\r" else "\n"
+
+
+def _line_end(text, pos):
+    """Offset just after the end of the line containing ``pos`` (after its newline)."""
+    nl = text.find("\n", pos)
+    return len(text) if nl < 0 else nl + 1
+
+
+def parse(text):
+    """Return the list of entries in file order. Raises EnvFileError on malformed input."""
+    entries = []
+    pos = 0
+    line = 1
+    size = len(text)
+    while pos < size:
+        line_start = pos
+        end = _line_end(text, pos)
+        raw = text[pos:end]
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            pos = end
+            line += 1
+            continue
+        cur = pos + (len(raw) - len(raw.lstrip(" \t")))
+        if text.startswith("export ", cur) or text.startswith("export\t", cur):
+            cur += len("export ")
+            while cur < size and text[cur] in " \t":
+                cur += 1
+        match = KEY_RE.match(text, cur)
+        if not match:
+            raise EnvFileError(line, "expected a variable name")
+        key = match.group(0)
+        cur = match.end()
+        while cur < size and text[cur] in " \t":
+            cur += 1
+        if cur >= size or text[cur] != "=":
+            raise EnvFileError(line, "expected '=' after %s" % key)
+        cur += 1
+        while cur < size and text[cur] in " \t":
+            cur += 1
+        value_start = cur
+        quote = text[cur] if cur < size and text[cur] in "'\"" else ""
+        first_line = line
+        if quote:
+            value, cur, line = _read_quoted(text, cur, quote, line, key)
+            value_end = cur
+            rest_end = _line_end(text, cur)
+            rest = text[cur:rest_end].strip()
+            if rest and not rest.startswith("#"):
+                raise EnvFileError(line, "unexpected text after the closing quote of %s" % key)
+            end = rest_end
+        else:
+            value, value_end = _read_unquoted(text, cur, end)
+        entries.append(Entry(key, value, first_line, quote, value_start, value_end, line_start, end))
+        pos = end
+        line += 1
+    return entries
+
+
+def _read_quoted(text, cur, quote, line, key):
+    """Read a quoted value starting at the opening quote. Returns (value, offset after quote, line)."""
+    out = []
+    opened_at = line
+    i = cur + 1
+    size = len(text)
+    while i < size:
+        ch = text[i]
+        if ch == quote:
+            return "".join(out), i + 1, line
+        if ch == "\\" and quote == '"' and i + 1 < size:
+            nxt = text[i + 1]
+            out.append({"n": "\n", "t": "\t", "r": "\r"}.get(nxt, nxt) if nxt in 'ntr"\\$' else ch + nxt)
+            i += 2
+            continue
+        if ch == "\n":
+            line += 1
+        out.append(ch)
+        i += 1
+    kind = "double" if quote == '"' else "single"
+    raise EnvFileError(opened_at, "unterminated %s quote in the value of %s" % (kind, key))
+
+
+def _read_unquoted(text, cur, end):
+    """An unquoted value ends at the line end or at a ``#`` preceded by white space."""
+    segment = text[cur:end].rstrip("\r\n")
+    cut = len(segment)
+    for i, ch in enumerate(segment):
+        if ch == "#" and (i == 0 or segment[i - 1] in " \t"):
+            cut = i
+            break
+    value = segment[:cut].rstrip(" \t")
+    return value, cur + len(value)
+
+
+def lookup(entries, key):
+    """The entry Compose uses for ``key``: the last one. Returns (entry or None, number of duplicates)."""
+    found = [e for e in entries if e.key == key]
+    return (found[-1] if found else None), len(found)
+
+
+def _format_value(value, quote):
+    if quote == "'":
+        return "'%s'" % value
+    if quote == '"':
+        return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+    return value
+
+
+def set_value(text, key, value):
+    """Return ``text`` with ``key`` set to ``value``.
+
+    The last assignment of ``key`` is edited in place (its ``export`` prefix, quoting, inline comment and line
+    ending are kept); an absent key is appended with the file's own line ending.
+    """
+    entries = parse(text)
+    entry, _count = lookup(entries, key)
+    if entry is not None:
+        return text[:entry.value_start] + _format_value(value, entry.quote) + text[entry.value_end:]
+    nl = newline_of(text)
+    if text and not text.endswith("\n"):
+        text += nl
+    return text + "%s=%s%s" % (key, value, nl)
+
+
+def entry_text(text, entry):
+    """The file lines holding ``entry``."""
+    return text[entry.line_start:entry.line_end]
+
+
+def is_secret_key(key):
+    return bool(SECRET_KEY_RE.search(key))
+
+
+def secret_values(entries):
+    """Values of secret-looking keys, longest first so that masking never leaves a tail of one."""
+    values = {e.value for e in entries if e.value and is_secret_key(e.key)}
+    return sorted(values, key=len, reverse=True)
+
+
+def mask(text, secrets):
+    """Replace every secret value in ``text`` by a fixed mask."""
+    if not text:
+        return text
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text

@@ -1,0 +1,124 @@
+# Copyright (c) qfieldcloud.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Find a Compose service's containers by label through the Docker Engine API and wait until they are stable."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from datetime import datetime, timezone
+
+try:
+    import docker  # noqa: F401  (the Docker SDK for Python)
+    from docker.errors import DockerException, NotFound
+
+    HAS_DOCKER_SDK = True
+    DOCKER_SDK_IMPORT_ERROR = None
+except ImportError:
+    HAS_DOCKER_SDK = False
+    DOCKER_SDK_IMPORT_ERROR = traceback.format_exc()
+
+    class DockerException(Exception):
+        pass
+
+    class NotFound(Exception):
+        pass
+
+POLL_INTERVAL = 0.2
+
+
+class VerifyError(Exception):
+    def __init__(self, msg, containers):
+        super().__init__(msg)
+        self.msg = msg
+        self.containers = containers
+
+
+def engine_client():
+    """A low-level Engine API client honouring DOCKER_HOST and friends; API version negotiated."""
+    return docker.from_env(version="auto").api
+
+
+def label_filters(project, service):
+    return {"label": ["com.docker.compose.project=%s" % project,
+                      "com.docker.compose.service=%s" % service,
+                      "com.docker.compose.oneoff=False"]}
+
+
+def parse_docker_time(value):
+    """Engine timestamps are RFC 3339 with nanoseconds (``2026-11-29T18:16:17.003583243Z``) -> epoch seconds."""
+    if not value or value.startswith("0001-"):
+        return None
+    main, _dot, frac = value.rstrip("Z").partition(".")
+    frac = "".join(ch for ch in frac if ch.isdigit())[:6]
+    parsed = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    return parsed.timestamp() + (float("0." + frac) if frac else 0.0)
+
+
+def summarize(inspected):
+    """The fields we report and decide on, from ``docker inspect`` data."""
+    state = inspected.get("State") or {}
+    labels = (inspected.get("Config") or {}).get("Labels") or {}
+    status = state.get("Status", "unknown")
+    if state.get("Restarting"):
+        status = "restarting"
+    return {
+        "id": inspected.get("Id", "")[:12],
+        "name": (inspected.get("Name") or "").lstrip("/"),
+        "number": int(labels.get("com.docker.compose.container-number", 0) or 0),
+        "state": status,
+        "restart_count": int(inspected.get("RestartCount") or 0),
+        "started_at": parse_docker_time(state.get("StartedAt")),
+    }
+
+
+def snapshot(client, project, service):
+    """The service's containers (one-offs excluded), sorted by container number."""
+    containers = []
+    for item in client.containers(all=True, filters=label_filters(project, service)):
+        try:
+            containers.append(summarize(client.inspect_container(item["Id"])))
+        except NotFound:  # removed between list and inspect (a scale-down in progress)
+            continue
+    return sorted(containers, key=lambda c: c["number"])
+
+
+def count_running(containers):
+    return sum(1 for c in containers if c["state"] == "running")
+
+
+def evaluate(containers, replicas, settle_time, now):
+    """Pure decision: are exactly ``replicas`` containers running and have they stayed up for ``settle_time``?
+
+    Returns (ok, reason, seconds to wait before the youngest container counts as settled).
+    """
+    running = [c for c in containers if c["state"] == "running"]
+    others = [c for c in containers if c["state"] != "running"]
+    if others:
+        detail = ", ".join("%s %s (restarts: %d)" % (c["name"], c["state"], c["restart_count"]) for c in others)
+        return False, "%d running, not running: %s" % (len(running), detail), POLL_INTERVAL
+    if len(running) != replicas:
+        return False, "%d running" % len(running), POLL_INTERVAL
+    young = [settle_time - (now - c["started_at"]) for c in running
+             if c["started_at"] is None or now - c["started_at"] < settle_time]
+    if young:
+        return False, "%d running, %d of them up for less than %ss" % (len(running), len(young), settle_time), \
+            max(min(max(young), 1.0), 0.05)
+    return True, "%d running" % len(running), 0.0
+
+
+def wait_for_replicas(client, project, service, replicas, timeout, settle_time, clock=time.time, sleep=time.sleep):
+    """Poll until ``evaluate`` is satisfied; raise VerifyError with the last reason after ``timeout`` seconds."""
+    deadline = clock() + timeout
+    while True:
+        containers = snapshot(client, project, service)
+        now = clock()
+        ok, reason, pause = evaluate(containers, replicas, settle_time, now)
+        if ok:
+            return containers
+        if now + pause > deadline:
+            raise VerifyError("expected %d running %s containers stable for %ss, found %s after %ss"
+                              % (replicas, service, settle_time, reason, timeout), containers)
+        sleep(pause)

@@ -1,0 +1,612 @@
+#!/usr/bin/python
+# Copyright (c) qfieldcloud.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: qfc_scale
+short_description: Set and apply the number of QFieldCloud C(worker_wrapper) replicas
+version_added: 0.1.0
+description:
+  - Sets C(QFIELDCLOUD_WORKER_REPLICAS) in QFieldCloud's C(.env), the only place upstream reads the worker count from
+    (the service's C(scale) is C(${QFIELDCLOUD_WORKER_REPLICAS}) in C(docker-compose.yml)), then brings the running workers to that
+    count with Docker Compose v2 and verifies them through the Docker Engine API.
+  - Before anything changes, a preflight loads the Compose project with the new value. A C(deploy.replicas) that
+    differs from C(scale:), a C(container_name) on the service, a missing service or a C(scale:) that does not follow
+    the variable fails the task, names the file and leaves C(.env) untouched.
+  - The C(.env) edit keeps every other byte (comments, blank lines, order, quoting, C(export) prefixes, CRLF line
+    endings, mode and owner) and is written atomically. With duplicate keys the last one, which Compose uses, is
+    edited and a warning is given. An absent variable is appended.
+  - Only the worker service is touched. There is no C(docker compose down); other services are neither restarted
+    nor recreated, and existing workers are not recreated (C(--no-deps --no-recreate)).
+  - When the C(.env) value is already right but the running count differs (a crashed or removed container, a manual
+    C(--scale)), the module reconciles the running containers and reports a change.
+  - Runs on the same project are serialised with a lock on the directory that holds the C(.env) file.
+  - When applying or verifying fails and O(rollback=true), the original C(.env) is restored, the previous count is
+    applied and verified again, and the task fails saying what went wrong and what was restored.
+extends_documentation_fragment:
+  - qfieldcloud.ops._project
+  - qfieldcloud.ops._attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Check mode runs the read-only preflight (C(docker compose config)) and reads the running containers, then
+        predicts C(changed). It never writes C(.env) and does not use Compose's C(--dry-run), which is not free of
+        side effects.
+  diff_mode:
+    support: full
+    details:
+      - Shows the variable's C(.env) line before and after, and the running container count before and after.
+  idempotent:
+    support: full
+    details:
+      - A second run with the same O(replicas) reports no change, writes no backup and calls no C(docker compose up).
+options:
+  replicas:
+    description:
+      - The number of C(worker_wrapper) containers. V(0) stops every worker, so no job is processed.
+    type: int
+    required: true
+  env_var:
+    description: The C(.env) variable that the service's C(scale:) interpolates.
+    type: str
+    default: QFIELDCLOUD_WORKER_REPLICAS
+  service:
+    description: The Compose service to scale.
+    type: str
+    default: worker_wrapper
+  backup:
+    description:
+      - Before the first write, copy C(.env) to a timestamped file beside it (mode and owner kept), returned as
+        RV(backup_file). No backup is made when nothing changes.
+    type: bool
+    default: true
+  apply:
+    description:
+      - Bring the running containers to O(replicas) with C(docker compose up --detach --no-deps --no-recreate --scale)
+        and verify them. With V(false) only C(.env) is edited (the next C(docker compose up) applies it).
+    type: bool
+    default: true
+  wait_timeout:
+    description:
+      - Seconds to wait, after Compose returns, for exactly O(replicas) containers of the service to be running
+        and to have stayed up for O(settle_time) seconds.
+      - A scale-down itself waits inside Compose for each removed worker's C(stop_grace_period) (15 minutes in
+        QFieldCloud, so a running job can finish); that time is not part of this timeout.
+    type: int
+    default: 120
+  settle_time:
+    description:
+      - Seconds a container must have been running without a restart before it counts. Catches workers that
+        crash on start and are restarted by the C(unless-stopped) policy.
+    type: float
+    default: 1.5
+  max_replicas_per_core:
+    description:
+      - The core-count guard. More than this many workers per CPU core of the target is refused unless O(force=true).
+        The default follows the operations guideline (2 cores - 4 to 5 workers, 4 cores - 8 to 10 workers).
+      - Above 10 workers on one host a warning recommends a multi-server layout.
+    type: float
+    default: 2.5
+  force:
+    description: Accept a replica count above the core-count guard.
+    type: bool
+    default: false
+  rollback:
+    description:
+      - When applying or verifying fails, restore the original C(.env), apply the previous count again and verify it.
+    type: bool
+    default: true
+  lock_timeout:
+    description: Seconds to wait for another run on the same project to finish.
+    type: int
+    default: 1800
+seealso:
+  - name: QFieldCloud docker-compose.yml
+    description: The C(worker_wrapper) service and its C(scale:) line.
+    link: https://github.com/opengisch/QFieldCloud/blob/master/docker-compose.yml
+  - name: docker compose up
+    description: The C(--scale), C(--no-deps) and C(--no-recreate) options used to apply the count.
+    link: https://docs.docker.com/reference/cli/docker/compose/up/
+requirements:
+  - The Docker SDK for Python (C(docker)) on the target when O(apply=true), to verify containers by their Compose
+    labels.
+notes:
+  - A scale-down stops the highest-numbered workers. Each gets SIGTERM and up to its C(stop_grace_period) to finish its
+    current job, so a scale-down can take up to 15 minutes. Run long scale-downs with C(async) and C(poll) so that
+    the connection does not time out; see the examples.
+author:
+  - qfieldcloud.ops contributors
+"""
+
+EXAMPLES = r"""
+- name: Run four QFieldCloud workers
+  qfieldcloud.ops.qfc_scale:
+    project_src: /opt/qfieldcloud
+    replicas: 4
+  register: scale
+
+- name: A second run changes nothing
+  qfieldcloud.ops.qfc_scale:
+    project_src: /opt/qfieldcloud
+    replicas: 4
+  register: again
+
+- name: Check it
+  ansible.builtin.assert:
+    that:
+      - scale.running == 4
+      - again is not changed
+
+- name: Scale down; workers may take up to stop_grace_period (15m) to finish their jobs
+  qfieldcloud.ops.qfc_scale:
+    project_src: /opt/qfieldcloud
+    replicas: 2
+  async: 1200
+  poll: 15
+
+- name: Only edit .env (applied by the next docker compose up), keeping a backup
+  qfieldcloud.ops.qfc_scale:
+    project_src: /opt/qfieldcloud
+    replicas: 6
+    apply: false
+    force: true
+"""
+
+RETURN = r"""
+replicas:
+  description: The replica count asked for (and, on success, set in C(.env) and running).
+  returned: always
+  type: int
+  sample: 4
+previous_replicas:
+  description: The value of O(env_var) in C(.env) before the run; V(null) when it was absent or not an integer.
+  returned: always
+  type: int
+  sample: 2
+previous_running:
+  description: Running containers of the service before the run. V(null) when O(apply=false).
+  returned: always
+  type: int
+  sample: 2
+running:
+  description: Running containers of the service after the run (predicted in check mode). V(null) when O(apply=false).
+  returned: always
+  type: int
+  sample: 4
+containers:
+  description:
+    - The service's containers after the run, by container number; in check mode, the current ones.
+    - Empty when O(apply=false).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Container name, C(<project>-<service>-<number>).
+      type: str
+      sample: qfieldcloud-worker_wrapper-3
+    number:
+      description: The C(com.docker.compose.container-number) label.
+      type: int
+      sample: 3
+    state:
+      description: C(running), C(restarting), C(exited), ...
+      type: str
+      sample: running
+    id:
+      description: Short container ID.
+      type: str
+      sample: 0b1f2c3d4e5f
+    restart_count:
+      description: How often the engine restarted the container.
+      type: int
+      sample: 0
+project:
+  description: The Compose project name, from C(COMPOSE_PROJECT_NAME) or the directory.
+  returned: when the preflight ran
+  type: str
+  sample: qfieldcloud
+env_file:
+  description: The C(.env) file read and edited.
+  returned: always
+  type: str
+  sample: /opt/qfieldcloud/.env
+backup_file:
+  description: The backup of C(.env) made before writing it.
+  returned: when C(.env) was changed and O(backup=true)
+  type: str
+  sample: /opt/qfieldcloud/.env.12345.2026-11-29@18:16:17~
+rolled_back:
+  description: Whether a failed apply or verification was rolled back.
+  returned: always
+  type: bool
+  sample: false
+cmd:
+  description: The Compose command that failed.
+  returned: when a Compose command failed
+  type: str
+  sample: docker compose --ansi never --project-directory /opt/qfieldcloud config --format json
+rc:
+  description: Exit code of the failed Compose command.
+  returned: when a Compose command failed
+  type: int
+  sample: 15
+stderr:
+  description: Standard error of the failed Compose command, secrets masked.
+  returned: when a Compose command failed
+  type: str
+  sample: "services.worker_wrapper: can't set distinct values on 'scale' and 'deploy.replicas': invalid compose project"
+"""
+
+import errno
+import fcntl
+import os
+import tempfile
+import time
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.common.text.converters import to_native
+
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _envfile, _workers
+
+try:
+    import yaml
+
+    HAS_YAML = True
+except ImportError:
+    HAS_YAML = False
+
+MULTI_SERVER_THRESHOLD = 10
+
+
+class ScaleFailure(Exception):
+    """Ends the run with fail_json(**result)."""
+
+    def __init__(self, msg, **result):
+        super().__init__(msg)
+        self.result = dict(result, msg=msg)
+
+
+class ProjectLock:
+    """An exclusive flock on the directory holding .env: one scale per project at a time, nothing left behind."""
+
+    def __init__(self, path, timeout):
+        self.path = path
+        self.timeout = timeout
+        self.fd = None
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDONLY)
+        deadline = time.time() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.time() >= deadline:
+                    os.close(self.fd)
+                    raise ScaleFailure("Another run holds the lock on %s for more than lock_timeout=%ss."
+                                       % (self.path, self.timeout)) from exc
+                time.sleep(0.1)
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def as_int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_bytes(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def write_atomically(module, path, data):
+    """Write in the same directory, then rename over ``path``; atomic_move keeps mode, owner and SELinux context."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".%s." % os.path.basename(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        module.atomic_move(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class Scaler:
+    def __init__(self, module):
+        self.module = module
+        p = module.params
+        self.replicas = p["replicas"]
+        self.service = p["service"]
+        self.env_var = p["env_var"]
+        self.project_src = os.path.abspath(p["project_src"])
+        self.env_file = os.path.abspath(p["env_file"] or os.path.join(self.project_src, ".env"))
+        self.result = {"changed": False, "replicas": self.replicas, "previous_replicas": None,
+                       "previous_running": None, "running": None, "containers": [],
+                       "env_file": self.env_file, "rolled_back": False}
+        self.compose = None
+        self.client = None
+
+    # -- inputs -------------------------------------------------------------------------------
+    def validate(self):
+        p = self.module.params
+        if self.replicas < 0:
+            raise ScaleFailure("replicas must be 0 or more, got %d." % self.replicas)
+        for name in ("wait_timeout", "lock_timeout", "settle_time"):
+            if p[name] < 0:
+                raise ScaleFailure("%s must be 0 or more." % name)
+        if p["max_replicas_per_core"] <= 0:
+            raise ScaleFailure("max_replicas_per_core must be greater than 0.")
+        if not os.path.isdir(self.project_src):
+            raise ScaleFailure("project_src %s is not a directory. Point it at the QFieldCloud checkout that holds "
+                               "docker-compose.yml and .env." % self.project_src)
+        if not os.path.isfile(self.env_file):
+            raise ScaleFailure("env_file %s does not exist. QFieldCloud reads %s from it; copy .env.example to .env "
+                               "first." % (self.env_file, self.env_var))
+        self.guard_cores()
+
+    def guard_cores(self):
+        cores = os.cpu_count() or 1
+        limit = int(cores * self.module.params["max_replicas_per_core"])
+        if self.replicas > limit and not self.module.params["force"]:
+            raise ScaleFailure("replicas=%d exceeds the core-count guard: %d CPU cores x %s workers per core = at most "
+                               "%d workers on this host. Add cores, spread workers over more servers, or set "
+                               "force=true." % (self.replicas, cores, self.module.params["max_replicas_per_core"],
+                                                 limit))
+        if self.replicas > MULTI_SERVER_THRESHOLD:
+            self.module.warn("%d workers on one host: beyond %d workers a multi-server layout (worker-only nodes "
+                             "against the central database) is the next step."
+                             % (self.replicas, MULTI_SERVER_THRESHOLD))
+        if self.replicas == 0:
+            self.module.warn("replicas=0 stops every %s: no QFieldCloud job will be processed." % self.service)
+
+    def load_env(self):
+        raw = read_bytes(self.env_file)
+        text = raw.decode("utf-8", errors="surrogateescape")
+        try:
+            entries = _envfile.parse(text)
+        except _envfile.EnvFileError as exc:
+            raise ScaleFailure("%s is malformed, %s. Nothing was changed." % (self.env_file, exc)) from None
+        self.module.no_log_values.update(_envfile.secret_values(entries))
+        entry, count = _envfile.lookup(entries, self.env_var)
+        if count > 1:
+            self.module.warn("%s is set %d times in %s; Compose uses the last one (line %d), which is the one edited. "
+                             "Remove the others." % (self.env_var, count, self.env_file, entry.line))
+        return raw, text, entries, entry
+
+    # -- compose --------------------------------------------------------------------------------
+    def preflight(self, env):
+        """Load the project as Compose would with the new value; fail before any write when it cannot."""
+        self.compose = _compose.Compose(self.module, self.project_src, self.env_file, self.module.params["docker_cli"])
+        self.compose.version()
+        environ = {self.env_var: str(self.replicas)}
+        try:
+            config = self.compose.config(environ)
+        except _compose.ComposeError as exc:
+            raise ScaleFailure(self.explain_config_error(exc, env), **self.failure_fields(exc)) from exc
+        service = (config.get("services") or {}).get(self.service)
+        files = ", ".join(self.files(env)) or self.project_src
+        if service is None:
+            raise ScaleFailure("Service %s is not defined in the compose project (%s). Nothing was changed."
+                               % (self.service, files))
+        problems = self.conflicts(env)
+        if service.get("container_name") is not None:
+            raise ScaleFailure("Service %s sets container_name, so it cannot run more than one container. %s "
+                               "Nothing was changed." % (self.service, " ".join(problems)))
+        scale = _compose.effective_scale(service)
+        if scale != self.replicas:
+            raise ScaleFailure("Service %s does not take its scale from ${%s}: with %s=%d Compose would run %d. Set "
+                               "'scale: ${%s}' on the service in %s. Nothing was changed."
+                               % (self.service, self.env_var, self.env_var, self.replicas, scale, self.env_var, files))
+        self.result["project"] = config.get("name") or os.path.basename(self.project_src)
+        return self.result["project"]
+
+    def files(self, env):
+        merged = dict(env)
+        merged.update({k: os.environ[k] for k in ("COMPOSE_FILE", "COMPOSE_PATH_SEPARATOR") if k in os.environ})
+        return _compose.compose_files(self.project_src, merged)
+
+    def conflicts(self, env):
+        if not HAS_YAML:
+            return []
+        documents = []
+        for path in self.files(env):
+            try:
+                with open(path) as handle:
+                    documents.append((path, yaml.safe_load(handle)))
+            except (OSError, yaml.YAMLError):
+                continue
+        return _compose.find_service_conflicts(documents, self.service, self.env_var)
+
+    def explain_config_error(self, exc, env):
+        stderr = exc.stderr or ""
+        problems = self.conflicts(env)
+        if "can't set distinct values on 'scale' and 'deploy.replicas'" in stderr:
+            hint = " ".join(problems) or ("Remove deploy.replicas from %s in the override files." % self.service)
+            return ("The compose project does not load with %s=%d: %s sets both scale and a different "
+                    "deploy.replicas. %s .env was not changed." % (self.env_var, self.replicas, self.service, hint))
+        if "container_name" in stderr:
+            return ("The compose project does not load with %s=%d: %s. %s .env was not changed."
+                    % (self.env_var, self.replicas, _compose.first_error_line(stderr), " ".join(problems)))
+        return ("The compose project in %s does not load with %s=%d: %s. .env was not changed."
+                % (self.project_src, self.env_var, self.replicas, _compose.first_error_line(stderr) or exc.msg))
+
+    @staticmethod
+    def failure_fields(exc):
+        fields = exc.result()
+        fields.pop("msg", None)
+        return fields
+
+    # -- containers -----------------------------------------------------------------------------
+    def engine(self):
+        if self.client is None:
+            try:
+                self.client = _workers.engine_client()
+            except _workers.DockerException as exc:
+                raise ScaleFailure("Cannot reach the Docker Engine: %s" % to_native(exc)) from exc
+        return self.client
+
+    def containers(self, project):
+        try:
+            return _workers.snapshot(self.engine(), project, self.service)
+        except _workers.DockerException as exc:
+            raise ScaleFailure("Cannot list %s containers: %s" % (self.service, to_native(exc))) from exc
+
+    def apply(self, project, replicas):
+        """compose up for the service only, then wait until the count is running and stable."""
+        self.compose.scale(self.service, replicas, {self.env_var: str(replicas)})
+        return _workers.wait_for_replicas(self.engine(), project, self.service, replicas,
+                                          self.module.params["wait_timeout"], self.module.params["settle_time"])
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self):
+        p = self.module.params
+        self.validate()
+        if p["apply"] and not _workers.HAS_DOCKER_SDK:
+            self.module.fail_json(msg=missing_required_lib("docker"), exception=_workers.DOCKER_SDK_IMPORT_ERROR)
+        with ProjectLock(os.path.dirname(self.env_file), p["lock_timeout"]):
+            self.run_locked()
+        return self.result
+
+    def run_locked(self):
+        p = self.module.params
+        raw, text, entries, entry = self.load_env()
+        env = {e.key: e.value for e in entries}
+        previous_raw = entry.value if entry else None
+        previous = as_int(previous_raw)
+        self.result["previous_replicas"] = previous
+        project = self.preflight(env)
+
+        desired_text = _envfile.set_value(text, self.env_var, str(self.replicas))
+        env_changes = desired_text != text
+        before = []
+        if p["apply"]:
+            before = self.containers(project)
+            self.result["previous_running"] = self.result["running"] = _workers.count_running(before)
+            needs_apply = env_changes or self.result["running"] != self.replicas or len(before) != self.replicas
+        else:
+            needs_apply = False
+        self.result["changed"] = env_changes or needs_apply
+        if self.module._diff:
+            self.result["diff"] = self.diff(text, entry, desired_text)
+        if self.module.check_mode or not self.result["changed"]:
+            self.result["containers"] = self.public(before)
+            if needs_apply:  # check mode: predict the outcome
+                self.result["running"] = self.replicas
+            return
+
+        if env_changes:
+            if p["backup"]:
+                self.result["backup_file"] = self.module.backup_local(self.env_file)
+            write_atomically(self.module, self.env_file, desired_text.encode("utf-8", errors="surrogateescape"))
+        if not needs_apply:
+            return
+        try:
+            containers = self.apply(project, self.replicas)
+        except (_compose.ComposeError, _workers.VerifyError, _workers.DockerException) as exc:
+            self.fail_and_roll_back(exc, raw, env_changes, previous, project)
+        self.result["containers"] = self.public(containers)
+        self.result["running"] = _workers.count_running(containers)
+
+    def fail_and_roll_back(self, exc, raw, env_changes, previous, project):
+        what = getattr(exc, "msg", None) or to_native(exc)
+        fields = exc.result() if isinstance(exc, _compose.ComposeError) else {}
+        fields.pop("msg", None)
+        if isinstance(exc, _workers.VerifyError):
+            fields["containers"] = self.public(exc.containers)
+        if not self.module.params["rollback"]:
+            raise ScaleFailure("Scaling %s to %d failed: %s. rollback=false: .env keeps %s=%d."
+                               % (self.service, self.replicas, what, self.env_var, self.replicas), **fields)
+        restored = []
+        if env_changes:
+            write_atomically(self.module, self.env_file, raw)
+            value = " (%s=%d)" % (self.env_var, previous) if previous is not None else ""
+            restored.append(".env restored%s" % value)
+        if previous is not None and env_changes:
+            try:
+                containers = self.apply(project, previous)
+                fields["containers"] = self.public(containers)
+                running = _workers.count_running(containers)
+                restored.append("%d %s containers running again (verified)" % (running, self.service))
+            except (_compose.ComposeError, _workers.VerifyError, _workers.DockerException) as again:
+                restored.append("re-applying %d workers failed too: %s" % (previous, getattr(again, "msg", again)))
+        self.result["rolled_back"] = bool(restored)
+        fields.update(self.result)
+        fields["running"] = _workers.count_running(self.containers(project))
+        raise ScaleFailure("Scaling %s to %d failed: %s. Rolled back: %s."
+                           % (self.service, self.replicas, what, "; ".join(restored) or "nothing to restore, .env "
+                              "already held the value"), **fields)
+
+    def diff(self, text, entry, desired_text):
+        new_entry, _count = _envfile.lookup(_envfile.parse(desired_text), self.env_var)
+        diffs = [{
+            "before_header": "%s (%s)" % (self.env_file, self.env_var),
+            "after_header": "%s (%s)" % (self.env_file, self.env_var),
+            "before": _envfile.entry_text(text, entry) if entry else "",
+            "after": _envfile.entry_text(desired_text, new_entry),
+        }]
+        if self.result["running"] is not None:
+            diffs.append({
+                "before_header": "running %s containers" % self.service,
+                "after_header": "running %s containers" % self.service,
+                "before": "%d\n" % self.result["running"],
+                "after": "%d\n" % self.replicas,
+            })
+        return diffs
+
+    @staticmethod
+    def public(containers):
+        return [{k: c[k] for k in ("name", "number", "state", "id", "restart_count")} for c in containers]
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            project_src=dict(type="path", required=True),
+            replicas=dict(type="int", required=True),
+            env_file=dict(type="path"),
+            env_var=dict(type="str", default="QFIELDCLOUD_WORKER_REPLICAS"),
+            service=dict(type="str", default="worker_wrapper"),
+            docker_cli=dict(type="path"),
+            backup=dict(type="bool", default=True),
+            apply=dict(type="bool", default=True),
+            wait_timeout=dict(type="int", default=120),
+            settle_time=dict(type="float", default=1.5),
+            max_replicas_per_core=dict(type="float", default=2.5),
+            force=dict(type="bool", default=False),
+            rollback=dict(type="bool", default=True),
+            lock_timeout=dict(type="int", default=1800),
+        ),
+        supports_check_mode=True,
+    )
+    scaler = Scaler(module)
+    try:
+        result = scaler.run()
+    except ScaleFailure as exc:
+        result = dict(scaler.result)
+        result.update(exc.result)
+        module.fail_json(**result)
+    except _compose.ComposeError as exc:
+        result = dict(scaler.result)
+        result.update(exc.result())
+        module.fail_json(**result)
+    except (OSError, UnicodeError) as exc:
+        module.fail_json(msg="qfc_scale failed: %s" % to_native(exc), exception=traceback.format_exc(), **scaler.result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

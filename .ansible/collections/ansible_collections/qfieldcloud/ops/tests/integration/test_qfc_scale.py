@@ -1,0 +1,347 @@
+"""qfc_scale against a real Docker Engine and Compose v2, through real Ansible runs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import threading
+
+from conftest import assert_no_secrets, run_module
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def scale(stack, replicas, **kwargs):
+    args = {"project_src": str(stack.path), "replicas": replicas}
+    args.update(kwargs.pop("args", {}))
+    return run_module(args, **kwargs)
+
+
+def test_scale_up_sets_env_backs_up_and_verifies(stack):
+    assert len(stack.running()) == 2
+    result = scale(stack, 4)
+    assert not result.failed, result
+    assert result["changed"] is True
+    assert (result["previous_replicas"], result["previous_running"], result["running"]) == (2, 2, 4)
+    assert stack.env_value() == "4"
+    assert len(stack.running()) == 4
+    assert [c["number"] for c in result["containers"]] == [1, 2, 3, 4]
+    assert all(c["state"] == "running" for c in result["containers"])
+    backup = result["backup_file"]
+    assert os.path.exists(backup) and "QFIELDCLOUD_WORKER_REPLICAS=2\n" in open(backup).read()
+
+
+def test_scale_down_keeps_lowest_numbers(stack):
+    assert not scale(stack, 4).failed
+    result = scale(stack, 1)
+    assert not result.failed, result
+    assert result["changed"] and result["running"] == 1
+    assert stack.running() == ["%s-worker_wrapper-1" % stack.project]
+    assert stack.env_value() == "1"
+
+
+def test_second_run_is_a_noop(stack):
+    assert scale(stack, 3)["changed"]
+    before = sha(stack.env_file), stack.env_file.stat().st_mtime_ns, stack.backups()
+    ids = sorted(c.id for c in stack.containers())
+    result = scale(stack, 3)
+    assert not result.failed, result
+    assert result["changed"] is False
+    assert "backup_file" not in result.data
+    assert (sha(stack.env_file), stack.env_file.stat().st_mtime_ns, stack.backups()) == before
+    assert sorted(c.id for c in stack.containers()) == ids
+
+
+def test_reconciles_a_container_removed_by_hand(stack):
+    victim = stack.containers()[0]
+    victim.remove(force=True)
+    assert len(stack.running()) == 1
+    env_before = sha(stack.env_file)
+    result = scale(stack, 2)
+    assert not result.failed, result
+    assert result["changed"] is True
+    assert result["previous_running"] == 1 and result["running"] == 2
+    assert sha(stack.env_file) == env_before and stack.backups() == []
+    assert len(stack.running()) == 2
+
+
+def test_reconciles_a_manual_compose_scale(stack):
+    stack.compose("up", "-d", "--scale", "worker_wrapper=3", "worker_wrapper")
+    assert len(stack.running()) == 3
+    result = scale(stack, 2)
+    assert result["changed"] and result["running"] == 2 and len(stack.running()) == 2
+
+
+def test_check_mode_predicts_then_run_then_idempotent(stack):
+    env_before = sha(stack.env_file)
+    ids_before = sorted(c.id for c in stack.containers())
+    check1 = scale(stack, 3, check=True)
+    assert not check1.failed, check1
+    assert check1["changed"] is True and check1["running"] == 3 and check1["previous_running"] == 2
+    assert sha(stack.env_file) == env_before and stack.backups() == []
+    assert sorted(c.id for c in stack.containers()) == ids_before
+    run1 = scale(stack, 3)
+    assert run1["changed"] is True and len(stack.running()) == 3
+    check2 = scale(stack, 3, check=True)
+    assert check2["changed"] is False
+    run2 = scale(stack, 3)
+    assert run2["changed"] is False
+
+
+def test_check_mode_predicts_a_reconcile(stack):
+    stack.containers()[0].stop(timeout=1)
+    result = scale(stack, 2, check=True)
+    assert result["changed"] is True
+    assert len(stack.running()) == 1
+
+
+def test_diff_shows_the_line_and_never_a_secret(stack):
+    result = scale(stack, 3, diff=True, verbose=True)
+    assert not result.failed, result
+    assert "-QFIELDCLOUD_WORKER_REPLICAS=2" in result.output
+    assert "+QFIELDCLOUD_WORKER_REPLICAS=3" in result.output
+    assert_no_secrets(result.output)
+
+
+def test_secret_in_a_malformed_line_is_not_echoed(stack):
+    original = stack.env_text()
+    stack.env_file.write_text(original + 'DJANGO_SUPERUSER_PASSWORD="3shJDd2r7Twwkehb-demo\n')
+    before = sha(stack.env_file)
+    result = scale(stack, 3, diff=True, verbose=True)
+    assert result.failed
+    assert "unterminated double quote" in result["msg"] and "DJANGO_SUPERUSER_PASSWORD" in result["msg"]
+    assert_no_secrets(result.output)
+    assert sha(stack.env_file) == before
+
+
+def test_secret_valued_variable_is_masked_in_diff(stack):
+    # A scale variable whose name looks secret (contrived) must be masked like any other secret value.
+    with open(stack.compose_file if hasattr(stack, "compose_file") else stack.path / "docker-compose.yml") as f:
+        compose = f.read()
+    (stack.path / "docker-compose.yml").write_text(compose.replace("${QFIELDCLOUD_WORKER_REPLICAS}",
+                                                                   "${WORKER_TOKEN_COUNT}"))
+    stack.set_env("WORKER_TOKEN_COUNT", "271828")
+    result = scale(stack, 2, diff=True, args={"env_var": "WORKER_TOKEN_COUNT"})
+    assert not result.failed, result
+    assert "271828" not in result.output
+    assert "WORKER_TOKEN_COUNT=********" in result.output
+
+
+def test_deploy_replicas_conflict_fails_and_leaves_env_untouched(stack):
+    (stack.path / "docker-compose.override.scale.yml").write_text(
+        "services:\n  worker_wrapper:\n    deploy:\n      replicas: 3\n")
+    stack.set_env("COMPOSE_FILE", "docker-compose.yml:docker-compose.override.prod.yml:"
+                  "docker-compose.override.standalone.yml:docker-compose.override.scale.yml")
+    before = sha(stack.env_file)
+    result = scale(stack, 4)
+    assert result.failed
+    assert "deploy.replicas" in result["msg"]
+    assert "docker-compose.override.scale.yml" in result["msg"]
+    assert "can't set distinct values" in result["stderr"]
+    assert result["rc"] != 0 and "config" in result["cmd"]
+    assert sha(stack.env_file) == before and stack.backups() == []
+    assert_no_secrets(result.output)
+
+
+def test_container_name_on_the_service_is_refused(stack):
+    (stack.path / "docker-compose.override.prod.yml").write_text(
+        "services:\n  worker_wrapper:\n    container_name: qfc-worker\n")
+    before = sha(stack.env_file)
+    result = scale(stack, 1)
+    assert result.failed and "container_name" in result["msg"]
+    assert "docker-compose.override.prod.yml" in result["msg"]
+    assert sha(stack.env_file) == before
+
+
+def test_scale_not_following_the_variable_is_refused(stack):
+    compose = (stack.path / "docker-compose.yml").read_text()
+    (stack.path / "docker-compose.yml").write_text(compose.replace("scale: ${QFIELDCLOUD_WORKER_REPLICAS}", "scale: 2"))
+    before = sha(stack.env_file)
+    result = scale(stack, 3)
+    assert result.failed and "does not take its scale from ${QFIELDCLOUD_WORKER_REPLICAS}" in result["msg"]
+    assert sha(stack.env_file) == before
+
+
+def test_missing_service_is_refused(stack):
+    before = sha(stack.env_file)
+    result = scale(stack, 2, args={"service": "worker"})
+    assert result.failed and "Service worker is not defined" in result["msg"]
+    assert sha(stack.env_file) == before
+
+
+def test_missing_project_and_missing_env(tmp_path):
+    result = run_module({"project_src": str(tmp_path / "nope"), "replicas": 2})
+    assert result.failed and "is not a directory" in result["msg"]
+    result = run_module({"project_src": str(tmp_path), "replicas": 2})
+    assert result.failed and ".env does not exist" in result["msg"]
+
+
+def test_non_integer_and_negative_replicas(stack):
+    before = sha(stack.env_file)
+    result = scale(stack, "four")
+    assert result.failed and "replicas" in result["msg"] and "int" in result["msg"]
+    result = scale(stack, -1)
+    assert result.failed and "replicas must be 0 or more" in result["msg"]
+    assert sha(stack.env_file) == before
+
+
+def test_core_count_guard_and_force(stack):
+    limit = int((os.cpu_count() or 1) * 2.5)
+    before = sha(stack.env_file)
+    result = scale(stack, limit + 1)
+    assert result.failed
+    assert "core-count guard" in result["msg"] and "at most %d workers" % limit in result["msg"]
+    assert sha(stack.env_file) == before
+    forced = scale(stack, limit + 1, args={"force": True})
+    assert not forced.failed, forced
+    assert forced["running"] == limit + 1 == len(stack.running())
+
+
+def test_more_than_ten_workers_warns(stack):
+    result = scale(stack, 11, args={"force": True, "apply": False})
+    assert not result.failed, result
+    # The module returns warnings; Ansible's callback prints them as [WARNING] lines.
+    assert "multi-server layout" in result.output
+    assert stack.env_value() == "11"
+    assert len(stack.running()) == 2  # apply=false: only .env changed
+
+
+def test_crash_looping_workers_are_rolled_back(stack):
+    stack.set_env("QFC_SIM_CRASH", "1")  # new containers crash on start; running ones are not recreated
+    env_before = sha(stack.env_file)
+    ids_before = sorted(c.id for c in stack.containers())
+    result = scale(stack, 4, args={"wait_timeout": 6})
+    assert result.failed
+    assert result["rolled_back"] is True
+    assert "Rolled back" in result["msg"] and "QFIELDCLOUD_WORKER_REPLICAS=2" in result["msg"]
+    assert "restarting" in result["msg"] or "exited" in result["msg"]
+    assert sha(stack.env_file) == env_before
+    assert sorted(c.id for c in stack.containers() if c.status == "running") == ids_before
+    assert result["running"] == 2
+    assert len(stack.backups()) == 1  # the backup of the attempt stays for audit
+
+
+def test_crash_without_rollback_keeps_the_new_value(stack):
+    stack.set_env("QFC_SIM_CRASH", "1")
+    result = scale(stack, 3, args={"wait_timeout": 4, "rollback": False})
+    assert result.failed and result["rolled_back"] is False
+    assert "rollback=false" in result["msg"]
+    assert stack.env_value() == "3"
+
+
+def test_two_concurrent_runs_are_serialised(stack):
+    results = {}
+
+    def worker(n):
+        results[n] = scale(stack, n)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in (3, 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not results[3].failed and not results[4].failed, results
+    final = int(stack.env_value())
+    first = 7 - final
+    assert len(stack.running()) == final
+    backups = sorted(int(_value_in(b.read_text())) for b in stack.backups())
+    # The later run read .env after the earlier one wrote it: no update was lost.
+    assert backups == sorted([2, first])
+    assert results[final]["previous_replicas"] == first
+
+
+def _value_in(text):
+    return re.findall(r"^QFIELDCLOUD_WORKER_REPLICAS=(\d+)$", text, re.M)[-1]
+
+
+def test_other_services_keep_their_containers(stack):
+    others = {}
+    for service in ("app", "ofelia", "memcached", "db"):
+        (container,) = stack.containers(service)
+        others[service] = (container.id, container.attrs["State"]["StartedAt"])
+    assert scale(stack, 4)["changed"]
+    assert scale(stack, 1)["changed"]
+    for service, before in others.items():
+        (container,) = stack.containers(service)
+        container.reload()
+        assert (container.id, container.attrs["State"]["StartedAt"]) == before, service
+
+
+def test_scale_down_waits_for_the_grace_period(stack):
+    # The simulated worker needs 11 s to finish its job after SIGTERM: longer than Docker's default 10 s stop
+    # timeout, shorter than worker_wrapper's stop_grace_period (15m). A kill would leave no marker.
+    stack.set_env("QFC_SIM_SHUTDOWN_S", "11")
+    stack.up()  # recreates the workers with the new setting
+    victim = [c for c in stack.containers() if c.name.endswith("-2")][0]
+    result = scale(stack, 1)
+    assert not result.failed, result
+    assert (stack.out / ("graceful-%s" % victim.id[:12])).exists()
+
+
+def test_env_file_bytes_mode_and_owner_are_kept(stack):
+    text = stack.env_text().replace("QFIELDCLOUD_WORKER_REPLICAS=2",
+                                    'export QFIELDCLOUD_WORKER_REPLICAS="2"  # workers')
+    stack.env_file.write_bytes(text.replace("\n", "\r\n").encode())
+    os.chmod(stack.env_file, 0o640)
+    os.chown(stack.env_file, 65534, 65534)
+    result = scale(stack, 3)
+    assert not result.failed, result
+    expected = text.replace('"2"  # workers', '"3"  # workers').replace("\n", "\r\n").encode()
+    assert stack.env_file.read_bytes() == expected
+    st = stack.env_file.stat()
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o640, 65534, 65534)
+    assert len(stack.running()) == 3
+
+
+def test_duplicate_keys_edit_the_last_and_warn(stack):
+    stack.env_file.write_text("QFIELDCLOUD_WORKER_REPLICAS=9\n" + stack.env_text())
+    result = scale(stack, 3)
+    assert not result.failed, result
+    assert "QFIELDCLOUD_WORKER_REPLICAS is set 2 times" in result.output
+    text = stack.env_text()
+    assert text.startswith("QFIELDCLOUD_WORKER_REPLICAS=9\n") and text.count("QFIELDCLOUD_WORKER_REPLICAS=3\n") == 1
+
+
+def test_absent_variable_is_appended(stack):
+    stack.env_file.write_text(stack.env_text().replace("QFIELDCLOUD_WORKER_REPLICAS=2\n", ""))
+    result = scale(stack, 2)
+    assert not result.failed, result
+    assert result["previous_replicas"] is None
+    assert stack.env_text().endswith("QFIELDCLOUD_WORKER_REPLICAS=2\n")
+
+
+def test_no_compose_v2_is_a_clear_error(stack, tmp_path):
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\necho \"docker: 'compose' is not a docker command.\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    before = sha(stack.env_file)
+    result = scale(stack, 3, args={"docker_cli": str(fake)})
+    assert result.failed and "Compose v2 is not available" in result["msg"]
+    assert result["rc"] == 1 and "not a docker command" in result["stderr"]
+    assert sha(stack.env_file) == before
+
+
+def test_missing_docker_sdk_is_reported(stack, tmp_path):
+    bare = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    result = scale(stack, 3, python=str(bare / "bin" / "python"))
+    assert result.failed and "Failed to import the required Python library (docker)" in result["msg"]
+    assert stack.env_value() == "2"
+
+
+def test_unreachable_engine_fails_without_touching_env(stack):
+    before = sha(stack.env_file)
+    env = dict(os.environ)
+    os.environ["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
+    try:
+        result = scale(stack, 3)
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    assert result.failed
+    assert sha(stack.env_file) == before

@@ -1,0 +1,34 @@
+# Two commands on a fresh machine:
+#   make demo   - bootstrap, start a local QFieldCloud-shaped stack, scale it with playbooks/scale.yml
+#   make test   - bootstrap, then ruff, ansible-lint, ansible-test sanity, molecule, unit and integration tests
+SHELL := /bin/bash
+REPLICAS ?= 4
+
+.PHONY: bootstrap demo demo-down test lint sanity molecule pytest bench
+
+bootstrap:
+	bash scripts/bootstrap.sh
+
+demo: bootstrap
+	bash scripts/demo.sh $(REPLICAS)
+
+demo-down:
+	bash scripts/demo.sh --down
+
+test: bootstrap
+	bash scripts/test.sh
+
+lint: bootstrap
+	bash scripts/test.sh lint
+
+sanity: bootstrap
+	bash scripts/sanity.sh
+
+molecule: bootstrap
+	bash scripts/test.sh molecule
+
+pytest: bootstrap
+	bash scripts/test.sh pytest
+
+bench: bootstrap
+	.venv/bin/python bench/bench_scale.py

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every check, cheapest first; pytest (unit + integration on the real engine) runs last so that its summary
+# line closes the output. `scripts/test.sh STEP...` runs only the named steps.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+VENV=${QFC_VENV:-$ROOT/.venv}
+export PATH="$VENV/bin:$PATH"
+export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(ruff lint sanity molecule pytest)
+banner() { printf '\n===== %s =====\n' "$*"; }
+for step in "${steps[@]}"; do
+  case "$step" in
+    ruff) banner "ruff"; ruff check plugins tests bench scripts ;;
+    lint) banner "ansible-lint (production profile)"; ansible-lint --profile production --strict ;;
+    sanity) banner "ansible-test sanity"; bash scripts/sanity.sh ;;
+    molecule) banner "molecule test (default scenario)"; molecule test -s default ;;
+    pytest) banner "pytest: unit and integration"; python -m pytest tests/unit tests/integration ;;
+    *) echo "unknown step: $step" >&2; exit 2 ;;
+  esac
+done

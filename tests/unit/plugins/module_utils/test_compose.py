@@ -1,0 +1,84 @@
+"""Parsers of Compose output, tested on output recorded from Compose 2.26.1 (JSON Lines) and the array form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.qfieldcloud.ops.plugins.module_utils._compose import (
+    compose_files, effective_scale, find_service_conflicts, first_error_line, parse_labels, parse_ps_json,
+    parse_version, service_containers)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("fixture", ["ps-2.26.1-jsonlines.txt", "ps-array-form.json"])
+def test_parse_ps_both_forms(fixture):
+    containers = parse_ps_json((FIXTURES / fixture).read_text())
+    assert [c["Name"] for c in containers][:2] == ["qfieldcloud-app-1", "qfieldcloud-db-1"]
+    workers = service_containers(containers, "worker_wrapper")
+    assert [c["Name"] for c in workers] == ["qfieldcloud-worker_wrapper-%d" % n for n in (1, 2, 3)]
+    assert all(c["State"] == "running" for c in workers)
+    assert all(c["Labels"]["com.docker.compose.oneoff"] == "False" for c in workers)
+    with_oneoff = service_containers(containers, "worker_wrapper", include_oneoff=True)
+    assert "qfieldcloud-oneoff" in [c["Name"] for c in with_oneoff]
+    (memcached,) = service_containers(containers, "memcached")
+    assert memcached["State"] == "exited"
+
+
+def test_parse_ps_empty():
+    assert parse_ps_json("") == [] and parse_ps_json("\n") == [] and parse_ps_json("[]") == []
+
+
+def test_labels_with_commas_in_values():
+    labels = parse_labels("com.docker.compose.project=qfc,com.docker.compose.project.config_files=/a/x.yml,"
+                          "/a/y.yml,com.docker.compose.service=worker_wrapper,ofelia.job-exec.c=python a,b")
+    assert labels == {"com.docker.compose.project": "qfc",
+                      "com.docker.compose.project.config_files": "/a/x.yml,/a/y.yml",
+                      "com.docker.compose.service": "worker_wrapper",
+                      "ofelia.job-exec.c": "python a,b"}
+
+
+@pytest.mark.parametrize("text, version", [
+    ("2.26.1-4", (2, 26, 1)), ("v2.29.2-desktop.1", (2, 29, 2)), ("Docker Compose version v2.40.0", (2, 40, 0)),
+    ("", None), ("garbage", None),
+])
+def test_parse_version(text, version):
+    assert parse_version(text) == version
+
+
+def test_effective_scale():
+    assert effective_scale({"scale": 4}) == 4
+    assert effective_scale({"scale": 4, "deploy": {"replicas": 4}}) == 4
+    assert effective_scale({"deploy": {"replicas": 3}}) == 3
+    assert effective_scale({}) == 1
+
+
+def test_conflicts_name_the_file():
+    docs = [("/p/docker-compose.yml", {"services": {"worker_wrapper": {"scale": "${R}"}}}),
+            ("/p/override.yml", {"services": {"worker_wrapper": {"deploy": {"replicas": 3}}}}),
+            ("/p/names.yml", {"services": {"worker_wrapper": {"container_name": "w"},
+                                           "app": {"deploy": {"replicas": 2}}}}),
+            ("/p/empty.yml", None)]
+    problems = find_service_conflicts(docs, "worker_wrapper", "R")
+    assert len(problems) == 2
+    assert problems[0].startswith("/p/override.yml sets services.worker_wrapper.deploy.replicas")
+    assert problems[1].startswith("/p/names.yml sets services.worker_wrapper.container_name")
+
+
+def test_compose_files(tmp_path):
+    env = {"COMPOSE_FILE": "a.yml:b.yml", "COMPOSE_PATH_SEPARATOR": ":"}
+    assert compose_files(str(tmp_path), env) == [str(tmp_path / "a.yml"), str(tmp_path / "b.yml")]
+    assert compose_files(str(tmp_path), {"COMPOSE_FILE": "a.yml;b.yml", "COMPOSE_PATH_SEPARATOR": ";"})[1] == \
+        str(tmp_path / "b.yml")
+    (tmp_path / "docker-compose.yml").write_text("services: {}\n")
+    (tmp_path / "docker-compose.override.yml").write_text("services: {}\n")
+    assert compose_files(str(tmp_path), {}) == [str(tmp_path / "docker-compose.yml"),
+                                                str(tmp_path / "docker-compose.override.yml")]
+
+
+def test_first_error_line_skips_warnings():
+    stderr = ('time="2026-11-29T18:00:00Z" level=warning msg="/p/docker-compose.yml: `version` is obsolete"\n'
+              "services.worker_wrapper: can't set distinct values on 'scale' and 'deploy.replicas'\n")
+    assert first_error_line(stderr).startswith("services.worker_wrapper: can't set distinct")

@@ -1,0 +1,121 @@
+"""The .env reader and editor: pure functions, every other byte preserved."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.qfieldcloud.ops.plugins.module_utils._envfile import (
+    MASK, EnvFileError, is_secret_key, lookup, mask, parse, secret_values, set_value)
+
+UPSTREAM_LIKE = """# number of parallel workers
+# DEFAULT: 1
+QFIELDCLOUD_WORKER_REPLICAS=1
+
+POSTGRES_PASSWORD=3shJDd2r7Twwkehb
+COMPOSE_FILE=docker-compose.yml:docker-compose.override.local.yml
+"""
+
+
+def values(text):
+    return {e.key: e.value for e in parse(text)}
+
+
+def test_parses_upstream_layout():
+    assert values(UPSTREAM_LIKE) == {"QFIELDCLOUD_WORKER_REPLICAS": "1", "POSTGRES_PASSWORD": "3shJDd2r7Twwkehb",
+                                     "COMPOSE_FILE": "docker-compose.yml:docker-compose.override.local.yml"}
+
+
+@pytest.mark.parametrize("line, value", [
+    ("A=1", "1"),
+    ("A = 1", "1"),
+    ("export A=1", "1"),
+    ("  A=1   ", "1"),
+    ("A=1 # comment", "1"),
+    ("A=a#b", "a#b"),
+    ("A='x # y'", "x # y"),
+    ('A="x # y" # c', "x # y"),
+    ('A="say \\"hi\\""', 'say "hi"'),
+    ("A=", ""),
+    ("A=''", ""),
+    ('A={"k": "v"}', '{"k": "v"}'),
+])
+def test_value_forms(line, value):
+    assert values(line + "\n") == {"A": value}
+
+
+def test_multiline_double_quoted_value():
+    text = 'CERT="line1\nline2"\nB=2\n'
+    assert values(text) == {"CERT": "line1\nline2", "B": "2"}
+    assert lookup(parse(text), "B")[0].line == 3
+
+
+@pytest.mark.parametrize("text, line, fragment", [
+    ("A=1\nnot an assignment\n", 2, "expected '=' after not"),
+    ("A=1\n=5\n", 2, "expected a variable name"),
+    ('A=1\nPASSWORD="s3cret\n', 2, "unterminated double quote in the value of PASSWORD"),
+    ("A='x' junk\n", 1, "unexpected text after the closing quote of A"),
+])
+def test_malformed_lines_name_the_line_not_the_value(text, line, fragment):
+    with pytest.raises(EnvFileError) as err:
+        parse(text)
+    assert err.value.line == line
+    assert fragment in str(err.value)
+    assert "s3cret" not in str(err.value)
+
+
+@pytest.mark.parametrize("before, after", [
+    ("A=1\nQFIELDCLOUD_WORKER_REPLICAS=2\nB=3\n", "A=1\nQFIELDCLOUD_WORKER_REPLICAS=4\nB=3\n"),
+    ("QFIELDCLOUD_WORKER_REPLICAS=2", "QFIELDCLOUD_WORKER_REPLICAS=4"),
+    ("export QFIELDCLOUD_WORKER_REPLICAS=2\n", "export QFIELDCLOUD_WORKER_REPLICAS=4\n"),
+    ('QFIELDCLOUD_WORKER_REPLICAS="2"  # four later\n', 'QFIELDCLOUD_WORKER_REPLICAS="4"  # four later\n'),
+    ("QFIELDCLOUD_WORKER_REPLICAS='2'\n", "QFIELDCLOUD_WORKER_REPLICAS='4'\n"),
+    ("QFIELDCLOUD_WORKER_REPLICAS = 2 # c\n", "QFIELDCLOUD_WORKER_REPLICAS = 4 # c\n"),
+    ("A=1\r\nQFIELDCLOUD_WORKER_REPLICAS=2\r\n# x\r\n", "A=1\r\nQFIELDCLOUD_WORKER_REPLICAS=4\r\n# x\r\n"),
+    ("QFIELDCLOUD_WORKER_REPLICAS=\n", "QFIELDCLOUD_WORKER_REPLICAS=4\n"),
+])
+def test_set_value_edits_in_place(before, after):
+    assert set_value(before, "QFIELDCLOUD_WORKER_REPLICAS", "4") == after
+
+
+def test_set_value_keeps_every_other_byte_of_the_upstream_layout():
+    edited = set_value(UPSTREAM_LIKE, "QFIELDCLOUD_WORKER_REPLICAS", "4")
+    assert edited == UPSTREAM_LIKE.replace("QFIELDCLOUD_WORKER_REPLICAS=1", "QFIELDCLOUD_WORKER_REPLICAS=4")
+
+
+def test_set_value_edits_the_last_duplicate():
+    text = "R=1\nA=x\nR=2\n"
+    assert set_value(text, "R", "5") == "R=1\nA=x\nR=5\n"
+    entry, count = lookup(parse(text), "R")
+    assert (entry.value, count, entry.line) == ("2", 2, 3)
+
+
+@pytest.mark.parametrize("before, after", [
+    ("A=1\n", "A=1\nR=4\n"),
+    ("A=1", "A=1\nR=4\n"),
+    ("A=1\r\n", "A=1\r\nR=4\r\n"),
+    ("A=1\r\nB=2", "A=1\r\nB=2\r\nR=4\r\n"),
+    ("", "R=4\n"),
+])
+def test_set_value_appends_with_the_file_line_ending(before, after):
+    assert set_value(before, "R", "4") == after
+
+
+def test_set_value_is_a_fixed_point():
+    once = set_value(UPSTREAM_LIKE, "QFIELDCLOUD_WORKER_REPLICAS", "4")
+    assert set_value(once, "QFIELDCLOUD_WORKER_REPLICAS", "4") == once
+
+
+@pytest.mark.parametrize("key, secret", [
+    ("POSTGRES_PASSWORD", True), ("SECRET_KEY", True), ("AWS_ACCESS_KEY_ID", True), ("SENTRY_DSN", True),
+    ("QFIELDCLOUD_API_TOKEN", True), ("STORAGES", True), ("POSTGRES_USER", False),
+    ("QFIELDCLOUD_WORKER_REPLICAS", False), ("COMPOSE_FILE", False),
+])
+def test_secret_keys(key, secret):
+    assert is_secret_key(key) is secret
+
+
+def test_mask_replaces_every_secret_longest_first():
+    entries = parse("POSTGRES_PASSWORD=abc\nSECRET_KEY=abcdef\nUSER=abc-user\n")
+    secrets = secret_values(entries)
+    assert secrets == ["abcdef", "abc"]
+    assert mask("pw abcdef and abc", secrets) == "pw %s and %s" % (MASK, MASK)
