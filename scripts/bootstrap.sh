@@ -29,6 +29,11 @@ if [ ! -x "$VENV/bin/ansible-playbook" ] || ! cmp -s requirements-dev.txt "$VENV
   cp requirements-dev.txt "$VENV/.requirements-dev.txt"
 fi
 
+# --- shellcheck, used by ansible-test sanity's shellcheck test on scripts/ --------------------
+if ! command -v shellcheck >/dev/null; then
+  if is_debian_root; then apt_install shellcheck; else log "shellcheck not found: ansible-test sanity will skip its shellcheck test"; fi
+fi
+
 # --- collections path: ansible_collections/qfieldcloud/ops -> this checkout ---------------
 mkdir -p .collections/ansible_collections/qfieldcloud
 ln -sfn ../../.. .collections/ansible_collections/qfieldcloud/ops

@@ -4,7 +4,6 @@
 # where ansible-test caches the venvs of its sanity tools.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-VENV=${QFC_VENV:-$ROOT/.venv}
 # A venv of its own: ansible-test --requirements pins its tools (pylint, yamllint, ...) into the venv it runs in,
 # which must not disturb ansible-lint's. (ansible-test --venv would fetch get-pip from a host we cannot reach.)
 SANITY_VENV=${QFC_SANITY_VENV:-$ROOT/.state/venv-sanity}
@@ -18,7 +17,7 @@ find "$DEST" -mindepth 1 -maxdepth 1 ! -name tests -exec rm -rf {} +
 find "$DEST/tests" -mindepth 1 -maxdepth 1 ! -name output -exec rm -rf {} + 2>/dev/null || true
 pip_version=$(grep -oE "pip='[0-9.]+'" "$SANITY_VENV"/lib/python*/site-packages/ansible_test/_internal/python_requirements.py | grep -oE "[0-9.]+" | head -1)
 cache=$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py
-[ -f "$cache" ] || install -D -m 0644 "$ROOT/scripts/ansible-test-get-pip.py" "$cache"
+install -D -m 0644 "$ROOT/scripts/ansible-test-get-pip.py" "$cache"
 cd "$ROOT"
 git ls-files -co --exclude-standard -z | while IFS= read -r -d '' f; do
   [ -e "$f" ] && cp --parents -P "$f" "$DEST"/

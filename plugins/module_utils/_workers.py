@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 try:
     import docker  # noqa: F401  (the Docker SDK for Python)
-    from docker.errors import DockerException, NotFound
+    from docker.errors import DockerException, NotFound  # noqa: F401  pylint: disable=unused-import
 
     HAS_DOCKER_SDK = True
     DOCKER_SDK_IMPORT_ERROR = None

@@ -10,8 +10,8 @@ short_description: Set and apply the number of QFieldCloud C(worker_wrapper) rep
 version_added: 0.1.0
 description:
   - Sets C(QFIELDCLOUD_WORKER_REPLICAS) in QFieldCloud's C(.env), the only place upstream reads the worker count from
-    (the service's C(scale) is C(${QFIELDCLOUD_WORKER_REPLICAS}) in C(docker-compose.yml)), then brings the running workers to that
-    count with Docker Compose v2 and verifies them through the Docker Engine API.
+    (the service's C(scale) is C(${QFIELDCLOUD_WORKER_REPLICAS}) in C(docker-compose.yml)), then brings the running
+    workers to that count with Docker Compose v2 and verifies them through the Docker Engine API.
   - Before anything changes, a preflight loads the Compose project with the new value. A C(deploy.replicas) that
     differs from C(scale:), a C(container_name) on the service, a missing service or a C(scale:) that does not follow
     the variable fails the task, names the file and leaves C(.env) untouched.
@@ -118,7 +118,7 @@ notes:
     current job, so a scale-down can take up to 15 minutes. Run long scale-downs with C(async) and C(poll) so that
     the connection does not time out; see the examples.
 author:
-  - qfieldcloud.ops contributors
+  - qfieldcloud.ops contributors (@qfieldcloud-ops)
 """
 
 EXAMPLES = r"""
@@ -266,9 +266,9 @@ MULTI_SERVER_THRESHOLD = 10
 class ScaleFailure(Exception):
     """Ends the run with fail_json(**result)."""
 
-    def __init__(self, msg, **result):
-        super().__init__(msg)
-        self.result = dict(result, msg=msg)
+    def __init__(self, message, **result):
+        super().__init__(message)
+        self.result = dict(result, msg=message)
 
 
 class ProjectLock:
@@ -361,11 +361,11 @@ class Scaler:
     def guard_cores(self):
         cores = os.cpu_count() or 1
         limit = int(cores * self.module.params["max_replicas_per_core"])
+        per_core = self.module.params["max_replicas_per_core"]
         if self.replicas > limit and not self.module.params["force"]:
             raise ScaleFailure("replicas=%d exceeds the core-count guard: %d CPU cores x %s workers per core = at most "
                                "%d workers on this host. Add cores, spread workers over more servers, or set "
-                               "force=true." % (self.replicas, cores, self.module.params["max_replicas_per_core"],
-                                                 limit))
+                               "force=true." % (self.replicas, cores, per_core, limit))
         if self.replicas > MULTI_SERVER_THRESHOLD:
             self.module.warn("%d workers on one host: beyond %d workers a multi-server layout (worker-only nodes "
                              "against the central database) is the next step."

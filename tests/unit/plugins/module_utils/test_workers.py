@@ -29,7 +29,7 @@ def test_summarize_marks_restarting():
 
 
 def test_evaluate_ok_when_all_settled():
-    ok, reason, _ = evaluate([c("a"), c("b")], 2, 1.5, now=10.0)
+    ok, reason, _pause = evaluate([c("a"), c("b")], 2, 1.5, now=10.0)
     assert ok and reason == "2 running"
 
 
@@ -39,11 +39,11 @@ def test_evaluate_waits_for_young_containers():
 
 
 def test_evaluate_reports_restarting_and_wrong_counts():
-    ok, reason, _ = evaluate([c("a"), c("b", state="restarting", restarts=4)], 2, 1.5, now=10.0)
+    ok, reason, _pause = evaluate([c("a"), c("b", state="restarting", restarts=4)], 2, 1.5, now=10.0)
     assert not ok and "b restarting (restarts: 4)" in reason
-    ok, reason, _ = evaluate([c("a")], 2, 1.5, now=10.0)
+    ok, reason, _pause = evaluate([c("a")], 2, 1.5, now=10.0)
     assert not ok and reason == "1 running"
-    ok, _, _ = evaluate([], 0, 1.5, now=10.0)
+    ok, _reason, _pause = evaluate([], 0, 1.5, now=10.0)
     assert ok
 
 
