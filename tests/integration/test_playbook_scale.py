@@ -1,0 +1,78 @@
+"""playbooks/scale.yml, run the way users run it: by path and as the collection playbook qfieldcloud.ops.scale."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+from conftest import BIN, ROOT, ansible_env, assert_no_secrets, run_playbook
+
+
+def inventory_for(stack, tmp_path):
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("qfieldcloud:\n  hosts:\n    qfc1:\n      ansible_connection: local\n"
+                         "      ansible_python_interpreter: %s\n      qfc_project_src: %s\n"
+                         % (BIN / "python", stack.path))
+    return inventory
+
+
+def recap(output):
+    match = re.search(r"^qfc1\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output, re.M)
+    assert match, output
+    return {k: int(v) for k, v in zip(("ok", "changed", "unreachable", "failed"), match.groups())}
+
+
+@pytest.mark.parametrize("playbook", [str(ROOT / "playbooks" / "scale.yml"), "qfieldcloud.ops.scale"])
+def test_playbook_prints_before_and_after_and_is_idempotent(stack, tmp_path, playbook):
+    inventory = inventory_for(stack, tmp_path)
+    first = run_playbook(playbook, inventory, {"qfc_worker_replicas": 4}, diff=True)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "worker_wrapper: running 2 -> 4 (QFIELDCLOUD_WORKER_REPLICAS 2 -> 4)" in first.stdout
+    assert recap(first.stdout)["changed"] == 1
+    assert len(stack.running()) == 4
+    assert_no_secrets(first.stdout + first.stderr)
+    second = run_playbook(playbook, inventory, {"qfc_worker_replicas": 4})
+    assert second.returncode == 0
+    assert "running 4 -> 4" in second.stdout
+    assert recap(second.stdout)["changed"] == 0
+
+
+def test_playbook_check_mode_predicts_without_changing(stack, tmp_path):
+    inventory = inventory_for(stack, tmp_path)
+    before = stack.env_text()
+    proc = run_playbook(ROOT / "playbooks" / "scale.yml", inventory, {"qfc_worker_replicas": 3}, check=True, diff=True)
+    assert proc.returncode == 0, proc.stdout
+    assert recap(proc.stdout)["changed"] == 1
+    assert "running 2 -> 3" in proc.stdout and "[check mode: predicted]" in proc.stdout
+    assert stack.env_text() == before and len(stack.running()) == 2
+
+
+def test_role_argument_spec_rejects_a_non_integer(stack, tmp_path):
+    inventory = inventory_for(stack, tmp_path)
+    before = stack.env_text()
+    proc = run_playbook(ROOT / "playbooks" / "scale.yml", inventory, {"qfc_worker_replicas": "many"})
+    assert proc.returncode != 0
+    assert "qfc_worker_replicas" in proc.stdout and "int" in proc.stdout
+    assert stack.env_text() == before
+
+
+def test_playbook_failure_reports_the_host(stack, tmp_path):
+    (stack.path / "docker-compose.override.prod.yml").write_text(
+        "services:\n  worker_wrapper:\n    deploy:\n      replicas: 7\n")
+    inventory = inventory_for(stack, tmp_path)
+    before = stack.env_text()
+    proc = run_playbook(ROOT / "playbooks" / "scale.yml", inventory, {"qfc_worker_replicas": 3})
+    assert proc.returncode != 0
+    assert recap(proc.stdout)["failed"] == 1
+    assert "docker-compose.override.prod.yml sets services.worker_wrapper.deploy.replicas" in proc.stdout
+    assert stack.env_text() == before
+
+
+def test_ansible_doc_renders():
+    proc = subprocess.run([str(BIN / "ansible-doc"), "qfieldcloud.ops.qfc_scale"], cwd=ROOT, env=ansible_env(),
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    for fragment in ("replicas", "wait_timeout", "rollback", "check_mode", "diff_mode", "idempotent", "project_src",
+                     "backup_file", "Secret-looking values"):
+        assert fragment in proc.stdout, fragment
