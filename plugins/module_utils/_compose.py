@@ -86,6 +86,17 @@ def service_containers(containers, service, include_oneoff=False):
     return selected
 
 
+def summarize_ps(container):
+    """The fields the collection reports for a container, from one parsed ``ps`` object."""
+    labels = container.get("Labels") or {}
+    return {
+        "name": container.get("Name", ""),
+        "number": int(labels.get("com.docker.compose.container-number", 0) or 0),
+        "state": container.get("State", "unknown"),
+        "id": (container.get("ID") or "")[:12],
+    }
+
+
 def compose_files(project_src, env):
     """The compose files Compose loads: ``COMPOSE_FILE`` from the environment or ``.env``, else the defaults."""
     listed = env.get("COMPOSE_FILE")
@@ -179,8 +190,15 @@ class Compose:
         return json.loads(out)
 
     def ps(self, service):
-        _rc, out, _err = self.run(["ps", "--all", "--format", "json", service])
-        return service_containers(parse_ps_json(out), service)
+        """The service's containers as Compose sees them (one-offs excluded), sorted by container number."""
+        _rc, out, _err = self.run(["ps", "--all", "--format", "json", "--", service])
+        try:
+            containers = parse_ps_json(out)
+        except ValueError as exc:
+            raise ComposeError("Cannot parse `docker compose ps --format json` output: %s" % exc,
+                               cmd=" ".join(self.base + ["ps", "--all", "--format", "json", "--", service]), rc=0,
+                               stdout=out, stderr=_err) from exc
+        return sorted((summarize_ps(c) for c in service_containers(containers, service)), key=lambda c: c["number"])
 
     def scale(self, service, replicas, environ_update=None):
         """Bring ``service`` to ``replicas`` containers, touching nothing else: no dependencies are started and

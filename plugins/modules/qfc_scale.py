@@ -200,10 +200,6 @@ containers:
       description: Short container ID.
       type: str
       sample: 0b1f2c3d4e5f
-    restart_count:
-      description: How often the engine restarted the container.
-      type: int
-      sample: 0
 project:
   description: The Compose project name, from C(COMPOSE_PROJECT_NAME) or the directory.
   returned: when the preflight ran
@@ -459,11 +455,6 @@ class Scaler:
                 raise ScaleFailure("Cannot reach the Docker Engine: %s" % to_native(exc)) from exc
         return self.client
 
-    def containers(self, project):
-        try:
-            return _workers.snapshot(self.engine(), project, self.service)
-        except _workers.DockerException as exc:
-            raise ScaleFailure("Cannot list %s containers: %s" % (self.service, to_native(exc))) from exc
 
     def apply(self, project, replicas):
         """compose up for the service only, then wait until the count is running and stable."""
@@ -494,7 +485,7 @@ class Scaler:
         env_changes = desired_text != text
         before = []
         if p["apply"]:
-            before = self.containers(project)
+            before = self.compose.ps(self.service)
             self.result["previous_running"] = self.result["running"] = _workers.count_running(before)
             needs_apply = env_changes or self.result["running"] != self.replicas or len(before) != self.replicas
         else:
@@ -545,7 +536,10 @@ class Scaler:
                 restored.append("re-applying %d workers failed too: %s" % (previous, getattr(again, "msg", again)))
         self.result["rolled_back"] = bool(restored)
         fields.update(self.result)
-        fields["running"] = _workers.count_running(self.containers(project))
+        try:
+            fields["running"] = _workers.count_running(self.compose.ps(self.service))
+        except _compose.ComposeError:
+            fields["running"] = None
         raise ScaleFailure("Scaling %s to %d failed: %s. Rolled back: %s."
                            % (self.service, self.replicas, what, "; ".join(restored) or "nothing to restore, .env "
                               "already held the value"), **fields)
@@ -569,7 +563,7 @@ class Scaler:
 
     @staticmethod
     def public(containers):
-        return [{k: c[k] for k in ("name", "number", "state", "id", "restart_count")} for c in containers]
+        return [{k: c[k] for k in ("name", "number", "state", "id")} for c in containers]
 
 
 def main():

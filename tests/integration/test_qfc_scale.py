@@ -343,5 +343,5 @@ def test_unreachable_engine_fails_without_touching_env(stack):
     finally:
         os.environ.clear()
         os.environ.update(env)
-    assert result.failed
+    assert result.failed and "Cannot reach the Docker Engine" in result["msg"]
     assert sha(stack.env_file) == before

@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._compose import (
     compose_files, effective_scale, find_service_conflicts, first_error_line, parse_labels, parse_ps_json,
-    parse_version, service_containers)
+    parse_version, service_containers, summarize_ps)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -25,6 +25,13 @@ def test_parse_ps_both_forms(fixture):
     assert "qfieldcloud-oneoff" in [c["Name"] for c in with_oneoff]
     (memcached,) = service_containers(containers, "memcached")
     assert memcached["State"] == "exited"
+
+
+def test_summarize_ps():
+    containers = service_containers(parse_ps_json((FIXTURES / "ps-2.26.1-jsonlines.txt").read_text()), "worker_wrapper")
+    summary = summarize_ps(containers[-1])
+    assert summary == {"name": "qfieldcloud-worker_wrapper-3", "number": 3, "state": "running",
+                       "id": containers[-1]["ID"][:12]}
 
 
 def test_parse_ps_empty():
