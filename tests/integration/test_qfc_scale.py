@@ -343,5 +343,5 @@ def test_unreachable_engine_fails_without_touching_env(stack):
     finally:
         os.environ.clear()
         os.environ.update(env)
-    assert result.failed and "Cannot reach the Docker Engine" in result["msg"]
+    assert result.failed and "Cannot connect to the Docker daemon" in result["msg"] and result["rc"] != 0
     assert sha(stack.env_file) == before
