@@ -101,11 +101,12 @@ def evaluate(containers, replicas, settle_time, now):
         return False, "%d running, not running: %s" % (len(running), detail), POLL_INTERVAL
     if len(running) != replicas:
         return False, "%d running" % len(running), POLL_INTERVAL
-    young = [settle_time - (now - c["started_at"]) for c in running
-             if c["started_at"] is None or now - c["started_at"] < settle_time]
+    young = [c for c in running if c["started_at"] is None or now - c["started_at"] < settle_time]
     if young:
-        return False, "%d running, %d of them up for less than %ss" % (len(running), len(young), settle_time), \
-            max(min(max(young), 1.0), 0.05)
+        detail = ", ".join("%s restarts: %d" % (c["name"], c["restart_count"]) for c in young)
+        wait = max(settle_time - (now - (c["started_at"] or now)) for c in young)
+        return False, "%d running, %d of them up for less than %ss (%s)" % (len(running), len(young), settle_time,
+                                                                          detail), max(min(wait, 1.0), 0.05)
     return True, "%d running" % len(running), 0.0
 
 

@@ -219,7 +219,8 @@ def test_crash_looping_workers_are_rolled_back(stack):
     assert result.failed
     assert result["rolled_back"] is True
     assert "Rolled back" in result["msg"] and "QFIELDCLOUD_WORKER_REPLICAS=2" in result["msg"]
-    assert "restarting" in result["msg"] or "exited" in result["msg"]
+    # the crashing workers are caught restarting, exited, or running too briefly, with their restart counts
+    assert "restarts:" in result["msg"]
     assert sha(stack.env_file) == env_before
     assert sorted(c.id for c in stack.containers() if c.status == "running") == ids_before
     assert result["running"] == 2

@@ -34,8 +34,8 @@ def test_evaluate_ok_when_all_settled():
 
 
 def test_evaluate_waits_for_young_containers():
-    ok, reason, pause = evaluate([c("a"), c("b", started=9.5)], 2, 1.5, now=10.0)
-    assert not ok and "up for less than" in reason and pause == pytest.approx(1.0)
+    ok, reason, pause = evaluate([c("a"), c("b", started=9.5, restarts=3)], 2, 1.5, now=10.0)
+    assert not ok and "1 of them up for less than 1.5s (b restarts: 3)" in reason and pause == pytest.approx(1.0)
 
 
 def test_evaluate_reports_restarting_and_wrong_counts():
