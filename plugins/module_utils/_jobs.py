@@ -1,0 +1,87 @@
+# Copyright (c) qfieldcloud.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""QFieldCloud's job table: statuses, schema detection, and the one definition of "stuck" that both the queue
+facts and the cleanup use."""
+
+from __future__ import annotations
+
+import re
+
+STATUSES = ("pending", "queued", "started", "finished", "stopped", "failed")
+LIVE_STATUSES = ("pending", "queued", "started")
+BUSY_STATUSES = ("queued", "started")
+DEFAULT_WORKER_TIMEOUT_S = 600
+STALE_MARGIN_S = 10  # upstream's SetTerminatedWorkersToFinalStatusJob: started_at < now() - (timeout + 10 s)
+
+# Upstream's cron writes exactly this feedback and output (qfieldcloud/core/cron.py).
+TERMINATED_FEEDBACK = {"error_stack": "", "error": "Job unexpectedly terminated.", "error_origin": "worker_wrapper",
+                       "container_exit_code": -2}
+TERMINATED_OUTPUT = "Job unexpectedly terminated."
+
+# Stuck kinds, as SQL conditions on core_job with named parameters. Facts count them; cleanup fails them.
+STUCK_SQL = {
+    "stale": "status IN ('queued', 'started') AND started_at < now() - make_interval(secs => %(stale_after_s)s)",
+    # Upstream never sweeps these (started_at IS NULL never matches `started_at < ...`) and they block their project.
+    # created_at and updated_at are both old: the job has not been touched for the whole threshold.
+    "orphaned_queued": "status = 'queued' AND started_at IS NULL"
+                       " AND created_at < now() - make_interval(secs => %(orphan_after_s)s)"
+                       " AND updated_at < now() - make_interval(secs => %(orphan_after_s)s)",
+    "old_pending": "status = 'pending' AND created_at < now() - make_interval(secs => %(pending_after_s)s)",
+}
+
+DURATION_RE = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s?)?\s*$", re.IGNORECASE)
+
+
+class SchemaError(Exception):
+    pass
+
+
+def parse_duration(value):
+    """``"24h"``, ``"2d"``, ``"1h30m"``, ``"90m"``, ``"45s"`` or a number of seconds -> seconds (int)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be like 24h, 2d, 90m, 1h30m or a number of seconds, got %r" % value)
+    if isinstance(value, (int, float)):
+        seconds = int(value)
+    else:
+        match = DURATION_RE.match(str(value))
+        if not match or not any(match.groups()):
+            raise ValueError("a duration must be like 24h, 2d, 90m, 1h30m or a number of seconds, got %r" % value)
+        d, h, m, s = (int(g or 0) for g in match.groups())
+        seconds = ((d * 24 + h) * 60 + m) * 60 + s
+    if seconds <= 0:
+        raise ValueError("a duration must be positive, got %r" % value)
+    return seconds
+
+
+def format_duration(seconds):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return "%d%s" % (seconds // size, unit)
+    return "%ds" % seconds
+
+
+def check_statuses(statuses):
+    unknown = [s for s in statuses if s not in STATUSES]
+    if unknown:
+        raise ValueError("unknown job status %s; QFieldCloud's statuses are %s"
+                         % (", ".join(repr(s) for s in unknown), ", ".join(STATUSES)))
+
+
+def detect_project_table(cursor):
+    """``project_project`` from v26.21, ``core_project`` before. Fails clearly on a database without QFieldCloud."""
+    cursor.execute("SELECT to_regclass('core_job') IS NOT NULL, to_regclass('project_project') IS NOT NULL,"
+                   " to_regclass('core_project') IS NOT NULL, current_database()")
+    has_job, has_new, has_old, database = cursor.fetchone()
+    if not has_job or not (has_new or has_old):
+        raise SchemaError("Database %s has no QFieldCloud job tables (core_job and project_project or core_project). "
+                          "Check login_db/POSTGRES_DB, or run QFieldCloud's migrations." % database)
+    return "project_project" if has_new else "core_project"
+
+
+def worker_timeout(env, override=None):
+    if override is not None:
+        return override
+    value = env.get("QFIELDCLOUD_WORKER_TIMEOUT_S")
+    return int(value) if value and value.strip().isdigit() else DEFAULT_WORKER_TIMEOUT_S

@@ -1,0 +1,113 @@
+# Copyright (c) qfieldcloud.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Connection options shared by the queue modules, resolved like community.postgresql's, or from QFieldCloud's .env."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import traceback
+
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _envfile
+
+try:
+    import psycopg2
+    import psycopg2.extras  # noqa: F401  pylint: disable=unused-import
+
+    HAS_PSYCOPG2 = True
+    PSYCOPG2_IMPORT_ERROR = None
+except ImportError:
+    HAS_PSYCOPG2 = False
+    PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
+
+SSL_MODES = ["allow", "disable", "prefer", "require", "verify-ca", "verify-full"]
+
+
+def argument_spec():
+    return dict(
+        login_host=dict(type="str"),
+        login_port=dict(type="int"),
+        login_user=dict(type="str"),
+        login_password=dict(type="str", no_log=True),
+        login_db=dict(type="str"),
+        login_unix_socket=dict(type="str"),
+        ssl_mode=dict(type="str", choices=SSL_MODES),
+        connect_timeout=dict(type="int", default=10),
+        env_file=dict(type="path"),
+        project_src=dict(type="path"),
+    )
+
+
+class ConnectionError_(Exception):
+    pass
+
+
+def is_compose_service_name(host):
+    """``db`` (QFieldCloud's standalone service) resolves only inside the compose network, not on the host."""
+    if not host or host == "localhost" or host.startswith("/"):
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        return "." not in host
+
+
+def load_env(module):
+    """Read ``env_file`` (or ``<project_src>/.env``) and register its secrets as no_log values.
+
+    Returns ({}, None) when neither is set."""
+    path = module.params.get("env_file")
+    if not path and module.params.get("project_src"):
+        path = os.path.join(module.params["project_src"], ".env")
+    if not path:
+        return {}, None
+    if not os.path.isfile(path):
+        raise ConnectionError_("env_file %s does not exist." % path)
+    with open(path, "rb") as handle:
+        text = handle.read().decode("utf-8", errors="surrogateescape")
+    try:
+        entries = _envfile.parse(text)
+    except _envfile.EnvFileError as exc:
+        raise ConnectionError_("%s is malformed, %s." % (path, exc)) from None
+    module.no_log_values.update(_envfile.secret_values(entries))
+    return {e.key: e.value for e in entries}, path
+
+
+def connection_params(params, env):
+    """Explicit login_* options win over POSTGRES_* from .env, which win over libpq's defaults.
+
+    When .env points at a compose service name (``POSTGRES_HOST=db``), the host cannot resolve it; QFieldCloud's
+    standalone override publishes the database on ``HOST_POSTGRES_PORT`` (default 5433) instead.
+    """
+    host = env.get("POSTGRES_HOST") or None
+    port = env.get("POSTGRES_PORT") or None
+    if is_compose_service_name(host):
+        host, port = "127.0.0.1", env.get("HOST_POSTGRES_PORT") or "5433"
+    out = {
+        "host": params.get("login_unix_socket") or params.get("login_host") or host,
+        "port": params.get("login_port") or (int(port) if port and str(port).isdigit() else None),
+        "user": params.get("login_user") or env.get("POSTGRES_USER") or None,
+        "password": params.get("login_password") or env.get("POSTGRES_PASSWORD") or None,
+        "dbname": params.get("login_db") or env.get("POSTGRES_DB") or None,
+        "sslmode": params.get("ssl_mode") or env.get("POSTGRES_SSLMODE") or "prefer",
+        "connect_timeout": params.get("connect_timeout"),
+        "application_name": "qfieldcloud.ops",
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def describe(conn_params):
+    """Where we connect, for messages: never the password."""
+    return "%s@%s:%s/%s" % (conn_params.get("user", ""), conn_params.get("host", "(socket)"),
+                            conn_params.get("port", 5432), conn_params.get("dbname", ""))
+
+
+def connect(conn_params):
+    try:
+        return psycopg2.connect(**conn_params)
+    except psycopg2.Error as exc:
+        message = str(exc).strip().replace(conn_params.get("password") or "\0", "********")
+        raise ConnectionError_("Cannot connect to PostgreSQL at %s: %s" % (describe(conn_params), message)) from None

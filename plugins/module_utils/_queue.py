@@ -1,0 +1,162 @@
+# Copyright (c) qfieldcloud.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Queue facts: one SQL statement for every metric, and pure functions for alerts, the capacity decision and the
+recommended worker count. The metrics collector uses the same code."""
+
+from __future__ import annotations
+
+import math
+
+from ansible_collections.qfieldcloud.ops.plugins.module_utils._jobs import STUCK_SQL
+
+# The seed write-up's thresholds, overridable per call.
+DEFAULT_THRESHOLDS = {
+    "queue_depth_warning": 10,          # queue depth > 10: possible saturation
+    "failed_ratio_critical": 0.30,      # failed > 30% of the last hour's finished + failed: systemic issue
+    "idle_grace_s": 60,                 # a worker may be idle this long while an eligible job waits (poll interval)
+    "pending_after_s": 86400,           # pending longer than this is reported as stuck (not failed: upstream runs it)
+}
+
+# Windowed metrics need finished_at, which has no index. Jobs finished in a window were created before it; scanning
+# created_at (indexed) back this far covers every job that waited less than this in the queue.
+HISTORY_SCAN_S = 7 * 86400
+
+FACTS_SQL = """
+WITH busy_projects AS (
+    SELECT DISTINCT project_id FROM core_job WHERE status IN ('queued', 'started')
+), eligible AS (
+    SELECT j.project_id, j.created_at FROM core_job j JOIN {project_table} p ON p.id = j.project_id
+    WHERE j.status = 'pending' AND p.locked_at IS NULL
+      AND j.project_id NOT IN (SELECT project_id FROM busy_projects)
+), recent AS (
+    SELECT status, started_at, finished_at FROM core_job
+    WHERE created_at >= now() - make_interval(secs => %(history_scan_s)s)
+      AND status IN ('finished', 'failed')
+      AND finished_at >= now() - make_interval(secs => %(window_s)s)
+), durations AS (
+    SELECT extract(epoch FROM finished_at - started_at) AS d FROM recent
+    WHERE status = 'finished' AND started_at IS NOT NULL
+)
+SELECT json_build_object(
+    'by_status', (SELECT coalesce(json_object_agg(status, n), '{{}}')
+                  FROM (SELECT status, count(*) AS n FROM core_job GROUP BY status) s),
+    'oldest_pending_age_s', (SELECT extract(epoch FROM now() - min(created_at)) FROM core_job WHERE status = 'pending'),
+    'useful_backlog', (SELECT count(*) FROM eligible),
+    'eligible_projects', (SELECT count(DISTINCT project_id) FROM eligible),
+    'oldest_eligible_age_s', (SELECT extract(epoch FROM now() - min(created_at)) FROM eligible),
+    'busy_projects', (SELECT count(*) FROM busy_projects),
+    'locked_projects_waiting', (SELECT count(DISTINCT j.project_id) FROM core_job j
+                                JOIN {project_table} p ON p.id = j.project_id
+                                WHERE j.status = 'pending' AND p.locked_at IS NOT NULL),
+    'stuck_stale', (SELECT count(*) FROM core_job WHERE {stale}),
+    'stuck_orphaned_queued', (SELECT count(*) FROM core_job WHERE {orphaned_queued}),
+    'stuck_old_pending', (SELECT count(*) FROM core_job WHERE {old_pending}),
+    'last_hour_finished', (SELECT count(*) FROM recent WHERE status = 'finished'
+                           AND finished_at >= now() - interval '1 hour'),
+    'last_hour_failed', (SELECT count(*) FROM recent WHERE status = 'failed'
+                         AND finished_at >= now() - interval '1 hour'),
+    'duration_count', (SELECT count(*) FROM durations),
+    'duration_avg_s', (SELECT avg(d) FROM durations),
+    'duration_p50_s', (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) FROM durations),
+    'duration_p95_s', (SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY d) FROM durations)
+)
+"""
+
+
+def facts_sql(project_table):
+    return FACTS_SQL.format(project_table=project_table, **STUCK_SQL)
+
+
+def _round(value, digits=1):
+    return None if value is None else round(float(value), digits)
+
+
+def shape(raw, window_s):
+    """Turn the query's JSON into the documented ``qfc_queue`` structure (without workers, alerts and decision)."""
+    by_status = {s: 0 for s in ("pending", "queued", "started", "finished", "stopped", "failed")}
+    by_status.update({k: int(v) for k, v in (raw.get("by_status") or {}).items()})
+    finished, failed = int(raw["last_hour_finished"]), int(raw["last_hour_failed"])
+    return {
+        "by_status": by_status,
+        "queue_depth": by_status["pending"] + by_status["queued"],
+        "useful_backlog": int(raw["useful_backlog"]),
+        "eligible_projects": int(raw["eligible_projects"]),
+        "busy_projects": int(raw["busy_projects"]),
+        "locked_projects_waiting": int(raw["locked_projects_waiting"]),
+        "oldest_pending_age_s": _round(raw["oldest_pending_age_s"]),
+        "oldest_eligible_age_s": _round(raw["oldest_eligible_age_s"]),
+        "stuck": {
+            "stale": int(raw["stuck_stale"]),
+            "orphaned_queued": int(raw["stuck_orphaned_queued"]),
+            "old_pending": int(raw["stuck_old_pending"]),
+        },
+        "last_hour": {
+            "finished": finished,
+            "failed": failed,
+            "success_rate": round(finished / (finished + failed), 4) if finished + failed else None,
+        },
+        "duration": {
+            "window_s": window_s,
+            "count": int(raw["duration_count"]),
+            "avg_s": _round(raw["duration_avg_s"]),
+            "p50_s": _round(raw["duration_p50_s"]),
+            "p95_s": _round(raw["duration_p95_s"]),
+        },
+    }
+
+
+def alerts(facts, workers, thresholds):
+    """The seed's alert rules as a list of {severity, code, message}."""
+    out = []
+    depth = facts["queue_depth"]
+    if depth > thresholds["queue_depth_warning"]:
+        out.append(("warning", "queue_depth_high", "queue depth %d is above %d: possible saturation"
+                    % (depth, thresholds["queue_depth_warning"])))
+    running = workers.get("running")
+    idle = None if running is None else max(running - workers["busy"], 0)
+    waited = facts["oldest_eligible_age_s"]
+    if facts["useful_backlog"] and idle and waited is not None and waited > thresholds["idle_grace_s"]:
+        out.append(("error", "workers_idle_with_jobs_waiting",
+                    "%d of %d workers idle while %d eligible jobs wait (oldest %ds): jobs are not being processed"
+                    % (idle, running, facts["useful_backlog"], waited)))
+    last = facts["last_hour"]
+    total = last["finished"] + last["failed"]
+    if total and last["failed"] / total > thresholds["failed_ratio_critical"]:
+        out.append(("critical", "failure_rate_high", "%d of %d jobs failed in the last hour (%.0f%%, limit %.0f%%)"
+                    % (last["failed"], total, 100.0 * last["failed"] / total,
+                       100.0 * thresholds["failed_ratio_critical"])))
+    stuck = facts["stuck"]
+    for kind, label in (("stale", "queued/started past the worker timeout (upstream's cron should fail them)"),
+                        ("orphaned_queued", "queued but never started (upstream never sweeps them; they block "
+                                            "their project)"),
+                        ("old_pending", "pending for more than %s s" % thresholds["pending_after_s"])):
+        if stuck[kind]:
+            out.append(("warning", "stuck_" + kind, "%d jobs %s" % (stuck[kind], label)))
+    configured = workers.get("configured")
+    if running is not None and configured is not None and running < configured:
+        out.append(("error", "workers_missing", "%d of %d configured workers are running" % (running, configured)))
+    return [{"severity": s, "code": c, "message": m} for s, c, m in out]
+
+
+def decision(facts):
+    """The seed's capacity decision matrix on the current queue depth and last hour's success rate."""
+    depth = facts["queue_depth"]
+    rate = facts["last_hour"]["success_rate"]
+    if rate is not None and depth < 5 and rate > 0.90:
+        return {"action": "stop", "reason": "configuration is sufficient (queue < 5, success > 90%)"}
+    if rate is not None and 5 <= depth <= 10 and rate > 0.80:
+        return {"action": "consider", "reason": "queue 5-10 with success > 80%: consider database indexes or caching"}
+    if depth > 10 or (rate is not None and rate < 0.80):
+        return {"action": "investigate", "reason": "queue > 10 or success < 80%: root-cause analysis needed"}
+    return {"action": "monitor", "reason": "not enough data in the last hour: keep collecting"}
+
+
+def recommended_replicas(facts, workers, cores, per_core=2.5):
+    """Enough workers for the jobs running now plus every project that could start one, never fewer than configured,
+    never more than the core-count guideline. A single snapshot never recommends scaling down."""
+    limit = max(int(math.floor(cores * per_core)), 1)
+    demand = workers["busy"] + facts["eligible_projects"]
+    current = workers.get("configured") or workers.get("running") or 1
+    return min(max(current, demand), limit)

@@ -1,0 +1,222 @@
+#!/usr/bin/python
+# Copyright (c) qfieldcloud.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: qfc_queue_facts
+short_description: Gather QFieldCloud job queue facts, alerts and a capacity decision
+version_added: 0.1.0
+description:
+  - Reads QFieldCloud's C(core_job) table in one read-only transaction with a C(statement_timeout), all metrics in one
+    SQL statement (after one query that detects the schema), and returns them as C(ansible_facts.qfc_queue).
+  - Counts by status, queue depth, the useful backlog (pending jobs whose project has no queued or started job and is
+    not locked, which is what more workers could start now), stuck jobs by kind, the last hour's success rate, job
+    durations over a window, and the worker count configured in C(.env) and running by Compose labels.
+  - Adds alerts with the operations guideline's thresholds, the capacity decision matrix and a recommended worker count.
+  - Works with QFieldCloud v26.21 and later (C(project_project)) and earlier versions (C(core_project)).
+extends_documentation_fragment:
+  - qfieldcloud.ops._postgres
+  - qfieldcloud.ops._attributes
+attributes:
+  check_mode:
+    support: full
+    details: [Read-only; runs the same queries in check mode.]
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details: [Never changes anything.]
+options:
+  worker_timeout_s:
+    description:
+      - QFieldCloud's worker timeout, for the stale definition (C(started_at) older than timeout + 10 s, as upstream's
+        cron).
+      - Defaults to C(QFIELDCLOUD_WORKER_TIMEOUT_S) from C(.env), else 600.
+    type: int
+  window:
+    description: Window for job durations (C(24h), C(2d), C(90m), or seconds).
+    type: str
+    default: 24h
+  thresholds:
+    description:
+      - Overrides of the alert thresholds C(queue_depth_warning) (10), C(failed_ratio_critical) (0.30),
+        C(idle_grace_s) (60) and C(pending_after_s) (86400).
+    type: dict
+    default: {}
+  statement_timeout:
+    description: Milliseconds the facts query may run before PostgreSQL cancels it.
+    type: int
+    default: 5000
+  service:
+    description: The Compose service of the workers.
+    type: str
+    default: worker_wrapper
+  env_var:
+    description: The C(.env) variable holding the configured worker count.
+    type: str
+    default: QFIELDCLOUD_WORKER_REPLICAS
+  docker_cli:
+    description: Path to the Docker CLI, used with O(project_src) to count workers.
+    type: path
+  max_replicas_per_core:
+    description: Upper bound of RV(ansible_facts.qfc_queue.recommended_replicas) per CPU core of the target.
+    type: float
+    default: 2.5
+seealso:
+  - module: qfieldcloud.ops.qfc_job_cleanup
+author:
+  - qfieldcloud.ops contributors (@qfieldcloud-ops)
+"""
+
+EXAMPLES = r"""
+- name: Gather queue facts from the database named in .env
+  qfieldcloud.ops.qfc_queue_facts:
+    project_src: /opt/qfieldcloud
+
+- name: Show the decision
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.qfc_queue.decision.action }}: depth {{ ansible_facts.qfc_queue.queue_depth }}"
+
+- name: Explicit connection, stricter alerting
+  qfieldcloud.ops.qfc_queue_facts:
+    login_host: db.internal
+    login_user: qfieldcloud_db_admin
+    login_password: "{{ vault_qfc_db_password }}"
+    login_db: qfieldcloud_db
+    thresholds:
+      queue_depth_warning: 5
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts added to the host.
+  returned: always
+  type: dict
+  contains:
+    qfc_queue:
+      description: The queue snapshot.
+      returned: always
+      type: dict
+      sample:
+        by_status: {pending: 3, queued: 1, started: 2, finished: 9950, stopped: 0, failed: 44}
+        queue_depth: 4
+        useful_backlog: 2
+        eligible_projects: 2
+        busy_projects: 3
+        locked_projects_waiting: 0
+        oldest_pending_age_s: 42.0
+        oldest_eligible_age_s: 12.5
+        stuck: {stale: 0, orphaned_queued: 0, old_pending: 0}
+        last_hour: {finished: 120, failed: 3, success_rate: 0.9756}
+        duration: {window_s: 86400, count: 2400, avg_s: 48.2, p50_s: 31.0, p95_s: 160.4}
+        workers: {configured: 4, running: 4, busy: 3}
+        alerts: []
+        decision: {action: stop, reason: configuration is sufficient (queue < 5, success > 90%)}
+        recommended_replicas: 5
+        project_table: project_project
+        worker_timeout_s: 600
+        query_ms: 38.1
+"""
+
+import json
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _jobs, _postgres, _queue
+
+
+def count_workers(module, env):
+    """Configured (.env) and running (Compose labels) workers; None where the source is not given."""
+    p = module.params
+    value = env.get(p["env_var"])
+    workers = {"configured": int(value) if value and value.strip().isdigit() else None, "running": None}
+    if p["project_src"]:
+        compose = _compose.Compose(module, p["project_src"], p["env_file"], p["docker_cli"])
+        workers["running"] = sum(1 for c in compose.ps(p["service"]) if c["state"] == "running")
+    return workers
+
+
+def gather(module, conn_params, worker_timeout, window_s, thresholds_):
+    conn = _postgres.connect(conn_params)
+    try:
+        conn.set_session(readonly=True)
+        with conn.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = %s" % int(module.params["statement_timeout"]))
+            project_table = _jobs.detect_project_table(cursor)
+            started = time.monotonic()
+            cursor.execute(_queue.facts_sql(project_table), {
+                "stale_after_s": worker_timeout + _jobs.STALE_MARGIN_S,
+                "orphan_after_s": worker_timeout + _jobs.STALE_MARGIN_S,
+                "pending_after_s": thresholds_["pending_after_s"],
+                "window_s": window_s,
+                "history_scan_s": max(_queue.HISTORY_SCAN_S, window_s + 86400),
+            })
+            raw = cursor.fetchone()[0]
+            query_ms = (time.monotonic() - started) * 1000.0
+        conn.rollback()
+    finally:
+        conn.close()
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    facts = _queue.shape(raw, window_s)
+    facts.update(project_table=project_table, worker_timeout_s=worker_timeout, query_ms=round(query_ms, 1))
+    return facts
+
+
+def main():
+    spec = _postgres.argument_spec()
+    spec.update(
+        worker_timeout_s=dict(type="int"),
+        window=dict(type="str", default="24h"),
+        thresholds=dict(type="dict", default={}),
+        statement_timeout=dict(type="int", default=5000),
+        service=dict(type="str", default="worker_wrapper"),
+        env_var=dict(type="str", default="QFIELDCLOUD_WORKER_REPLICAS"),
+        docker_cli=dict(type="path"),
+        max_replicas_per_core=dict(type="float", default=2.5),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    if not _postgres.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_postgres.PSYCOPG2_IMPORT_ERROR)
+    p = module.params
+    unknown = sorted(set(p["thresholds"]) - set(_queue.DEFAULT_THRESHOLDS))
+    if unknown:
+        module.fail_json(msg="Unknown thresholds: %s. Known: %s." % (", ".join(unknown),
+                                                                  ", ".join(sorted(_queue.DEFAULT_THRESHOLDS))))
+    thresholds_ = dict(_queue.DEFAULT_THRESHOLDS)
+    try:
+        thresholds_.update({k: float(v) for k, v in p["thresholds"].items()})
+        window_s = _jobs.parse_duration(p["window"])
+        if p["worker_timeout_s"] is not None and p["worker_timeout_s"] <= 0:
+            raise ValueError("worker_timeout_s must be positive")
+        if p["statement_timeout"] <= 0:
+            raise ValueError("statement_timeout must be positive")
+    except (TypeError, ValueError) as exc:
+        module.fail_json(msg="Invalid option: %s" % exc)
+    try:
+        env, _path = _postgres.load_env(module)
+        worker_timeout = _jobs.worker_timeout(env, p["worker_timeout_s"])
+        conn_params = _postgres.connection_params(p, env)
+        facts = gather(module, conn_params, worker_timeout, window_s, thresholds_)
+        workers = count_workers(module, env)
+    except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:
+        module.fail_json(msg=str(exc))
+    except _postgres.psycopg2.Error as exc:
+        module.fail_json(msg="Query failed on %s: %s" % (_postgres.describe(conn_params), str(exc).strip()))
+    except _compose.ComposeError as exc:
+        module.fail_json(**exc.result())
+    workers["busy"] = facts["by_status"]["queued"] + facts["by_status"]["started"]
+    facts["workers"] = workers
+    facts["alerts"] = _queue.alerts(facts, workers, thresholds_)
+    facts["decision"] = _queue.decision(facts)
+    facts["recommended_replicas"] = _queue.recommended_replicas(facts, workers, os.cpu_count() or 1,
+                                                                p["max_replicas_per_core"])
+    module.exit_json(changed=False, ansible_facts={"qfc_queue": facts})
+
+
+if __name__ == "__main__":
+    main()
