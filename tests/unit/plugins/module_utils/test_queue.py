@@ -1,0 +1,141 @@
+"""Pure parts of the queue modules: durations, statuses, connection resolution, alerts, decision, recommendation."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _jobs, _postgres, _queue
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("24h", 86400), ("2d", 172800), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("600", 600), (600, 600),
+    ("1d 2h", 93600), ("2D", 172800),
+])
+def test_parse_duration(text, seconds):
+    assert _jobs.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "-5", "1w", "h", "0", 0, -3, "24 hours", True])
+def test_parse_duration_rejects(bad):
+    with pytest.raises(ValueError):
+        _jobs.parse_duration(bad)
+
+
+def test_format_duration():
+    assert [_jobs.format_duration(s) for s in (86400, 7200, 600, 610)] == ["1d", "2h", "10m", "610s"]
+
+
+def test_check_statuses():
+    _jobs.check_statuses(["pending", "queued"])
+    with pytest.raises(ValueError, match="unknown job status 'running'"):
+        _jobs.check_statuses(["queued", "running"])
+
+
+def test_worker_timeout_from_env():
+    assert _jobs.worker_timeout({}) == 600
+    assert _jobs.worker_timeout({"QFIELDCLOUD_WORKER_TIMEOUT_S": "900"}) == 900
+    assert _jobs.worker_timeout({"QFIELDCLOUD_WORKER_TIMEOUT_S": "x"}) == 600
+    assert _jobs.worker_timeout({"QFIELDCLOUD_WORKER_TIMEOUT_S": "900"}, 30) == 30
+
+
+@pytest.mark.parametrize("host, service", [
+    ("db", True), ("postgres", True), ("127.0.0.1", False), ("::1", False), ("localhost", False),
+    ("db.example.org", False), ("/var/run/postgresql", False), (None, False),
+])
+def test_is_compose_service_name(host, service):
+    assert _postgres.is_compose_service_name(host) is service
+
+
+ENV = {"POSTGRES_USER": "qfieldcloud_db_admin", "POSTGRES_PASSWORD": "pw", "POSTGRES_DB": "qfieldcloud_db",
+       "POSTGRES_HOST": "db", "POSTGRES_PORT": "5432", "HOST_POSTGRES_PORT": "5433", "POSTGRES_SSLMODE": "disable"}
+
+
+def test_connection_params_from_env_use_the_published_port():
+    params = _postgres.connection_params({"connect_timeout": 10}, ENV)
+    assert (params["host"], params["port"], params["user"], params["dbname"], params["sslmode"]) == \
+        ("127.0.0.1", 5433, "qfieldcloud_db_admin", "qfieldcloud_db", "disable")
+
+
+def test_connection_params_explicit_options_win():
+    params = _postgres.connection_params({"login_host": "10.0.0.5", "login_port": 6432, "login_user": "ro",
+                                          "login_password": "x", "login_db": "other", "connect_timeout": 3}, ENV)
+    assert (params["host"], params["port"], params["user"], params["password"], params["dbname"]) == \
+        ("10.0.0.5", 6432, "ro", "x", "other")
+    assert "pw" not in _postgres.describe(params)
+
+
+def raw(**over):
+    base = {"by_status": {"pending": 3, "queued": 1, "started": 2, "finished": 100, "failed": 5},
+            "oldest_pending_age_s": 42.0, "useful_backlog": 2, "eligible_projects": 2, "oldest_eligible_age_s": 5.0,
+            "busy_projects": 3, "locked_projects_waiting": 0, "stuck_stale": 0, "stuck_orphaned_queued": 0,
+            "stuck_old_pending": 0, "last_hour_finished": 19, "last_hour_failed": 1, "duration_count": 20,
+            "duration_avg_s": 10.04, "duration_p50_s": 9.0, "duration_p95_s": 30.0}
+    base.update(over)
+    return base
+
+
+def test_shape():
+    facts = _queue.shape(raw(), 86400)
+    assert facts["by_status"]["stopped"] == 0 and facts["queue_depth"] == 4
+    assert facts["last_hour"] == {"finished": 19, "failed": 1, "success_rate": 0.95}
+    assert facts["duration"]["avg_s"] == 10.0 and facts["stuck"] == {"stale": 0, "orphaned_queued": 0,
+                                                                     "old_pending": 0}
+    assert _queue.shape(raw(last_hour_finished=0, last_hour_failed=0), 60)["last_hour"]["success_rate"] is None
+
+
+def codes(facts, workers, **thresholds):
+    t = dict(_queue.DEFAULT_THRESHOLDS, **thresholds)
+    return {a["code"]: a["severity"] for a in _queue.alerts(facts, workers, t)}
+
+
+def test_alerts_quiet_when_healthy():
+    assert codes(_queue.shape(raw(), 60), {"configured": 4, "running": 4, "busy": 3}) == {}
+
+
+def test_alerts_fire_on_each_threshold():
+    facts = _queue.shape(raw(by_status={"pending": 12, "queued": 0, "started": 0}, useful_backlog=12,
+                             oldest_eligible_age_s=300.0, last_hour_failed=10, last_hour_finished=10,
+                             stuck_stale=1, stuck_orphaned_queued=2, stuck_old_pending=3), 60)
+    got = codes(facts, {"configured": 4, "running": 3, "busy": 0})
+    assert got == {"queue_depth_high": "warning", "workers_idle_with_jobs_waiting": "error",
+                   "failure_rate_high": "critical", "stuck_stale": "warning", "stuck_orphaned_queued": "warning",
+                   "stuck_old_pending": "warning", "workers_missing": "error"}
+
+
+def test_idle_alert_waits_for_the_grace_period_and_needs_workers():
+    facts = _queue.shape(raw(useful_backlog=1, oldest_eligible_age_s=10.0), 60)
+    assert "workers_idle_with_jobs_waiting" not in codes(facts, {"configured": 2, "running": 2, "busy": 0})
+    facts = _queue.shape(raw(useful_backlog=1, oldest_eligible_age_s=100.0), 60)
+    assert "workers_idle_with_jobs_waiting" in codes(facts, {"configured": 2, "running": 2, "busy": 0})
+    assert "workers_idle_with_jobs_waiting" not in codes(facts, {"configured": 2, "running": 2, "busy": 2})
+    assert "workers_idle_with_jobs_waiting" not in codes(facts, {"configured": None, "running": None, "busy": 0})
+
+
+def test_failure_rate_threshold_is_exceeded_not_equalled():
+    facts = _queue.shape(raw(last_hour_finished=7, last_hour_failed=3), 60)
+    assert "failure_rate_high" not in codes(facts, {"busy": 0})
+    assert "failure_rate_high" in codes(facts, {"busy": 0}, failed_ratio_critical=0.25)
+
+
+@pytest.mark.parametrize("pending, finished, failed, action", [
+    (2, 95, 5, "stop"),
+    (2, 90, 10, "monitor"),       # success exactly 90% is not > 90%, and depth < 5 is not 5-10
+    (2, 99, 1, "stop"),
+    (7, 90, 10, "consider"),
+    (12, 99, 1, "investigate"),
+    (1, 70, 30, "investigate"),
+    (2, 0, 0, "monitor"),
+    (7, 75, 25, "investigate"),
+])
+def test_decision_matrix(pending, finished, failed, action):
+    facts = _queue.shape(raw(by_status={"pending": pending}, last_hour_finished=finished, last_hour_failed=failed), 60)
+    assert _queue.decision(facts)["action"] == action
+
+
+def test_recommended_replicas_bounds():
+    facts = _queue.shape(raw(eligible_projects=6), 60)
+    assert _queue.recommended_replicas(facts, {"configured": 2, "running": 2, "busy": 2}, cores=2) == 5
+    assert _queue.recommended_replicas(facts, {"configured": 2, "running": 2, "busy": 2}, cores=4) == 8
+    idle = _queue.shape(raw(eligible_projects=0), 60)
+    assert _queue.recommended_replicas(idle, {"configured": 4, "running": 4, "busy": 0}, cores=4) == 4
+    assert _queue.recommended_replicas(idle, {"configured": None, "running": None, "busy": 0}, cores=1) == 1
