@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -18,8 +17,14 @@ from pathlib import Path
 
 import docker
 import pytest
+from psycopg2 import sql
+
+from tests.support.pgcluster import PgCluster
+from tests.support.qfc_schema import create_schema
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # tests.support
 FIXTURE = ROOT / "tests" / "fixtures" / "stack"
 BIN = Path(sys.executable).parent
 SECRETS = ("3shJDd2r7Twwkehb-demo", "demo-s3cret-key-9f1c2e7a4b", "demo-storage-secret-77ad")
@@ -58,13 +63,12 @@ class Result:
         return "Result(rc=%s, data=%s)\n%s" % (self.rc, self.data, self.output[-3000:])
 
 
-def run_module(module_args, check=False, diff=False, verbose=False, python=None, timeout=600):
-    """One real ad-hoc Ansible run of qfieldcloud.ops.qfc_scale on localhost; returns its parsed result."""
-    args = " ".join("%s=%s" % (k, json.dumps(v) if not isinstance(v, str) else shlex_quote(v))
-                    for k, v in module_args.items())
+def run_module(module_args, check=False, diff=False, verbose=False, python=None, timeout=600,
+               module="qfieldcloud.ops.qfc_scale"):
+    """One real ad-hoc Ansible run of a module on localhost (arguments as JSON); returns its parsed result."""
     cmd = [str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
            "-e", "ansible_python_interpreter=%s" % (python or sys.executable),
-           "-m", "qfieldcloud.ops.qfc_scale", "-a", args]
+           "-m", module, "-a", json.dumps(module_args)]
     if check:
         cmd.append("--check")
     if diff:
@@ -79,10 +83,6 @@ def run_module(module_args, check=False, diff=False, verbose=False, python=None,
     else:
         data = {"failed": True, "msg": "no result line"}
     return Result(proc, data)
-
-
-def shlex_quote(value):
-    return shlex.quote(value)
 
 
 def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, timeout=900):
@@ -193,3 +193,74 @@ def stack_factory(tmp_path):
 def assert_no_secrets(text):
     for secret in SECRETS:
         assert secret not in text, "a secret from .env leaked into the output"
+
+
+@pytest.fixture(scope="session")
+def pg():
+    """One throwaway PostgreSQL server for the session; each test gets its own database in it."""
+    with PgCluster() as cluster:
+        yield cluster
+
+
+class QfcDb:
+    """A fresh database with QFieldCloud's schema and a .env that points at it."""
+
+    def __init__(self, pg, name, project_table, env_file):
+        self.pg = pg
+        self.name = name
+        self.project_table = project_table
+        self.env_file = env_file
+        self.conn = pg.connect(dbname=name)
+
+    def one(self, query, params=None):
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchone()
+
+    def all(self, query, params=None):
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall()
+
+    def status(self, job_id):
+        return self.one("SELECT status FROM core_job WHERE id = %s", [job_id])[0]
+
+    def env_text(self, host="127.0.0.1", port=None, **extra):
+        lines = ["POSTGRES_USER=%s" % self.pg.user, "POSTGRES_PASSWORD=%s" % self.pg.password,
+                 "POSTGRES_DB=%s" % self.name, "POSTGRES_HOST=%s" % host, "POSTGRES_PORT=%s" % (port or self.pg.port),
+                 "POSTGRES_SSLMODE=disable", "QFIELDCLOUD_WORKER_TIMEOUT_S=600", "QFIELDCLOUD_WORKER_REPLICAS=2"]
+        lines += ["%s=%s" % kv for kv in extra.items()]
+        return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def make_db(pg, tmp_path):
+    made = []
+
+    def factory(project_table="project_project"):
+        name = "qfct_%s" % uuid.uuid4().hex[:10]
+        admin = pg.connect()
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        admin.close()
+        env_file = tmp_path / ("%s.env" % name)
+        db = QfcDb(pg, name, project_table, env_file)
+        create_schema(db.conn, project_table)
+        env_file.write_text(db.env_text())
+        made.append(db)
+        return db
+
+    yield factory
+    for db in made:
+        db.conn.close()
+        admin = pg.connect()
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
+        admin.close()
+
+
+@pytest.fixture
+def qfcdb(make_db):
+    return make_db()
