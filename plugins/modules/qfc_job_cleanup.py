@@ -132,7 +132,7 @@ threshold_s:
   returned: always
   type: int
   sample: 610
-skipped:
+left_alone:
   description: Candidates left alone, by reason (C(running_container), C(changed_meanwhile)).
   returned: always
   type: dict
@@ -142,9 +142,15 @@ batches:
   returned: always
   type: int
   sample: 1
+max_batch_ms:
+  description: The longest batch transaction, from its first row lock to its commit, in milliseconds.
+  returned: always
+  type: float
+  sample: 85.2
 """
 
 import json
+import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -199,7 +205,8 @@ class Plan:
             self.threshold_s = _jobs.parse_duration(params["older_than"] or timeout + _jobs.STALE_MARGIN_S)
             self.where = _jobs.STUCK_SQL["orphaned_queued"]
             self.params["orphan_after_s"] = self.threshold_s
-            label = "queued but never started >%s" % _jobs.format_duration(self.threshold_s)
+            label = "queued but never started >%s" % (str(params["older_than"]).strip() if params["older_than"]
+                                                       else _jobs.format_duration(self.threshold_s))
         else:
             if not params["older_than"]:
                 raise ValueError("mode=age needs older_than, for example 24h or 2d")
@@ -217,7 +224,7 @@ class Plan:
             self.threshold_s = _jobs.parse_duration(params["older_than"])
             self.where = "status = ANY(%(statuses)s) AND created_at < now() - make_interval(secs => %(older_than_s)s)"
             self.params.update(statuses=list(statuses), older_than_s=self.threshold_s)
-            label = "stuck >%s" % _jobs.format_duration(self.threshold_s)
+            label = "stuck >%s" % str(params["older_than"]).strip()
         self.output = "Auto-cleanup: %s" % label
         self.reason = label
         self.feedback = {"error_stack": "", "error": self.output, "error_origin": "qfieldcloud.ops",
@@ -245,7 +252,7 @@ def job_row(row):
 
 def run(module, plan, conn):
     result = {"changed": False, "count": 0, "jobs": [], "mode": plan.mode, "threshold_s": plan.threshold_s,
-              "skipped": {"running_container": 0, "changed_meanwhile": 0}, "batches": 0}
+              "left_alone": {"running_container": 0, "changed_meanwhile": 0}, "batches": 0, "max_batch_ms": 0.0}
     with conn.cursor() as cursor:
         cursor.execute(SELECT_SQL % plan.where, plan.params)
         candidates = [job_row(r) for r in cursor.fetchall()]
@@ -253,7 +260,7 @@ def run(module, plan, conn):
     if plan.mode == "orphaned_queued" and module.params["check_containers"] and candidates:
         busy = running_job_ids(module)
         kept = [j for j in candidates if j["id"] not in busy]
-        result["skipped"]["running_container"] = len(candidates) - len(kept)
+        result["left_alone"]["running_container"] = len(candidates) - len(kept)
         candidates = kept
     if module.check_mode:
         result.update(changed=bool(candidates), count=len(candidates), jobs=candidates)
@@ -263,6 +270,7 @@ def run(module, plan, conn):
     done = []
     for start in range(0, len(candidates), size):
         ids = [j["id"] for j in candidates[start:start + size]]
+        began = time.monotonic()
         with conn.cursor() as cursor:
             cursor.execute("SET LOCAL lock_timeout = %d" % module.params["lock_timeout"])
             cursor.execute(LOCK_SQL % plan.where, dict(plan.params, ids=ids))
@@ -274,8 +282,9 @@ def run(module, plan, conn):
                 failed = [r[0] for r in cursor.fetchall()]
                 done.extend(failed)
         conn.commit()
+        result["max_batch_ms"] = max(result["max_batch_ms"], round((time.monotonic() - began) * 1000.0, 1))
         result["batches"] += 1
-        result["skipped"]["changed_meanwhile"] += len(ids) - len(locked)
+        result["left_alone"]["changed_meanwhile"] += len(ids) - len(locked)
     result.update(changed=bool(done), count=len(done), jobs=[by_id[i] for i in done])
     return result
 
