@@ -264,3 +264,34 @@ def make_db(pg, tmp_path):
 @pytest.fixture
 def qfcdb(make_db):
     return make_db()
+
+
+FIXTURE_DB = ROOT / "tests" / "fixtures" / "stack-db"
+WORKER_SIM = ROOT / "tests" / "fixtures" / "worker_sim"
+
+
+def make_db_stack(tmp_path, db, replicas=2, job_s=1.0, start=True):
+    """The DB-backed stack: worker_wrapper runs the simulator against ``db`` over loopback (host networking)."""
+    path = tmp_path / "qfieldcloud-db"
+    shutil.copytree(FIXTURE_DB, path)
+    project = "qfcw%s" % uuid.uuid4().hex[:8]
+    env = (path / "env.example").read_text()
+    (path / "env.example").unlink()
+    replace = {"COMPOSE_PROJECT_NAME": project, "QFIELDCLOUD_WORKER_REPLICAS": str(replicas),
+               "POSTGRES_PASSWORD": db.pg.password, "POSTGRES_PORT": str(db.pg.port), "POSTGRES_DB": db.name,
+               "POSTGRES_USER": db.pg.user, "QFC_SIM_DIR": str(WORKER_SIM), "QFC_SIM_JOB_S": str(job_s),
+               "QFC_SIM_POLL_S": "0.2", "POSTGRES_SSLMODE": "disable"}
+    for key, value in replace.items():
+        env = re.sub(r"^%s=.*$" % key, "%s=%s" % (key, value), env, flags=re.M)
+    (path / ".env").write_text(env)
+    stack = Stack(path, project)
+    if start:
+        stack.up()
+    return stack
+
+
+@pytest.fixture
+def db_stack(tmp_path, qfcdb):
+    created = make_db_stack(tmp_path, qfcdb)
+    yield created, qfcdb
+    created.down()
