@@ -7,8 +7,11 @@ recommended worker count. The metrics collector uses the same code."""
 
 from __future__ import annotations
 
+import json
 import math
+import time
 
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _jobs, _postgres
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._jobs import STUCK_SQL
 
 # The seed write-up's thresholds, overridable per call.
@@ -67,6 +70,36 @@ SELECT json_build_object(
 
 def facts_sql(project_table):
     return FACTS_SQL.format(project_table=project_table, **STUCK_SQL)
+
+
+def gather(conn_params, worker_timeout, window_s, pending_after_s, statement_timeout_ms):
+    """Connect, detect the schema and run FACTS_SQL in one read-only transaction; returns the shaped facts.
+
+    Round trips: the schema query (which also sets the statement timeout), the facts statement, the rollback."""
+    conn = _postgres.connect(conn_params)
+    try:
+        conn.set_session(readonly=True)
+        with conn.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = %d" % int(statement_timeout_ms))
+            project_table = _jobs.detect_project_table(cursor)
+            started = time.monotonic()
+            cursor.execute(facts_sql(project_table), {
+                "stale_after_s": worker_timeout + _jobs.STALE_MARGIN_S,
+                "orphan_after_s": worker_timeout + _jobs.STALE_MARGIN_S,
+                "pending_after_s": pending_after_s,
+                "window_s": window_s,
+                "history_scan_s": max(HISTORY_SCAN_S, window_s + 86400),
+            })
+            raw = cursor.fetchone()[0]
+            query_ms = (time.monotonic() - started) * 1000.0
+        conn.rollback()
+    finally:
+        conn.close()
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    facts = shape(raw, window_s)
+    facts.update(project_table=project_table, worker_timeout_s=worker_timeout, query_ms=round(query_ms, 1))
+    return facts
 
 
 def _round(value, digits=1):

@@ -120,9 +120,7 @@ ansible_facts:
         query_ms: 38.1
 """
 
-import json
 import os
-import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -138,33 +136,6 @@ def count_workers(module, env):
         compose = _compose.Compose(module, p["project_src"], p["env_file"], p["docker_cli"])
         workers["running"] = sum(1 for c in compose.ps(p["service"]) if c["state"] == "running")
     return workers
-
-
-def gather(module, conn_params, worker_timeout, window_s, thresholds_):
-    conn = _postgres.connect(conn_params)
-    try:
-        conn.set_session(readonly=True)
-        with conn.cursor() as cursor:
-            cursor.execute("SET LOCAL statement_timeout = %s" % int(module.params["statement_timeout"]))
-            project_table = _jobs.detect_project_table(cursor)
-            started = time.monotonic()
-            cursor.execute(_queue.facts_sql(project_table), {
-                "stale_after_s": worker_timeout + _jobs.STALE_MARGIN_S,
-                "orphan_after_s": worker_timeout + _jobs.STALE_MARGIN_S,
-                "pending_after_s": thresholds_["pending_after_s"],
-                "window_s": window_s,
-                "history_scan_s": max(_queue.HISTORY_SCAN_S, window_s + 86400),
-            })
-            raw = cursor.fetchone()[0]
-            query_ms = (time.monotonic() - started) * 1000.0
-        conn.rollback()
-    finally:
-        conn.close()
-    if isinstance(raw, str):
-        raw = json.loads(raw)
-    facts = _queue.shape(raw, window_s)
-    facts.update(project_table=project_table, worker_timeout_s=worker_timeout, query_ms=round(query_ms, 1))
-    return facts
 
 
 def main():
@@ -201,7 +172,8 @@ def main():
         env, _path = _postgres.load_env(module)
         worker_timeout = _jobs.worker_timeout(env, p["worker_timeout_s"])
         conn_params = _postgres.connection_params(p, env)
-        facts = gather(module, conn_params, worker_timeout, window_s, thresholds_)
+        facts = _queue.gather(conn_params, worker_timeout, window_s, thresholds_["pending_after_s"],
+                              p["statement_timeout"])
         workers = count_workers(module, env)
     except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:
         module.fail_json(msg=str(exc))
