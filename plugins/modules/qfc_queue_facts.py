@@ -11,7 +11,8 @@ version_added: 0.1.0
 description:
   - Reads QFieldCloud's C(core_job) table in one read-only transaction with a C(statement_timeout), all metrics in one
     SQL statement (after one query that detects the schema), and returns them as C(ansible_facts.qfc_queue).
-  - Counts by status, queue depth, the useful backlog (pending jobs whose project has no queued or started job and is
+  - Counts by status (C(pending), C(queued) and C(started) now; C(finished), C(stopped) and C(failed) within
+    O(window)), queue depth, the useful backlog (pending jobs whose project has no queued or started job and is
     not locked, which is what more workers could start now), stuck jobs by kind, the last hour's success rate, job
     durations over a window, and the worker count configured in C(.env) and running by Compose labels.
   - Adds alerts with the operations guideline's thresholds, the capacity decision matrix and a recommended worker count.
@@ -36,7 +37,10 @@ options:
       - Defaults to C(QFIELDCLOUD_WORKER_TIMEOUT_S) from C(.env), else 600.
     type: int
   window:
-    description: Window for job durations (C(24h), C(2d), C(90m), or seconds).
+    description:
+      - Window for the final-status counts and the job durations (C(24h), C(2d), C(90m), or seconds).
+      - Jobs are found through the C(created_at) index back to the window plus one day, so a job that waited more
+        than a day in the queue before it ended is not counted (it shows as C(old_pending) while it waits).
     type: str
     default: 24h
   thresholds:
