@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Builds the offline test image qfc-test/worker-sim:1 (Debian bookworm minbase + python3 + python3-psycopg2),
+# Builds the offline test image qfc-test/worker-sim:2 (Debian bookworm minbase + python3 + python3-psycopg2 + psql),
 # used by tests/fixtures/stack-db to run the worker simulator tests/fixtures/worker_sim/dequeue.py.
 # No registry is needed: debootstrap fetches packages from the Debian mirror apt already uses, and the
 # root filesystem is turned into an image with `docker import`. A fast no-op when the image exists.
 # Needs root (debootstrap) and a running Docker Engine.
-# Environment: QFC_WORKER_SIM_IMAGE (default qfc-test/worker-sim:1), QFC_DEBIAN_MIRROR (default: from apt's sources).
+# Environment: QFC_WORKER_SIM_IMAGE (default qfc-test/worker-sim:2), QFC_DEBIAN_MIRROR (default: from apt's sources).
 set -euo pipefail
 
-IMAGE=${QFC_WORKER_SIM_IMAGE:-qfc-test/worker-sim:1}
+IMAGE=${QFC_WORKER_SIM_IMAGE:-qfc-test/worker-sim:2}
 SUITE=bookworm
-INCLUDE=python3,python3-psycopg2
+# postgresql-client: psql for the benchmark baseline, the seed write-up's `docker exec ... psql` per metric.
+INCLUDE=python3,python3-psycopg2,postgresql-client
 LOCK=${TMPDIR:-/tmp}/qfc-build-worker-image.lock
 
 log() { printf '[build-worker-image] %s\n' "$*"; }
