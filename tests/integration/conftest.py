@@ -87,8 +87,8 @@ def run_module(module_args, check=False, diff=False, verbose=False, python=None,
 
 def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, timeout=900):
     cmd = [str(BIN / "ansible-playbook"), str(playbook), "-i", str(inventory)]
-    for key, value in (extra_vars or {}).items():
-        cmd += ["-e", "%s=%s" % (key, value)]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
     if diff:

@@ -166,3 +166,12 @@ def test_statement_timeout_cancels_a_slow_query(qfcdb):
         blocker.rollback()
         blocker.close()
     assert result.failed and "statement timeout" in result["msg"]
+
+
+def test_workers_unknown_when_compose_cannot_answer(qfcdb, tmp_path):
+    (tmp_path / ".env").write_text(qfcdb.env_text())  # a checkout with .env but no compose file
+    result = run_module({"project_src": str(tmp_path)}, module=FACTS)
+    assert not result.failed, result
+    q = result["ansible_facts"]["qfc_queue"]
+    assert q["workers"] == {"configured": 2, "running": None, "busy": 0}
+    assert "Running workers unknown: docker compose ps failed" in result.output
