@@ -31,4 +31,6 @@ pytest: bootstrap
 	bash scripts/test.sh pytest
 
 bench: bootstrap
-	.venv/bin/python bench/bench_scale.py
+	.venv/bin/python bench/bench_scale.py --write
+	.venv/bin/python bench/bench_queue.py --write
+	.venv/bin/python bench/bench_throughput.py --write

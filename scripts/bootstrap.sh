@@ -34,6 +34,12 @@ if ! command -v shellcheck >/dev/null; then
   if is_debian_root; then apt_install shellcheck; else log "shellcheck not found: ansible-test sanity will skip its shellcheck test"; fi
 fi
 
+# --- PostgreSQL server binaries: tests start throwaway clusters (tests/support/pgcluster.py) ------------
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+  log "installing the PostgreSQL server (only its binaries are used; tests run their own clusters)"
+  apt_install postgresql
+fi
+
 # --- collections path: ansible_collections/qfieldcloud/ops -> this checkout ---------------
 mkdir -p .collections/ansible_collections/qfieldcloud
 ln -sfn ../../.. .collections/ansible_collections/qfieldcloud/ops
