@@ -73,9 +73,13 @@ print(facts["queue_depth"])
 """
 
 
+def verdict(ok):
+    return "met" if ok else "MISSED"
+
+
 def median_ms(fn, n):
     times = []
-    for _ in range(n):
+    for _run in range(n):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1000.0)
@@ -107,25 +111,25 @@ def main():
         params = pg.params
 
         db_runs = []
-        for _ in range(7):
+        for _run in range(7):
             db_runs.append(_queue.gather(params, 600, 86400, 86400, 5000)["query_ms"])
         db_ms = statistics.median(db_runs)
-        ours_ms, _ = median_ms(lambda: subprocess.run([sys.executable, "-c", GATHER_ONCE % str(ROOT / ".collections"),
-                                                       json.dumps(params)], check=True, capture_output=True), 5)
-        host_ms, _ = median_ms(psql_loop([], pg), 3)
+        gather_once = [sys.executable, "-c", GATHER_ONCE % str(ROOT / ".collections"), json.dumps(params)]
+        ours_ms, _runs = median_ms(lambda: subprocess.run(gather_once, check=True, capture_output=True), 5)
+        host_ms, _runs = median_ms(psql_loop([], pg), 3)
         name = "qfcbench-psql-%s" % uuid.uuid4().hex[:6]
         subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--network", "host", CLIENT_IMAGE, "sleep",
                         "3600"], check=True, capture_output=True)
         try:
-            exec_ms, _ = median_ms(psql_loop(["docker", "exec", "-e", "PGPASSWORD=%s" % pg.password, name], pg), 3)
+            exec_ms, _runs = median_ms(psql_loop(["docker", "exec", "-e", "PGPASSWORD=%s" % pg.password, name], pg), 3)
         finally:
             subprocess.run(["docker", "rm", "-f", name], check=False, capture_output=True)
 
         stuck = datagen.add_stuck(conn, "project_project", opts.stuck, "stale")
         env_file = Path(os.environ.get("TMPDIR", "/tmp")) / ("qfcbench-%s.env" % uuid.uuid4().hex[:6])
         env_file.write_text("POSTGRES_USER=%s\nPOSTGRES_PASSWORD=%s\nPOSTGRES_DB=%s\nPOSTGRES_HOST=127.0.0.1\n"
-                            "POSTGRES_PORT=%d\nPOSTGRES_SSLMODE=disable\n" % (pg.user, pg.password, pg.dbname,
-                                                                             pg.port))
+                            "POSTGRES_PORT=%d\nPOSTGRES_SSLMODE=disable\n"
+                            % (pg.user, pg.password, pg.dbname, pg.port))
         start = time.perf_counter()
         proc = subprocess.run([str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-e",
                                "ansible_python_interpreter=%s" % sys.executable,
@@ -141,7 +145,6 @@ def main():
             raise SystemExit("cleanup failed or incomplete:\n%s" % (out[-3000:] + proc.stderr[-2000:]))
         conn.close()
 
-    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
     lines = [
         MARK[0],
         "Measured %s, %d cores, PostgreSQL (throwaway cluster on loopback), %d jobs in core_job (%s) loaded in %.0f s."

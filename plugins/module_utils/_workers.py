@@ -105,8 +105,8 @@ def evaluate(containers, replicas, settle_time, now):
     if young:
         detail = ", ".join("%s restarts: %d" % (c["name"], c["restart_count"]) for c in young)
         wait = max(settle_time - (now - (c["started_at"] or now)) for c in young)
-        return False, "%d running, %d of them up for less than %ss (%s)" % (len(running), len(young), settle_time,
-                                                                          detail), max(min(wait, 1.0), 0.05)
+        reason = "%d running, %d of them up for less than %ss (%s)" % (len(running), len(young), settle_time, detail)
+        return False, reason, max(min(wait, 1.0), 0.05)
     return True, "%d running" % len(running), 0.0
 
 

@@ -205,8 +205,8 @@ class Plan:
             self.threshold_s = _jobs.parse_duration(params["older_than"] or timeout + _jobs.STALE_MARGIN_S)
             self.where = _jobs.STUCK_SQL["orphaned_queued"]
             self.params["orphan_after_s"] = self.threshold_s
-            label = "queued but never started >%s" % (str(params["older_than"]).strip() if params["older_than"]
-                                                       else _jobs.format_duration(self.threshold_s))
+            given = str(params["older_than"]).strip() if params["older_than"] else None
+            label = "queued but never started >%s" % (given or _jobs.format_duration(self.threshold_s))
         else:
             if not params["older_than"]:
                 raise ValueError("mode=age needs older_than, for example 24h or 2d")

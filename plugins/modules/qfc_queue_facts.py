@@ -65,7 +65,7 @@ options:
     description: Path to the Docker CLI, used with O(project_src) to count workers.
     type: path
   max_replicas_per_core:
-    description: Upper bound of RV(ansible_facts.qfc_queue.recommended_replicas) per CPU core of the target.
+    description: Upper bound of the recommended worker count per CPU core of the target.
     type: float
     default: 2.5
 seealso:
@@ -164,8 +164,8 @@ def main():
     p = module.params
     unknown = sorted(set(p["thresholds"]) - set(_queue.DEFAULT_THRESHOLDS))
     if unknown:
-        module.fail_json(msg="Unknown thresholds: %s. Known: %s." % (", ".join(unknown),
-                                                                  ", ".join(sorted(_queue.DEFAULT_THRESHOLDS))))
+        known = ", ".join(sorted(_queue.DEFAULT_THRESHOLDS))
+        module.fail_json(msg="Unknown thresholds: %s. Known: %s." % (", ".join(unknown), known))
     thresholds_ = dict(_queue.DEFAULT_THRESHOLDS)
     try:
         thresholds_.update({k: float(v) for k, v in p["thresholds"].items()})

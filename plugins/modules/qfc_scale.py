@@ -455,7 +455,6 @@ class Scaler:
                 raise ScaleFailure("Cannot reach the Docker Engine: %s" % to_native(exc)) from exc
         return self.client
 
-
     def apply(self, project, replicas):
         """compose up for the service only, then wait until the count is running and stable."""
         self.compose.scale(self.service, replicas, {self.env_var: str(replicas)})

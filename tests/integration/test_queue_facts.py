@@ -40,7 +40,7 @@ def scenario(db):
     for i in range(8):
         add(db.conn, hist, user, "finished", created_ago_s=3000, started_ago_s=1000 + 10 * (i + 1),
             finished_ago_s=1000)
-    for _ in range(2):
+    for _n in range(2):
         add(db.conn, hist, user, "failed", created_ago_s=3000, started_ago_s=1500, finished_ago_s=1400)
     add(db.conn, hist, user, "finished", created_ago_s=80000, started_ago_s=79000, finished_ago_s=78900)
     add(db.conn, hist, user, "finished", created_ago_s=10 * 86400, started_ago_s=9 * 86400, finished_ago_s=9 * 86400)
