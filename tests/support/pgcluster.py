@@ -77,19 +77,20 @@ class PgCluster:
                 "dbname": self.dbname}
 
     def connect(self, **overrides):
+        """A new psycopg2 connection; overrides (e.g. dbname=...) replace entries of params."""
         return psycopg2.connect(**{**self.params, **overrides})
 
-    def _run(self, *args: str) -> None:
+    def _run(self, *args: str, check: bool = True) -> None:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", SERVER_USER, "--", *cmd]
         # cwd: the server user may not be allowed into the caller's working directory (e.g. /root).
         proc = subprocess.run(cmd, cwd=self.directory, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
+        if check and proc.returncode != 0:
             log = self.directory / "server.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError("%s failed (rc=%s): %s%s\n%s" % (args[0], proc.returncode, proc.stdout, proc.stderr,
-                                                                  tail))
+            detail = "%s%s\n%s" % (proc.stdout, proc.stderr, tail)
+            raise RuntimeError("%s failed (rc=%s): %s" % (args[0], proc.returncode, detail))
 
     def start(self) -> PgCluster:
         """initdb, configure, start with pg_ctl -w, then create the role and its database."""
@@ -126,8 +127,8 @@ class PgCluster:
             with conn.cursor() as cur:
                 cur.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD %s").format(sql.Identifier(self.user)),
                             [self.password])
-                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(self.dbname),
-                                                                         sql.Identifier(self.user)))
+                create = sql.SQL("CREATE DATABASE {} OWNER {}")
+                cur.execute(create.format(sql.Identifier(self.dbname), sql.Identifier(self.user)))
         finally:
             conn.close()
 
@@ -138,12 +139,14 @@ class PgCluster:
             return
         pidfile = self.datadir / "postmaster.pid"
         if pidfile.exists():
-            postmaster = Path("/proc", pidfile.read_text().split()[0])
-            self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+            server = Path("/proc", *pidfile.read_text().split()[:1])  # "/proc" itself if the file is still empty
+            # Not checked: after an interrupted initdb the pid file belongs to a bootstrap backend that pg_ctl
+            # refuses to stop; that one exits by itself once initdb is gone.
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop", check=False)
             # pg_ctl started the postmaster detached, so init reaps it; wait for that so that a check for leftover
             # processes right after stop() does not see a zombie.
             deadline = time.monotonic() + 10
-            while postmaster.exists() and time.monotonic() < deadline:
+            while server.name != "proc" and server.exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory = None
@@ -155,21 +158,17 @@ class PgCluster:
         self.stop()
 
 
-def _exit_on_signal(signum, _frame):
-    raise SystemExit(0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run a throwaway PostgreSQL cluster until SIGTERM/SIGINT.")
     parser.add_argument("--port", type=int, default=None, help="loopback port (default: a free one)")
     args = parser.parse_args()
-    # Installed before start() so that a signal during startup still unwinds through stop().
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGINT, _exit_on_signal)
+    # Blocked from the start, so a stop request that arrives during startup waits until start() has finished instead
+    # of interrupting initdb or pg_ctl halfway. The server sets its own signal mask, so it does not inherit this.
+    signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     with PgCluster(port=args.port) as cluster:
         print(json.dumps(cluster.params), flush=True)
-        while True:
-            signal.pause()
+        signal.sigwait(signals)
 
 
 if __name__ == "__main__":
