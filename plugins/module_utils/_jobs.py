@@ -69,9 +69,11 @@ def check_statuses(statuses):
                          % (", ".join(repr(s) for s in unknown), ", ".join(STATUSES)))
 
 
-def detect_project_table(cursor):
-    """``project_project`` from v26.21, ``core_project`` before. Fails clearly on a database without QFieldCloud."""
-    cursor.execute("SELECT to_regclass('core_job') IS NOT NULL, to_regclass('project_project') IS NOT NULL,"
+def detect_project_table(cursor, prefix=""):
+    """``project_project`` from v26.21, ``core_project`` before. Fails clearly on a database without QFieldCloud.
+
+    ``prefix`` is SQL sent in the same round trip (a ``SET LOCAL``)."""
+    cursor.execute(prefix + "SELECT to_regclass('core_job') IS NOT NULL, to_regclass('project_project') IS NOT NULL,"
                    " to_regclass('core_project') IS NOT NULL, current_database()")
     has_job, has_new, has_old, database = cursor.fetchone()
     if not has_job or not (has_new or has_old):

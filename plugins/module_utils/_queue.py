@@ -80,13 +80,13 @@ def facts_sql(project_table):
 def gather(conn_params, worker_timeout, window_s, pending_after_s, statement_timeout_ms):
     """Connect, detect the schema and run FACTS_SQL in one read-only transaction; returns the shaped facts.
 
-    Round trips: the schema query (which also sets the statement timeout), the facts statement, the rollback."""
+    Round trips: the statement timeout with the schema query, every metric in one statement, the rollback."""
     conn = _postgres.connect(conn_params)
     try:
         conn.set_session(readonly=True)
         with conn.cursor() as cursor:
-            cursor.execute("SET LOCAL statement_timeout = %d" % int(statement_timeout_ms))
-            project_table = _jobs.detect_project_table(cursor)
+            project_table = _jobs.detect_project_table(
+                cursor, "SET LOCAL statement_timeout = %d; " % int(statement_timeout_ms))
             started = time.monotonic()
             cursor.execute(facts_sql(project_table), {
                 "stale_after_s": worker_timeout + _jobs.STALE_MARGIN_S,

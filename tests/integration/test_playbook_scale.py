@@ -69,10 +69,14 @@ def test_playbook_failure_reports_the_host(stack, tmp_path):
     assert stack.env_text() == before
 
 
-def test_ansible_doc_renders():
-    proc = subprocess.run([str(BIN / "ansible-doc"), "qfieldcloud.ops.qfc_scale"], cwd=ROOT, env=ansible_env(),
+@pytest.mark.parametrize("module, fragments", [
+    ("qfc_scale", ("replicas", "wait_timeout", "rollback", "project_src", "backup_file", "Secret-looking values")),
+    ("qfc_queue_facts", ("login_password", "statement_timeout", "useful_backlog", "recommended_replicas")),
+    ("qfc_job_cleanup", ("orphaned_queued", "allow_pending", "batch_size", "SKIP LOCKED", "max_batch_ms")),
+])
+def test_ansible_doc_renders(module, fragments):
+    proc = subprocess.run([str(BIN / "ansible-doc"), "qfieldcloud.ops." + module], cwd=ROOT, env=ansible_env(),
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
-    for fragment in ("replicas", "wait_timeout", "rollback", "check_mode", "diff_mode", "idempotent", "project_src",
-                     "backup_file", "Secret-looking values"):
+    for fragment in fragments + ("check_mode", "diff_mode", "idempotent"):
         assert fragment in proc.stdout, fragment
