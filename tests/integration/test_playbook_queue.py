@@ -80,7 +80,7 @@ def test_queue_report(qfcdb, tmp_path):
     assert "useful backlog 1 in 1" in out
     assert "stuck: 1 stale, 1 queued never started, 1 old pending" in out
     assert "warning: 1 jobs queued/started past the worker timeout" in out
-    assert "workers: 0 running of 0 configured, 2 busy; recommended 3" in out
+    assert "workers: 0 running of 0 configured, 0 busy; recommended 1" in out
     assert "oldest pending 2592" in out
     assert "last hour: 0 finished, 0 failed, success -;" in out
     assert "decision: MONITOR" in out
