@@ -15,7 +15,8 @@ for step in "${steps[@]}"; do
     ruff) banner "ruff"; ruff check plugins tests bench scripts ;;
     lint) banner "ansible-lint (production profile)"; ansible-lint --profile production --strict ;;
     sanity) banner "ansible-test sanity"; bash scripts/sanity.sh ;;
-    molecule) banner "molecule test (default scenario)"; molecule test -s default ;;
+    # reset first: molecule remembers "prepared" per checkout path, and would skip prepare.yml on a second run
+    molecule) banner "molecule test (default scenario)"; molecule reset -s default >/dev/null; molecule test -s default ;;
     pytest) banner "pytest: unit and integration"; python -m pytest tests/unit tests/integration ;;
     *) echo "unknown step: $step" >&2; exit 2 ;;
   esac
