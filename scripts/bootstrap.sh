@@ -40,6 +40,14 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   apt_install postgresql
 fi
 
+# --- cron: the monitoring role's cron entries (ansible.builtin.cron needs the crontab binary) ------------
+if ! command -v crontab >/dev/null; then
+  if is_debian_root; then apt_install cron; else log "crontab not found: the monitoring tests need the cron package"; fi
+fi
+
+# --- promtool, to check docs/monitoring/prometheus-rules.yml (the test falls back to a schema check without it)
+bash "$ROOT/scripts/install-promtool.sh"
+
 # --- collections path: ansible_collections/qfieldcloud/ops -> this checkout ---------------
 mkdir -p .collections/ansible_collections/qfieldcloud
 ln -sfn ../../.. .collections/ansible_collections/qfieldcloud/ops

@@ -145,6 +145,12 @@ def shape(raw, window_s):
     }
 
 
+def busy_workers(facts):
+    """Stuck jobs occupy no worker: busy counts the queued and started jobs that are not stale or orphaned."""
+    active = facts["by_status"]["queued"] + facts["by_status"]["started"]
+    return max(active - facts["stuck"]["stale"] - facts["stuck"]["orphaned_queued"], 0)
+
+
 def alerts(facts, workers, thresholds):
     """The seed's alert rules as a list of {severity, code, message}."""
     out = []

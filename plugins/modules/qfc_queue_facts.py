@@ -187,9 +187,7 @@ def main():
         module.fail_json(msg=str(exc))
     except _postgres.psycopg2.Error as exc:
         module.fail_json(msg="Query failed on %s: %s" % (_postgres.describe(conn_params), str(exc).strip()))
-    # Stuck jobs occupy no worker: busy counts the queued and started jobs that are not stale or orphaned.
-    active = facts["by_status"]["queued"] + facts["by_status"]["started"]
-    workers["busy"] = max(active - facts["stuck"]["stale"] - facts["stuck"]["orphaned_queued"], 0)
+    workers["busy"] = _queue.busy_workers(facts)
     facts["workers"] = workers
     facts["alerts"] = _queue.alerts(facts, workers, thresholds_)
     facts["decision"] = _queue.decision(facts)
