@@ -73,6 +73,7 @@ def test_playbook_failure_reports_the_host(stack, tmp_path):
     ("qfc_scale", ("replicas", "wait_timeout", "rollback", "project_src", "backup_file", "Secret-looking values")),
     ("qfc_queue_facts", ("login_password", "statement_timeout", "useful_backlog", "recommended_replicas")),
     ("qfc_job_cleanup", ("orphaned_queued", "allow_pending", "batch_size", "SKIP LOCKED", "max_batch_ms")),
+    ("qfc_capacity_report", ("logs", "window", "dest", "decisions")),
 ])
 def test_ansible_doc_renders(module, fragments):
     proc = subprocess.run([str(BIN / "ansible-doc"), "qfieldcloud.ops." + module], cwd=ROOT, env=ansible_env(),

@@ -183,8 +183,8 @@ def load_state(path):
 
 def notify(config, event, alert, project):
     """Syslog always; the webhook when configured. A failing webhook is logged and never fails the run."""
-    message = "qfieldcloud %s alert %s %s (%s): %s" % (project, alert["severity"], event, alert["code"],
-                                                        alert["message"])
+    message = "qfieldcloud %s alert %s %s (%s): %s" % (
+        project, alert["severity"], event, alert["code"], alert["message"])
     priority = {"critical": syslog.LOG_CRIT, "error": syslog.LOG_ERR}.get(alert["severity"], syslog.LOG_WARNING)
     syslog.openlog("qfc-queue-collector", 0, syslog.LOG_DAEMON)
     syslog.syslog(priority if event == "started" else syslog.LOG_NOTICE, message)
