@@ -95,6 +95,8 @@ def rows(paths):
 
 def test_converge_is_idempotent_check_safe_and_removable(monitored):
     inv, paths = monitored["inventory"], monitored["paths"]
+    assert changed(run_playbook(PLAYBOOK, inv, check=True)) > 0  # predicts the install, writes nothing
+    assert not paths["qfc_monitoring_dir"].exists() and not paths["qfc_monitoring_cron_file"].exists()
     assert changed(run_playbook(PLAYBOOK, inv)) > 0
     assert changed(run_playbook(PLAYBOOK, inv)) == 0
     assert changed(run_playbook(PLAYBOOK, inv, check=True)) == 0
