@@ -81,8 +81,10 @@ options:
     description:
       - Seconds a container must have been running without a restart before it counts. Catches workers that
         crash on start and are restarted by the C(unless-stopped) policy.
+      - A worker that fails later than this (for example after its own database retries) is not caught; raise it
+        for such images.
     type: float
-    default: 1.5
+    default: 1.0
   max_replicas_per_core:
     description:
       - The core-count guard. More than this many workers per CPU core of the target is refused unless O(force=true).
@@ -387,11 +389,11 @@ class Scaler:
     def preflight(self, env):
         """Load the project as Compose would with the new value; fail before any write when it cannot."""
         self.compose = _compose.Compose(self.module, self.project_src, self.env_file, self.module.params["docker_cli"])
-        self.compose.version()
         environ = {self.env_var: str(self.replicas)}
         try:
             config = self.compose.config(environ)
         except _compose.ComposeError as exc:
+            self.compose.version()  # asked only on failure: a missing or too old Compose v2 gets its own message
             raise ScaleFailure(self.explain_config_error(exc, env), **self.failure_fields(exc)) from exc
         service = (config.get("services") or {}).get(self.service)
         files = ", ".join(self.files(env)) or self.project_src
@@ -577,7 +579,7 @@ def main():
             backup=dict(type="bool", default=True),
             apply=dict(type="bool", default=True),
             wait_timeout=dict(type="int", default=120),
-            settle_time=dict(type="float", default=1.5),
+            settle_time=dict(type="float", default=1.0),
             max_replicas_per_core=dict(type="float", default=2.5),
             force=dict(type="bool", default=False),
             rollback=dict(type="bool", default=True),
