@@ -26,6 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / ".collections")]
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _queue  # noqa: E402
 
+from bench._docs import write_section  # noqa: E402
 from tests.support import datagen  # noqa: E402
 from tests.support.pgcluster import PgCluster  # noqa: E402
 from tests.support.qfc_schema import create_schema  # noqa: E402
@@ -172,13 +173,7 @@ def main():
     table = "\n".join(lines)
     print(table)
     if opts.write:
-        doc = ROOT / "docs" / "performance.md"
-        text = doc.read_text()
-        if MARK[0] in text:
-            text = text[:text.index(MARK[0])] + table + text[text.index(MARK[1]) + len(MARK[1]):]
-        else:
-            text += "\n" + table + "\n"
-        doc.write_text(text)
+        write_section("bench_queue", table)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from bench._docs import write_section  # noqa: E402
+
 BIN = Path(sys.executable).parent
 FIXTURE = ROOT / "tests" / "fixtures" / "stack"
 PROJECT = "qfcbench"
@@ -101,10 +105,7 @@ def main():
     ])
     print(table)
     if opts.write:
-        doc = ROOT / "docs" / "performance.md"
-        text = doc.read_text()
-        start, end = text.index(MARK_BEGIN), text.index(MARK_END) + len(MARK_END)
-        doc.write_text(text[:start] + table + text[end:])
+        write_section("bench_scale", table)
     return 0 if change_ratio <= 1.2 and noop_ratio <= 1.0 else 1
 
 

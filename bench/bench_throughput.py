@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
+from bench._docs import write_section  # noqa: E402
 from tests.support import datagen  # noqa: E402
 from tests.support.pgcluster import PgCluster  # noqa: E402
 from tests.support.qfc_schema import create_schema  # noqa: E402
@@ -100,13 +101,7 @@ def main():
     ])
     print(table)
     if opts.write:
-        doc = ROOT / "docs" / "performance.md"
-        text = doc.read_text()
-        if MARK[0] in text:
-            text = text[:text.index(MARK[0])] + table + text[text.index(MARK[1]) + len(MARK[1]):]
-        else:
-            text += "\n" + table + "\n"
-        doc.write_text(text)
+        write_section("bench_throughput", table)
     return 0 if two / four > 1.5 else 1
 
 

@@ -148,23 +148,27 @@ class Stack:
             container.remove(force=True)
 
 
-def make_stack(tmp_path, replicas=2, start=True, extra_env=None):
-    path = tmp_path / "qfieldcloud"
-    shutil.copytree(FIXTURE, path)
-    project = "qfct%s" % uuid.uuid4().hex[:8]
+def instantiate(fixture, path, prefix, settings, extra_env=None, start=True):
+    """Copy a compose fixture to ``path`` with a unique project name; .env is its env.example with ``settings``
+    replacing existing keys and ``extra_env`` appended. Started with ``docker compose up -d`` unless start=False."""
+    shutil.copytree(fixture, path)
+    project = "%s%s" % (prefix, uuid.uuid4().hex[:8])
     env = (path / "env.example").read_text()
     (path / "env.example").unlink()
-    env = env.replace("COMPOSE_PROJECT_NAME=qfieldcloud", "COMPOSE_PROJECT_NAME=%s" % project)
-    env = env.replace("QFIELDCLOUD_WORKER_REPLICAS=2", "QFIELDCLOUD_WORKER_REPLICAS=%d" % replicas)
-    (path / "out").mkdir()
-    env += "QFC_SIM_OUT=%s\n" % (path / "out")
-    for key, value in (extra_env or {}).items():
-        env += "%s=%s\n" % (key, value)
+    for key, value in dict(settings, COMPOSE_PROJECT_NAME=project).items():
+        env = re.sub(r"^%s=.*$" % key, "%s=%s" % (key, value), env, flags=re.M)
+    env += "".join("%s=%s\n" % kv for kv in (extra_env or {}).items())
     (path / ".env").write_text(env)
     stack = Stack(path, project)
     if start:
         stack.up()
     return stack
+
+
+def make_stack(tmp_path, replicas=2, start=True, extra_env=None):
+    path = tmp_path / "qfieldcloud"  # the workers' marker files land in path/out (the engine creates it)
+    return instantiate(FIXTURE, path, "qfct", {"QFIELDCLOUD_WORKER_REPLICAS": replicas},
+                       dict({"QFC_SIM_OUT": path / "out"}, **(extra_env or {})), start)
 
 
 @pytest.fixture
@@ -272,22 +276,11 @@ WORKER_SIM = ROOT / "tests" / "fixtures" / "worker_sim"
 
 def make_db_stack(tmp_path, db, replicas=2, job_s=1.0, start=True):
     """The DB-backed stack: worker_wrapper runs the simulator against ``db`` over loopback (host networking)."""
-    path = tmp_path / "qfieldcloud-db"
-    shutil.copytree(FIXTURE_DB, path)
-    project = "qfcw%s" % uuid.uuid4().hex[:8]
-    env = (path / "env.example").read_text()
-    (path / "env.example").unlink()
-    replace = {"COMPOSE_PROJECT_NAME": project, "QFIELDCLOUD_WORKER_REPLICAS": str(replicas),
-               "POSTGRES_PASSWORD": db.pg.password, "POSTGRES_PORT": str(db.pg.port), "POSTGRES_DB": db.name,
-               "POSTGRES_USER": db.pg.user, "QFC_SIM_DIR": str(WORKER_SIM), "QFC_SIM_JOB_S": str(job_s),
-               "QFC_SIM_POLL_S": "0.2", "POSTGRES_SSLMODE": "disable"}
-    for key, value in replace.items():
-        env = re.sub(r"^%s=.*$" % key, "%s=%s" % (key, value), env, flags=re.M)
-    (path / ".env").write_text(env)
-    stack = Stack(path, project)
-    if start:
-        stack.up()
-    return stack
+    settings = {"QFIELDCLOUD_WORKER_REPLICAS": replicas, "POSTGRES_PASSWORD": db.pg.password,
+                "POSTGRES_PORT": db.pg.port, "POSTGRES_DB": db.name, "POSTGRES_USER": db.pg.user,
+                "QFC_SIM_DIR": WORKER_SIM, "QFC_SIM_JOB_S": job_s, "QFC_SIM_POLL_S": "0.2",
+                "POSTGRES_SSLMODE": "disable"}
+    return instantiate(FIXTURE_DB, tmp_path / "qfieldcloud-db", "qfcw", settings, start=start)
 
 
 @pytest.fixture
