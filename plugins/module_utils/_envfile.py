@@ -16,7 +16,11 @@ from __future__ import annotations
 import re
 
 KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
-SECRET_KEY_RE = re.compile(r"PASSWORD|PASSWD|SECRET|KEY|TOKEN|CREDENTIAL|STORAGES|DSN", re.IGNORECASE)
+SECRET_KEY_RE = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|DSN|(?:^|_)KEY(?:_|$)|^STORAGES$", re.IGNORECASE)
+# Ansible masks a no_log value wherever it appears, even inside numbers and paths, so flags and counts that sit under a
+# secret-looking key (QFIELDCLOUD_PASSWORD_LOGIN_IS_ENABLED=1) must not be registered: they are not secrets.
+NOT_SECRET_RE = re.compile(r"^(?:\d+|true|false|yes|no|on|off|none|null)$", re.IGNORECASE)
+MIN_SECRET_LENGTH = 6
 MASK = "********"
 
 
@@ -70,11 +74,11 @@ def parse(text):
         end = _line_end(text, pos)
         raw = text[pos:end]
         stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
+        if not stripped or stripped.startswith("#") or stripped == "\ufeff":
             pos = end
             line += 1
             continue
-        cur = pos + (len(raw) - len(raw.lstrip(" \t")))
+        cur = pos + (len(raw) - len(raw.lstrip(" \t\ufeff")))
         if text.startswith("export ", cur) or text.startswith("export\t", cur):
             cur += len("export ")
             while cur < size and text[cur] in " \t":
@@ -86,9 +90,15 @@ def parse(text):
         cur = match.end()
         while cur < size and text[cur] in " \t":
             cur += 1
-        if cur >= size or text[cur] != "=":
-            raise EnvFileError(line, "expected '=' after %s" % key)
+        if cur >= size or text[cur] in "\r\n":  # a bare KEY: Compose takes it from the environment; nothing to read
+            pos = end
+            line += 1
+            continue
+        if text[cur] != "=":
+            # never quote the line: a stray line may be a secret pasted out of place
+            raise EnvFileError(line, "expected '=' after the variable name")
         cur += 1
+        after_equals = cur
         while cur < size and text[cur] in " \t":
             cur += 1
         value_start = cur
@@ -103,7 +113,7 @@ def parse(text):
                 raise EnvFileError(line, "unexpected text after the closing quote of %s" % key)
             end = rest_end
         else:
-            value, value_end = _read_unquoted(text, cur, end)
+            value, value_end = _read_unquoted(text, cur, end, spaced=cur > after_equals)
         entries.append(Entry(key, value, first_line, quote, value_start, value_end, line_start, end))
         pos = end
         line += 1
@@ -133,12 +143,13 @@ def _read_quoted(text, cur, quote, line, key):
     raise EnvFileError(opened_at, "unterminated %s quote in the value of %s" % (kind, key))
 
 
-def _read_unquoted(text, cur, end):
-    """An unquoted value ends at the line end or at a ``#`` preceded by white space."""
+def _read_unquoted(text, cur, end, spaced):
+    """An unquoted value ends at the line end or at a ``#`` preceded by white space (``KEY=#x`` is the value ``#x``;
+    ``KEY= #x`` is an empty value and a comment). ``spaced``: white space stood between ``=`` and the value."""
     segment = text[cur:end].rstrip("\r\n")
     cut = len(segment)
     for i, ch in enumerate(segment):
-        if ch == "#" and (i == 0 or segment[i - 1] in " \t"):
+        if ch == "#" and ((i == 0 and spaced) or (i > 0 and segment[i - 1] in " \t")):
             cut = i
             break
     value = segment[:cut].rstrip(" \t")
@@ -168,7 +179,10 @@ def set_value(text, key, value):
     entries = parse(text)
     entry, _count = lookup(entries, key)
     if entry is not None:
-        return text[:entry.value_start] + _format_value(value, entry.quote) + text[entry.value_end:]
+        formatted = _format_value(value, entry.quote)
+        if entry.value_start == entry.value_end and text.startswith("#", entry.value_end):
+            formatted += " "  # an empty value followed by a comment: keep the comment a comment
+        return text[:entry.value_start] + formatted + text[entry.value_end:]
     nl = newline_of(text)
     if text and not text.endswith("\n"):
         text += nl
@@ -186,7 +200,8 @@ def is_secret_key(key):
 
 def secret_values(entries):
     """Values of secret-looking keys, longest first so that masking never leaves a tail of one."""
-    values = {e.value for e in entries if e.value and is_secret_key(e.key)}
+    values = {e.value for e in entries if is_secret_key(e.key) and len(e.value) >= MIN_SECRET_LENGTH
+              and not NOT_SECRET_RE.match(e.value)}
     return sorted(values, key=len, reverse=True)
 
 

@@ -36,6 +36,8 @@ def test_parses_upstream_layout():
     ('A="x # y" # c', "x # y"),
     ('A="say \\"hi\\""', 'say "hi"'),
     ("A=", ""),
+    ("A=#x9secret", "#x9secret"),
+    ("A= #comment", ""),
     ("A=''", ""),
     ('A={"k": "v"}', '{"k": "v"}'),
 ])
@@ -50,7 +52,7 @@ def test_multiline_double_quoted_value():
 
 
 @pytest.mark.parametrize("text, line, fragment", [
-    ("A=1\nnot an assignment\n", 2, "expected '=' after not"),
+    ("A=1\nnot an assignment\n", 2, "expected '=' after the variable name"),
     ("A=1\n=5\n", 2, "expected a variable name"),
     ('A=1\nPASSWORD="s3cret\n', 2, "unterminated double quote in the value of PASSWORD"),
     ("A='x' junk\n", 1, "unexpected text after the closing quote of A"),
@@ -72,6 +74,8 @@ def test_malformed_lines_name_the_line_not_the_value(text, line, fragment):
     ("QFIELDCLOUD_WORKER_REPLICAS = 2 # c\n", "QFIELDCLOUD_WORKER_REPLICAS = 4 # c\n"),
     ("A=1\r\nQFIELDCLOUD_WORKER_REPLICAS=2\r\n# x\r\n", "A=1\r\nQFIELDCLOUD_WORKER_REPLICAS=4\r\n# x\r\n"),
     ("QFIELDCLOUD_WORKER_REPLICAS=\n", "QFIELDCLOUD_WORKER_REPLICAS=4\n"),
+    ("QFIELDCLOUD_WORKER_REPLICAS= # workers\n", "QFIELDCLOUD_WORKER_REPLICAS= 4 # workers\n"),
+    ("\ufeffQFIELDCLOUD_WORKER_REPLICAS=2\n", "\ufeffQFIELDCLOUD_WORKER_REPLICAS=4\n"),
 ])
 def test_set_value_edits_in_place(before, after):
     assert set_value(before, "QFIELDCLOUD_WORKER_REPLICAS", "4") == after
@@ -107,7 +111,8 @@ def test_set_value_is_a_fixed_point():
 
 @pytest.mark.parametrize("key, secret", [
     ("POSTGRES_PASSWORD", True), ("SECRET_KEY", True), ("AWS_ACCESS_KEY_ID", True), ("SENTRY_DSN", True),
-    ("QFIELDCLOUD_API_TOKEN", True), ("STORAGES", True), ("POSTGRES_USER", False),
+    ("QFIELDCLOUD_API_TOKEN", True), ("STORAGES", True), ("POSTGRES_USER", False), ("MONKEY_COUNT", False),
+    ("STORAGES_PROJECT_DEFAULT_STORAGE", False),
     ("QFIELDCLOUD_WORKER_REPLICAS", False), ("COMPOSE_FILE", False),
 ])
 def test_secret_keys(key, secret):
@@ -115,7 +120,17 @@ def test_secret_keys(key, secret):
 
 
 def test_mask_replaces_every_secret_longest_first():
-    entries = parse("POSTGRES_PASSWORD=abc\nSECRET_KEY=abcdef\nUSER=abc-user\n")
+    entries = parse("POSTGRES_PASSWORD=abcdefgh\nSECRET_KEY=abcdefghijk\nUSER=abc-user\n")
     secrets = secret_values(entries)
-    assert secrets == ["abcdef", "abc"]
-    assert mask("pw abcdef and abc", secrets) == "pw %s and %s" % (MASK, MASK)
+    assert secrets == ["abcdefghijk", "abcdefgh"]
+    assert mask("pw abcdefghijk and abcdefgh", secrets) == "pw %s and %s" % (MASK, MASK)
+
+
+def test_flags_and_counts_under_secret_looking_keys_are_not_secrets():
+    entries = parse("QFIELDCLOUD_PASSWORD_LOGIN_IS_ENABLED=1\nSTORAGES_PROJECT_DEFAULT_STORAGE=default\n"
+                    "API_TOKEN_REQUIRED=true\nPOSTGRES_PASSWORD=3shJDd2r7Twwkehb\n")
+    assert secret_values(entries) == ["3shJDd2r7Twwkehb"]
+
+
+def test_bare_keys_are_inherited_and_skipped():
+    assert values("A=1\nINHERITED\nB=2\n") == {"A": "1", "B": "2"}
