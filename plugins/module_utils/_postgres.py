@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import traceback
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _envfile
@@ -44,15 +45,25 @@ class ConnectionError_(Exception):
     pass
 
 
-def is_compose_service_name(host):
-    """``db`` (QFieldCloud's standalone service) resolves only inside the compose network, not on the host."""
-    if not host or host == "localhost" or host.startswith("/"):
+def is_compose_service_name(host, resolves=None):
+    """``db`` (QFieldCloud's standalone service) resolves only inside the compose network, not on the host. A dotless
+    name that the host can resolve (an external server such as ``pgprod``) is left alone."""
+    if not host or host == "localhost" or host.startswith("/") or "." in host:
         return False
     try:
         ipaddress.ip_address(host)
         return False
     except ValueError:
-        return "." not in host
+        pass
+    return not (resolves or _resolves)(host)
+
+
+def _resolves(host):
+    try:
+        socket.getaddrinfo(host, None)
+        return True
+    except OSError:
+        return False
 
 
 def load_env(module):
@@ -84,7 +95,8 @@ def connection_params(params, env):
     """
     host = env.get("POSTGRES_HOST") or None
     port = env.get("POSTGRES_PORT") or None
-    if is_compose_service_name(host):
+    explicit_host = params.get("login_unix_socket") or params.get("login_host")
+    if not explicit_host and is_compose_service_name(host):
         host, port = "127.0.0.1", env.get("HOST_POSTGRES_PORT") or "5433"
     out = {
         "host": params.get("login_unix_socket") or params.get("login_host") or host,

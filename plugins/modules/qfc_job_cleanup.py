@@ -17,7 +17,8 @@ description:
   - O(mode=orphaned_queued) sweeps C(queued) jobs that never started (C(started_at) is NULL) and have not been touched
     for O(older_than). Upstream never sweeps these and they block their whole project. When the Docker Engine is
     reachable, jobs with a running container labelled with their C(job_id) are left alone.
-  - O(mode=age) is the operations write-up's rule. Jobs in O(statuses) created more than O(older_than) ago are failed.
+  - O(mode=age) is the operations write-up's rule. Jobs in O(statuses) created (and, if started, started) more than
+    O(older_than) ago are failed.
     Failing C(pending) jobs needs O(allow_pending=true), because upstream would still run them.
   - Each job's previous status, C(started_at) and feedback, the reason and the time are kept in
     C(feedback.qfc_cleanup), for audit and reversal.
@@ -222,7 +223,9 @@ class Plan:
                 raise ValueError("failing pending jobs needs allow_pending=true: upstream still runs pending jobs "
                                  "once their project is free")
             self.threshold_s = _jobs.parse_duration(params["older_than"])
-            self.where = "status = ANY(%(statuses)s) AND created_at < now() - make_interval(secs => %(older_than_s)s)"
+            # started_at too: a job created long ago that a worker took a minute ago is running, not stuck
+            self.where = ("status = ANY(%(statuses)s) AND created_at < now() - make_interval(secs => %(older_than_s)s)"
+                          " AND (started_at IS NULL OR started_at < now() - make_interval(secs => %(older_than_s)s))")
             self.params.update(statuses=list(statuses), older_than_s=self.threshold_s)
             label = "stuck >%s" % str(params["older_than"]).strip()
         self.output = "Auto-cleanup: %s" % label

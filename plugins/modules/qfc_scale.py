@@ -269,6 +269,10 @@ class ScaleFailure(Exception):
         self.result = dict(result, msg=message)
 
 
+# Failures of applying or verifying: Compose, the wait, the Engine API (requests' errors are OSErrors), no engine.
+APPLY_ERRORS = (_compose.ComposeError, _workers.VerifyError, _workers.DockerException, ScaleFailure, OSError)
+
+
 class ProjectLock:
     """An exclusive flock on the directory holding .env: one scale per project at a time, nothing left behind."""
 
@@ -295,6 +299,11 @@ class ProjectLock:
 
     def __exit__(self, *exc):
         os.close(self.fd)
+
+
+def printable(text):
+    """Bytes that are not UTF-8 (a Latin-1 comment) were read as surrogates; results must be valid UTF-8."""
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
 
 
 def as_int(value):
@@ -508,7 +517,7 @@ class Scaler:
             return
         try:
             containers = self.apply(project, self.replicas)
-        except (_compose.ComposeError, _workers.VerifyError, _workers.DockerException) as exc:
+        except APPLY_ERRORS as exc:  # after the write: whatever failed, restore what was there
             self.fail_and_roll_back(exc, raw, env_changes, previous, project)
         self.result["containers"] = self.public(containers)
         self.result["running"] = _workers.count_running(containers)
@@ -533,7 +542,7 @@ class Scaler:
                 fields["containers"] = self.public(containers)
                 running = _workers.count_running(containers)
                 restored.append("%d %s containers running again (verified)" % (running, self.service))
-            except (_compose.ComposeError, _workers.VerifyError, _workers.DockerException) as again:
+            except APPLY_ERRORS as again:
                 restored.append("re-applying %d workers failed too: %s" % (previous, getattr(again, "msg", again)))
         self.result["rolled_back"] = bool(restored)
         fields.update(self.result)
@@ -550,8 +559,8 @@ class Scaler:
         diffs = [{
             "before_header": "%s (%s)" % (self.env_file, self.env_var),
             "after_header": "%s (%s)" % (self.env_file, self.env_var),
-            "before": _envfile.entry_text(text, entry) if entry else "",
-            "after": _envfile.entry_text(desired_text, new_entry),
+            "before": printable(_envfile.entry_text(text, entry)) if entry else "",
+            "after": printable(_envfile.entry_text(desired_text, new_entry)),
         }]
         if self.result["running"] is not None:
             diffs.append({

@@ -104,6 +104,15 @@ def test_orphaned_queued_and_running_containers(qfcdb):
     assert cleanup(qfcdb, mode="orphaned_queued", older_than="3h")["count"] == 0
 
 
+def test_age_mode_leaves_a_long_waiting_job_that_just_started(qfcdb):
+    (user,) = datagen.make_users(qfcdb.conn, 1)
+    (project,) = datagen.make_projects(qfcdb.conn, qfcdb.project_table, 1, user)
+    waited = datagen.add_job(qfcdb.conn, project, user, "started", created_ago_s=2 * 86400, started_ago_s=60)
+    result = cleanup(qfcdb, mode="age", older_than="24h")
+    assert not result.failed and result["count"] == 0
+    assert qfcdb.status(waited) == "started"
+
+
 def test_age_mode_needs_opt_in_for_pending(qfcdb):
     _user, jobs, _deltas = setup_jobs(qfcdb)
     refused = cleanup(qfcdb, mode="age", older_than="24h", statuses=["pending", "queued"])

@@ -113,6 +113,10 @@ def test_converge_is_idempotent_check_safe_and_removable(monitored):
     assert not paths["qfc_monitoring_textfile"].exists() and not paths["qfc_monitoring_logrotate_file"].exists()
     assert paths["qfc_monitoring_log"].exists()  # history is kept unless purged
     assert changed(run_playbook(PLAYBOOK, inv, {"qfc_monitoring_state": "absent"})) == 0
+    rotated = paths["qfc_monitoring_log"].with_name("queue_metrics.log.1.gz")
+    rotated.write_text("old")
+    purged = run_playbook(PLAYBOOK, inv, {"qfc_monitoring_state": "absent", "qfc_monitoring_purge_log": True})
+    assert changed(purged) > 0 and not paths["qfc_monitoring_log"].exists() and not rotated.exists()
 
 
 def test_cron_command_writes_csv_and_textfile_matching_the_database(monitored):
@@ -204,3 +208,13 @@ def test_cron_entry_is_a_shell_command(monitored):
     assert changed(run_playbook(PLAYBOOK, monitored["inventory"])) > 0
     argv = shlex.split(cron_command(monitored["paths"]))
     assert argv[0] == str(BIN / "python") and argv[-2:] == [">/dev/null", "2>&1"]
+
+
+def test_a_broken_webhook_never_breaks_a_run(monitored):
+    inv, paths = monitored["inventory"], monitored["paths"]
+    assert changed(run_playbook(PLAYBOOK, inv, {"qfc_monitoring_webhook_url": "not a url"})) > 0
+    first = run_cron_command(paths)
+    assert first.returncode == 0, first.stderr
+    state = json.loads((paths["qfc_monitoring_dir"] / "state.json").read_text())
+    assert set(state["alerts"]) == {"stuck_stale", "stuck_orphaned_queued"}  # saved, so not re-sent next run
+    assert run_cron_command(paths).returncode == 0 and [r[17] for r in rows(paths)] == ["ok", "ok"]

@@ -296,6 +296,15 @@ def test_env_file_bytes_mode_and_owner_are_kept(stack):
     assert len(stack.running()) == 3
 
 
+def test_diff_with_a_latin1_comment(stack):
+    raw = stack.env_file.read_bytes().replace(b"QFIELDCLOUD_WORKER_REPLICAS=2\n",
+                                              b"QFIELDCLOUD_WORKER_REPLICAS=2 # Arbeiter f\xfcr Jobs\n")
+    stack.env_file.write_bytes(raw)
+    result = scale(stack, 3, diff=True)
+    assert not result.failed, result
+    assert stack.env_file.read_bytes() == raw.replace(b"REPLICAS=2 #", b"REPLICAS=3 #")  # the byte is kept
+
+
 def test_duplicate_keys_edit_the_last_and_warn(stack):
     stack.env_file.write_text("QFIELDCLOUD_WORKER_REPLICAS=9\n" + stack.env_text())
     result = scale(stack, 3)

@@ -24,7 +24,7 @@ import syslog
 import tempfile
 import time
 import urllib.request
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
@@ -193,21 +193,25 @@ def notify(config, event, alert, project):
         return
     body = json.dumps({"event": event, "project": project, "host": socket.gethostname(), "alert": alert,
                        "text": message}).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
         urllib.request.urlopen(request, timeout=config.get("webhook_timeout", 5)).close()
-    except OSError as exc:
-        syslog.syslog(syslog.LOG_ERR, "webhook %s failed: %s" % (url, exc))
+    except Exception as exc:  # noqa: BLE001  a broken webhook must never stop the state from being saved
+        # the URL's host only: webhook URLs often carry a token in their path or query
+        syslog.syslog(syslog.LOG_ERR, "webhook to %s failed: %s" % (urlsplit(url).hostname, type(exc).__name__))
 
 
 def collect(config):
     started = time.time()
-    env, secrets = read_env(config["env_file"])
-    project = project_name(env, config["project_src"])
-    thresholds = dict(_queue.DEFAULT_THRESHOLDS, **config.get("thresholds", {}))
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     facts = workers = error = None
+    env, secrets = {}, []
+    project = os.path.basename(os.path.normpath(config["project_src"]))
+    thresholds = dict(_queue.DEFAULT_THRESHOLDS)
     try:
+        env, secrets = read_env(config["env_file"])
+        project = project_name(env, config["project_src"])
+        thresholds.update({k: float(v) for k, v in config.get("thresholds", {}).items()})
         params = _postgres.connection_params({"connect_timeout": max(int(config["timeout"] / 2), 1)}, env)
         facts = _queue.gather(params, _jobs.worker_timeout(env, config.get("worker_timeout_s")), 86400,
                               thresholds["pending_after_s"], int(config["timeout"] * 500))
@@ -215,8 +219,10 @@ def collect(config):
         workers = {"configured": int(configured) if configured.strip().isdigit() else None,
                    "running": running_workers(project, config.get("service", "worker_wrapper")),
                    "busy": _queue.busy_workers(facts)}
-    except (_postgres.ConnectionError_, _jobs.SchemaError, _postgres.psycopg2.Error) as exc:
-        error = _envfile.mask(str(exc).strip(), secrets)
+    except Timeout:
+        raise
+    except Exception as exc:  # noqa: BLE001  any failure is recorded as a failed run, never a silent crash
+        error = _envfile.mask(str(exc).strip() or type(exc).__name__, secrets)
     return project, stamp, facts, workers, error, started, thresholds
 
 
@@ -247,10 +253,14 @@ def main():
                 handle.write(csv_row(time.strftime("%Y-%m-%d %H:%M:%S"), error=str(exc)))
             if config.get("textfile"):
                 state = load_state(config["state_file"])
-                write_atomically(config["textfile"], prom_text(project_name(*read_env_names(config)), None, None,
-                                                               False, state["last_success"], config["timeout"]))
+                project = os.path.basename(os.path.normpath(config["project_src"]))
+                try:
+                    project = project_name(*read_env_names(config))
+                except Exception:  # noqa: BLE001  the name is cosmetic here; the failure is what matters
+                    pass
+                write_atomically(config["textfile"], prom_text(project, None, None, False, state["last_success"],
+                                                               config["timeout"]))
         return 2
-    signal.setitimer(signal.ITIMER_REAL, 0)
     state = load_state(config["state_file"])
     if error is None:
         state["last_success"] = time.time()
@@ -263,12 +273,19 @@ def main():
     if config.get("textfile"):
         write_atomically(config["textfile"], prom_text(project, facts, workers, error is None, state["last_success"],
                                                        time.time() - started))
-    for code in sorted(set(active) - set(state["alerts"])):
-        notify(config, "started", active[code], project)
-    for code in sorted(set(state["alerts"]) - set(active)):
-        notify(config, "ended", state["alerts"][code], project)
-    state["alerts"] = active
+    previous, state["alerts"] = state["alerts"], active
+    # Saved before notifying: a webhook that hangs past the timeout loses its notice instead of repeating every run.
     write_atomically(config["state_file"], json.dumps(state), 0o600)
+    try:
+        for code in sorted(set(active) - set(previous)):
+            notify(config, "started", active[code], project)
+        for code in sorted(set(previous) - set(active)):
+            notify(config, "ended", previous[code], project)
+    except Timeout as exc:
+        syslog.syslog(syslog.LOG_ERR, "qfc-queue-collector: %s while notifying" % exc)
+        print("qfc-queue-collector: %s while notifying" % exc, file=sys.stderr)
+        return 2
+    signal.setitimer(signal.ITIMER_REAL, 0)
     if error is not None:
         print("qfc-queue-collector: %s" % error, file=sys.stderr)
         return 1

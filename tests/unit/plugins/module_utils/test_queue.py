@@ -43,7 +43,16 @@ def test_worker_timeout_from_env():
     ("db.example.org", False), ("/var/run/postgresql", False), (None, False),
 ])
 def test_is_compose_service_name(host, service):
-    assert _postgres.is_compose_service_name(host) is service
+    assert _postgres.is_compose_service_name(host, resolves=lambda name: False) is service
+
+
+def test_a_resolvable_dotless_host_is_an_external_server():
+    assert _postgres.is_compose_service_name("pgprod", resolves=lambda name: True) is False
+
+
+def test_explicit_login_host_keeps_the_env_port():
+    params = _postgres.connection_params({"login_host": "10.0.0.5", "connect_timeout": 3}, ENV)
+    assert (params["host"], params["port"]) == ("10.0.0.5", 5432)
 
 
 ENV = {"POSTGRES_USER": "qfieldcloud_db_admin", "POSTGRES_PASSWORD": "pw", "POSTGRES_DB": "qfieldcloud_db",
