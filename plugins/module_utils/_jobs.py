@@ -82,6 +82,16 @@ def detect_project_table(cursor, prefix=""):
     return "project_project" if has_new else "core_project"
 
 
+def check_locked_at(cursor, project_table):
+    """The queue facts need ``locked_at`` (QFieldCloud v25.26+; ``is_locked`` before) to tell which pending jobs a
+    worker could take."""
+    cursor.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema()"
+                   " AND table_name = %s AND column_name = 'locked_at'", [project_table])
+    if not cursor.fetchone()[0]:
+        raise SchemaError("%s has no locked_at column: QFieldCloud before v25.26 (Project.is_locked) is not supported "
+                          "by the queue facts. qfc_job_cleanup does not need it." % project_table)
+
+
 def worker_timeout(env, override=None):
     if override is not None:
         return override

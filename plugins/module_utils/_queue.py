@@ -87,6 +87,7 @@ def gather(conn_params, worker_timeout, window_s, pending_after_s, statement_tim
         with conn.cursor() as cursor:
             project_table = _jobs.detect_project_table(
                 cursor, "SET LOCAL statement_timeout = %d; " % int(statement_timeout_ms))
+            _jobs.check_locked_at(cursor, project_table)
             started = time.monotonic()
             cursor.execute(facts_sql(project_table), {
                 "stale_after_s": worker_timeout + _jobs.STALE_MARGIN_S,

@@ -16,7 +16,8 @@ description:
     not locked, which is what more workers could start now), stuck jobs by kind, the last hour's success rate, job
     durations over a window, and the worker count configured in C(.env) and running by Compose labels.
   - Adds alerts with the operations guideline's thresholds, the capacity decision matrix and a recommended worker count.
-  - Works with QFieldCloud v26.21 and later (C(project_project)) and earlier versions (C(core_project)).
+  - Works with QFieldCloud v26.21 and later (C(project_project)) and v25.26 to v26.20 (C(core_project)). Earlier
+    versions, whose projects have C(is_locked) instead of C(locked_at), are refused with a clear message.
 extends_documentation_fragment:
   - qfieldcloud.ops._postgres
   - qfieldcloud.ops._attributes

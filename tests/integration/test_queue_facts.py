@@ -121,6 +121,15 @@ def test_unreachable_host(qfcdb):
     assert result.failed and "Cannot connect to PostgreSQL at qfieldcloud_db_admin@127.0.0.1:1" in result["msg"]
 
 
+def test_before_v25_26_is_refused_clearly(make_db):
+    db = make_db("core_project")
+    with db.conn, db.conn.cursor() as cur:
+        cur.execute("ALTER TABLE core_project DROP COLUMN locked_at,"
+                    " ADD COLUMN is_locked boolean NOT NULL DEFAULT false")
+    result = run_module({"env_file": str(db.env_file)}, module=FACTS)
+    assert result.failed and "before v25.26 (Project.is_locked) is not supported" in result["msg"]
+
+
 def test_database_without_qfieldcloud_tables(pg, tmp_path):
     env = tmp_path / ".env"
     env.write_text("POSTGRES_USER=%s\nPOSTGRES_PASSWORD=%s\nPOSTGRES_DB=%s\nPOSTGRES_HOST=127.0.0.1\n"
