@@ -269,10 +269,6 @@ class ScaleFailure(Exception):
         self.result = dict(result, msg=message)
 
 
-# Failures of applying or verifying: Compose, the wait, the Engine API (requests' errors are OSErrors), no engine.
-APPLY_ERRORS = (_compose.ComposeError, _workers.VerifyError, _workers.DockerException, ScaleFailure, OSError)
-
-
 class ProjectLock:
     """An exclusive flock on the directory holding .env: one scale per project at a time, nothing left behind."""
 
@@ -517,7 +513,9 @@ class Scaler:
             return
         try:
             containers = self.apply(project, self.replicas)
-        except APPLY_ERRORS as exc:  # after the write: whatever failed, restore what was there
+        # After the write, whatever failed is rolled back: Compose, the wait, the Engine API (requests' errors are
+        # OSErrors), an unreachable engine (ScaleFailure).
+        except (_compose.ComposeError, _workers.VerifyError, _workers.DockerException, ScaleFailure, OSError) as exc:
             self.fail_and_roll_back(exc, raw, env_changes, previous, project)
         self.result["containers"] = self.public(containers)
         self.result["running"] = _workers.count_running(containers)
@@ -542,7 +540,8 @@ class Scaler:
                 fields["containers"] = self.public(containers)
                 running = _workers.count_running(containers)
                 restored.append("%d %s containers running again (verified)" % (running, self.service))
-            except APPLY_ERRORS as again:
+            except (_compose.ComposeError, _workers.VerifyError, _workers.DockerException, ScaleFailure,
+                    OSError) as again:
                 restored.append("re-applying %d workers failed too: %s" % (previous, getattr(again, "msg", again)))
         self.result["rolled_back"] = bool(restored)
         fields.update(self.result)
