@@ -1,0 +1,260 @@
+"""Checks the AWX material: the survey specifications in awx/surveys and the execution environment definitions.
+
+Every survey must be one AWX accepts (the checks of AWX's `JobTemplateSurveySpec._validate_spec_data`: field names,
+question types, value types of default/min/max, choices, unique variables) and must only set variables the playbook
+reads: an option of the role the playbook runs (its meta/argument_specs.yml) or a documented playbook-level variable,
+with a survey type that yields the option's type and defaults that the option and the survey limits accept.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SURVEYS = ROOT / "awx" / "surveys"
+PLAYBOOKS = ROOT / "playbooks"
+ROLES = ROOT / "roles"
+COLLECTION_PREFIX = "qfieldcloud.ops."
+
+# Survey file -> the playbook it drives.
+SURVEY_PLAYBOOKS = {
+    "scale.json": "scale.yml",
+    "cleanup.json": "cleanup.yml",
+    "monitoring.json": "monitoring.yml",
+    "queue_report.json": "queue_report.yml",
+}
+# Variables a playbook reads itself (not through a role's argument spec), with the type the playbook expects.
+PLAYBOOK_VARIABLES = {
+    "scale.yml": {"qfc_target_hosts": "str"},
+    "cleanup.yml": {"qfc_target_hosts": "str"},
+    "monitoring.yml": {"qfc_target_hosts": "str"},
+    "queue_report.yml": {"qfc_target_hosts": "str", "qfc_project_src": "path"},
+}
+# AWX's question types and the Python type of their `default` (JobTemplateSurveySpec.ALLOWED_TYPES).
+QUESTION_TYPES = {
+    "text": str,
+    "textarea": str,
+    "password": str,
+    "integer": int,
+    "float": (float, int),
+    "multiplechoice": str,
+    "multiselect": str,
+}
+TOP_FIELDS = {"name", "description", "spec"}
+REQUIRED_QUESTION_FIELDS = {"question_name", "type", "variable", "required"}
+QUESTION_FIELDS = REQUIRED_QUESTION_FIELDS | {
+    "question_description", "min", "max", "default", "choices", "new_question",
+}
+# Survey type -> argument spec types it may feed. Text answers are strings; multiple choice is a string that the
+# roles cast (`| bool`) when the option is a bool; multiselect answers are lists.
+COMPATIBLE = {
+    "text": {"str", "path", "raw"},
+    "textarea": {"str", "path", "raw"},
+    "password": {"str", "raw"},
+    "integer": {"int", "float", "raw"},
+    "float": {"float", "raw"},
+    "multiplechoice": {"str", "bool", "raw"},
+    "multiselect": {"list"},
+}
+BOOL_CHOICES = {"true", "false"}
+
+
+def load_yaml(path):
+    with path.open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def survey_files():
+    return sorted(SURVEYS.glob("*.json"))
+
+
+def load_survey(name):
+    return json.loads((SURVEYS / name).read_text(encoding="utf-8"))
+
+
+def choice_list(choices):
+    """AWX accepts choices as a list or as a newline-separated string."""
+    if isinstance(choices, str):
+        return [line for line in choices.splitlines() if line.strip()]
+    return list(choices)
+
+
+def playbook_roles(playbook):
+    """Role names (without the collection prefix) of every play in the playbook."""
+    names = []
+    for play in load_yaml(PLAYBOOKS / playbook):
+        for entry in play.get("roles", []):
+            role = entry["role"] if isinstance(entry, dict) else entry
+            names.append(role.removeprefix(COLLECTION_PREFIX))
+    return names
+
+
+def declared_options(playbook):
+    """variable -> argument spec option, for the roles the playbook runs, plus its playbook-level variables."""
+    options = {name: {"type": kind} for name, kind in PLAYBOOK_VARIABLES[playbook].items()}
+    for role in playbook_roles(playbook):
+        spec = load_yaml(ROLES / role / "meta" / "argument_specs.yml")
+        options.update(spec["argument_specs"]["main"]["options"])
+    return options
+
+
+def question_ids(survey_name):
+    return [q["variable"] for q in load_survey(survey_name)["spec"]]
+
+
+def test_every_survey_has_a_playbook():
+    assert sorted(p.name for p in survey_files()) == sorted(SURVEY_PLAYBOOKS)
+    for playbook in SURVEY_PLAYBOOKS.values():
+        assert (PLAYBOOKS / playbook).is_file()
+
+
+@pytest.mark.parametrize("survey_name", sorted(SURVEY_PLAYBOOKS))
+def test_survey_is_valid_awx_spec(survey_name):
+    survey = load_survey(survey_name)
+    assert set(survey) == TOP_FIELDS
+    assert isinstance(survey["name"], str) and survey["name"]
+    assert isinstance(survey["description"], str)
+    assert isinstance(survey["spec"], list) and survey["spec"], "AWX refuses an empty spec"
+    variables = [q.get("variable") for q in survey["spec"]]
+    assert len(variables) == len(set(variables)), f"duplicate variables in {survey_name}"
+    for question in survey["spec"]:
+        where = f"{survey_name}:{question.get('variable')}"
+        assert isinstance(question, dict), where
+        assert REQUIRED_QUESTION_FIELDS <= set(question), where
+        assert set(question) <= QUESTION_FIELDS, f"{where}: unknown fields {set(question) - QUESTION_FIELDS}"
+        for field in ("question_name", "variable", "type"):
+            assert isinstance(question[field], str) and question[field], where
+        assert isinstance(question.get("question_description", ""), str), where
+        assert isinstance(question["required"], bool), where
+        qtype = question["type"]
+        assert qtype in QUESTION_TYPES, where
+        for limit in ("min", "max"):
+            value = question.get(limit)
+            assert value is None or (isinstance(value, int) and not isinstance(value, bool)), where
+        if question.get("min") is not None and question.get("max") is not None:
+            assert question["min"] <= question["max"], where
+        default = question.get("default", "")
+        if default != "":
+            assert isinstance(default, QUESTION_TYPES[qtype]) and not isinstance(default, bool), where
+        if qtype in ("multiplechoice", "multiselect"):
+            assert "choices" in question, f"{where}: AWX requires choices"
+            assert isinstance(question["choices"], list), f"{where}: choices are lists, as AWX's UI saves them"
+            choices = choice_list(question["choices"])
+            assert choices and len(choices) == len(set(choices)), where
+            defaults = choice_list(default) if default != "" else []
+            assert set(defaults) <= set(choices), f"{where}: default not among the choices"
+            if qtype == "multiplechoice":
+                assert len(defaults) <= 1, f"{where}: single select has one default"
+        else:
+            assert "choices" not in question, where
+
+
+@pytest.mark.parametrize(
+    ("survey_name", "variable"),
+    [(name, variable) for name in sorted(SURVEY_PLAYBOOKS) for variable in question_ids(name)],
+)
+def test_survey_variable_matches_playbook(survey_name, variable):
+    playbook = SURVEY_PLAYBOOKS[survey_name]
+    options = declared_options(playbook)
+    assert variable in options, f"{variable} is neither a role option nor a playbook variable of {playbook}"
+    option = options[variable]
+    question = next(q for q in load_survey(survey_name)["spec"] if q["variable"] == variable)
+    qtype = question["type"]
+    kind = option.get("type", "str")
+    assert kind in COMPATIBLE[qtype], f"{variable}: survey type {qtype} cannot feed a {kind} option"
+    default = question.get("default", "")
+    low, high = question.get("min"), question.get("max")
+
+    if qtype == "multiselect":
+        assert option.get("elements", "str") == "str", variable
+        assert "choices" in option, f"{variable}: multiselect needs an option with choices"
+        assert set(question["choices"]) <= set(option["choices"]), variable
+        if "default" in option:
+            assert choice_list(default) == option["default"], f"{variable}: survey and role defaults differ"
+    elif qtype == "multiplechoice":
+        allowed = BOOL_CHOICES if kind == "bool" else set(option.get("choices", question["choices"]))
+        assert set(question["choices"]) <= allowed, variable
+        if "default" in option:
+            expected = str(option["default"]).lower() if kind == "bool" else option["default"]
+            assert default == expected, f"{variable}: survey and role defaults differ"
+    elif qtype in ("integer", "float"):
+        assert low is not None and low >= 0, f"{variable}: counts and durations are never negative"
+        if "default" in question:
+            assert low <= default <= (high if high is not None else default), f"{variable}: default outside min/max"
+        else:
+            assert question["required"], f"{variable}: an optional number needs a default"
+        if "default" in option:
+            assert default == option["default"], f"{variable}: survey and role defaults differ"
+    else:  # text: min/max are lengths
+        assert low is None or low <= len(default), variable
+        assert high is None or len(default) <= high, variable
+        if question["required"]:
+            assert low is not None and low >= 1, f"{variable}: a required text answer cannot be empty"
+        if "default" in option:
+            assert default == option["default"], f"{variable}: survey and role defaults differ"
+    if option.get("required"):
+        assert question["required"], f"{variable} is required by the role"
+
+
+def test_scale_survey_is_the_issue_one():
+    questions = {q["variable"]: q for q in load_survey("scale.json")["spec"]}
+    replicas = questions["qfc_worker_replicas"]
+    assert replicas["type"] == "integer" and replicas["min"] == 0 and replicas["required"]
+    assert "default" not in replicas, "the operator states the count on every launch"
+    assert questions["qfc_target_hosts"]["type"] == "text"
+
+
+def test_cleanup_survey_modes():
+    questions = {q["variable"]: q for q in load_survey("cleanup.json")["spec"]}
+    modes = questions["qfc_cleanup_modes"]
+    assert modes["type"] == "multiselect"
+    assert modes["choices"] == ["stale", "orphaned_queued", "age"]
+    assert questions["qfc_cleanup_age_older_than"]["type"] == "text"
+
+
+def test_no_survey_overrides_per_host_inventory_paths():
+    # Extra vars beat inventory host vars: a survey answer for qfc_project_src would replace every host's checkout
+    # path, so only the queue report (which has no role and documents it) may ask for it.
+    for name in SURVEY_PLAYBOOKS:
+        if name != "queue_report.json":
+            assert "qfc_project_src" not in question_ids(name), name
+
+
+def test_execution_environment_definition():
+    definition = load_yaml(ROOT / "execution-environment.yml")
+    assert definition["version"] == 3
+    assert definition["images"]["base_image"]["name"]
+    deps = definition["dependencies"]
+    assert deps["ansible_core"]["package_pip"].startswith("ansible-core")
+    assert deps["ansible_runner"]["package_pip"].startswith("ansible-runner")
+    for key in ("galaxy", "python", "system"):
+        assert isinstance(deps[key], str) and (ROOT / deps[key]).is_file(), key
+    assert deps["python"] == "meta/ee-requirements.txt"
+    assert deps["system"] == "meta/ee-bindep.txt"
+    # The EE's ansible-core range is the one the collection is tested with (requirements-dev.txt).
+    dev = (ROOT / "requirements-dev.txt").read_text(encoding="utf-8").splitlines()
+    core = next(line.split("#")[0].strip() for line in dev if line.startswith("ansible-core"))
+    assert deps["ansible_core"]["package_pip"].replace(" ", "") == core.replace(" ", "")
+    galaxy = load_yaml(ROOT / deps["galaxy"])
+    names = [entry["name"] for entry in galaxy["collections"]]
+    assert any("qfieldcloud" in name for name in names), names
+
+
+def test_collection_ee_metadata():
+    meta = load_yaml(ROOT / "meta" / "execution-environment.yml")
+    assert meta["version"] == 1
+    assert set(meta["dependencies"]) == {"python", "system"}
+    for path in meta["dependencies"].values():
+        assert (ROOT / path).is_file(), path
+    build_ignore = load_yaml(ROOT / "galaxy.yml").get("build_ignore", [])
+    for path in ["meta/execution-environment.yml", *meta["dependencies"].values()]:
+        assert not any(Path(path).match(pattern) or path.startswith(pattern.rstrip("/") + "/")
+                       for pattern in build_ignore), f"{path} must ship in the built collection"
+    requirements = [
+        line.split("#")[0].strip()
+        for line in (ROOT / "meta" / "ee-requirements.txt").read_text(encoding="utf-8").splitlines()
+    ]
+    packages = {line.split(">")[0].split("=")[0].split("<")[0] for line in requirements if line}
+    assert packages <= {"docker", "psycopg2-binary"}, packages
