@@ -26,6 +26,7 @@ sys.path[:0] = [str(ROOT)]
 from bench._docs import write_section  # noqa: E402
 from tests.support import datagen  # noqa: E402
 from tests.support.pgcluster import PgCluster  # noqa: E402
+from tests.support.project import copy_project  # noqa: E402
 from tests.support.qfc_schema import create_schema  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -45,18 +46,15 @@ def main():
     opts = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="qfc-collector-"))
     project_src = work / "qfieldcloud"
-    shutil.copytree(ROOT / "tests" / "fixtures" / "stack-db", project_src)
     with PgCluster() as pg:
         conn = pg.connect()
         create_schema(conn)
         datagen.bulk_history(conn, "project_project", jobs=opts.jobs)
         conn.close()
-        env = (project_src / "env.example").read_text()
-        for key, value in {"COMPOSE_PROJECT_NAME": "qfccb%s" % uuid.uuid4().hex[:6], "POSTGRES_PORT": pg.port,
-                           "POSTGRES_PASSWORD": pg.password, "POSTGRES_SSLMODE": "disable",
-                           "QFC_SIM_DIR": ROOT / "tests" / "fixtures" / "worker_sim"}.items():
-            env = re.sub(r"^%s=.*$" % key, "%s=%s" % (key, value), env, flags=re.M)
-        (project_src / ".env").write_text(env)
+        settings = {"COMPOSE_PROJECT_NAME": "qfccb%s" % uuid.uuid4().hex[:6], "POSTGRES_PORT": pg.port,
+                    "POSTGRES_PASSWORD": pg.password, "POSTGRES_SSLMODE": "disable",
+                    "QFC_SIM_DIR": ROOT / "tests" / "fixtures" / "worker_sim"}
+        copy_project(ROOT / "tests" / "fixtures" / "stack-db", project_src, settings)
         host_vars = {"qfc_project_src": str(project_src), "qfc_monitoring_dir": str(work / "mon"),
                      "qfc_monitoring_python": str(BIN / "python"), "qfc_monitoring_install_packages": False,
                      "qfc_monitoring_cron_file": str(work / "cron"), "qfc_monitoring_log": str(work / "metrics.log"),

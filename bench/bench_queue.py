@@ -102,7 +102,6 @@ def main():
     parser.add_argument("--stuck", type=int, default=10_000)
     parser.add_argument("--write", action="store_true")
     opts = parser.parse_args()
-    lines = []
     with PgCluster() as pg:
         conn = pg.connect()
         create_schema(conn)

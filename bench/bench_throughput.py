@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ sys.path[:0] = [str(ROOT)]
 from bench._docs import write_section  # noqa: E402
 from tests.support import datagen  # noqa: E402
 from tests.support.pgcluster import PgCluster  # noqa: E402
+from tests.support.project import copy_project  # noqa: E402
 from tests.support.qfc_schema import create_schema  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -62,19 +62,16 @@ def main():
     opts = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="qfc-throughput-"))
     project_src = work / "qfieldcloud"
-    shutil.copytree(ROOT / "tests" / "fixtures" / "stack-db", project_src)
     with PgCluster() as pg:
         conn = pg.connect()
         create_schema(conn)
         (user,) = datagen.make_users(conn, 1)
         projects = datagen.make_projects(conn, "project_project", opts.projects, user)
-        env = (project_src / "env.example").read_text()
-        for key, value in {"COMPOSE_PROJECT_NAME": "qfctp%s" % uuid.uuid4().hex[:6], "POSTGRES_PORT": pg.port,
-                           "POSTGRES_PASSWORD": pg.password, "POSTGRES_SSLMODE": "disable",
-                           "QFC_SIM_DIR": ROOT / "tests" / "fixtures" / "worker_sim", "QFC_SIM_POLL_S": "0.2",
-                           "QFC_SIM_JOB_S": opts.job_seconds, "QFIELDCLOUD_WORKER_REPLICAS": 2}.items():
-            env = re.sub(r"^%s=.*$" % key, "%s=%s" % (key, value), env, flags=re.M)
-        (project_src / ".env").write_text(env)
+        settings = {"COMPOSE_PROJECT_NAME": "qfctp%s" % uuid.uuid4().hex[:6], "POSTGRES_PORT": pg.port,
+                    "POSTGRES_PASSWORD": pg.password, "POSTGRES_SSLMODE": "disable",
+                    "QFC_SIM_DIR": ROOT / "tests" / "fixtures" / "worker_sim", "QFC_SIM_POLL_S": "0.2",
+                    "QFC_SIM_JOB_S": opts.job_seconds, "QFIELDCLOUD_WORKER_REPLICAS": 2}
+        copy_project(ROOT / "tests" / "fixtures" / "stack-db", project_src, settings)
         try:
             subprocess.run(["docker", "compose", "up", "-d"], cwd=project_src, check=True, capture_output=True)
             two = drain(conn, projects, user, opts.jobs)

@@ -156,6 +156,15 @@ def _read_unquoted(text, cur, end, spaced):
     return value, cur + len(value)
 
 
+def read(path):
+    """Read and parse a .env file: (raw bytes, text, entries). Bytes that are not UTF-8 survive a round trip
+    (surrogateescape), so an edit writes them back unchanged. Raises EnvFileError on malformed input."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    text = raw.decode("utf-8", errors="surrogateescape")
+    return raw, text, parse(text)
+
+
 def lookup(entries, key):
     """The entry Compose uses for ``key``: the last one. Returns (entry or None, number of duplicates)."""
     found = [e for e in entries if e.key == key]

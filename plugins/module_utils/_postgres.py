@@ -77,10 +77,8 @@ def load_env(module):
         return {}, None
     if not os.path.isfile(path):
         raise ConnectionError_("env_file %s does not exist." % path)
-    with open(path, "rb") as handle:
-        text = handle.read().decode("utf-8", errors="surrogateescape")
     try:
-        entries = _envfile.parse(text)
+        _raw, _text, entries = _envfile.read(path)
     except _envfile.EnvFileError as exc:
         raise ConnectionError_("%s is malformed, %s." % (path, exc)) from None
     module.no_log_values.update(_envfile.secret_values(entries))

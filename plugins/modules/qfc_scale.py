@@ -309,11 +309,6 @@ def as_int(value):
         return None
 
 
-def read_bytes(path):
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
 def write_atomically(module, path, data):
     """Write in the same directory, then rename over ``path``; atomic_move keeps mode, owner and SELinux context."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".%s." % os.path.basename(path), suffix=".tmp")
@@ -377,10 +372,8 @@ class Scaler:
             self.module.warn("replicas=0 stops every %s: no QFieldCloud job will be processed." % self.service)
 
     def load_env(self):
-        raw = read_bytes(self.env_file)
-        text = raw.decode("utf-8", errors="surrogateescape")
         try:
-            entries = _envfile.parse(text)
+            raw, text, entries = _envfile.read(self.env_file)
         except _envfile.EnvFileError as exc:
             raise ScaleFailure("%s is malformed, %s. Nothing was changed." % (self.env_file, exc)) from None
         self.module.no_log_values.update(_envfile.secret_values(entries))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -20,6 +19,7 @@ import pytest
 from psycopg2 import sql
 
 from tests.support.pgcluster import PgCluster
+from tests.support.project import copy_project
 from tests.support.qfc_schema import create_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,14 +151,8 @@ class Stack:
 def instantiate(fixture, path, prefix, settings, extra_env=None, start=True):
     """Copy a compose fixture to ``path`` with a unique project name; .env is its env.example with ``settings``
     replacing existing keys and ``extra_env`` appended. Started with ``docker compose up -d`` unless start=False."""
-    shutil.copytree(fixture, path)
     project = "%s%s" % (prefix, uuid.uuid4().hex[:8])
-    env = (path / "env.example").read_text()
-    (path / "env.example").unlink()
-    for key, value in dict(settings, COMPOSE_PROJECT_NAME=project).items():
-        env = re.sub(r"^%s=.*$" % key, "%s=%s" % (key, value), env, flags=re.M)
-    env += "".join("%s=%s\n" % kv for kv in (extra_env or {}).items())
-    (path / ".env").write_text(env)
+    copy_project(fixture, path, dict(settings, COMPOSE_PROJECT_NAME=project), extra_env)
     stack = Stack(path, project)
     if start:
         stack.up()

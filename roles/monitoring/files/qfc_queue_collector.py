@@ -85,14 +85,8 @@ def project_name(env, project_src):
 
 
 def read_env(path):
-    with open(path, "rb") as handle:
-        entries = _envfile.parse(handle.read().decode("utf-8", errors="surrogateescape"))
+    _raw, _text, entries = _envfile.read(path)
     return {e.key: e.value for e in entries}, _envfile.secret_values(entries)
-
-
-def read_env_names(config):
-    """(env, project_src) for project_name(), without the secrets."""
-    return read_env(config["env_file"])[0], config["project_src"]
 
 
 def fmt(value):
@@ -201,16 +195,17 @@ def notify(config, event, alert, project):
         syslog.syslog(syslog.LOG_ERR, "webhook to %s failed: %s" % (urlsplit(url).hostname, type(exc).__name__))
 
 
-def collect(config):
+def collect(config, context):
+    """One gathering. ``context["project"]`` is set as soon as it is known, for a timeout's report."""
     started = time.time()
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     facts = workers = error = None
     env, secrets = {}, []
-    project = os.path.basename(os.path.normpath(config["project_src"]))
+    project = context["project"]
     thresholds = dict(_queue.DEFAULT_THRESHOLDS)
     try:
         env, secrets = read_env(config["env_file"])
-        project = project_name(env, config["project_src"])
+        project = context["project"] = project_name(env, config["project_src"])
         thresholds.update({k: float(v) for k, v in config.get("thresholds", {}).items()})
         params = _postgres.connection_params({"connect_timeout": max(int(config["timeout"] / 2), 1)}, env)
         facts = _queue.gather(params, _jobs.worker_timeout(env, config.get("worker_timeout_s")), 86400,
@@ -241,10 +236,11 @@ def main():
     signal.setitimer(signal.ITIMER_REAL, config["timeout"])
     lock = open(config["lock_file"], "a")
     locked = False
+    context = {"project": os.path.basename(os.path.normpath(config["project_src"]))}
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)  # interrupted by the alarm if a previous run hangs on to it
         locked = True
-        project, stamp, facts, workers, error, started, thresholds = collect(config)
+        project, stamp, facts, workers, error, started, thresholds = collect(config, context)
     except Timeout as exc:
         syslog.syslog(syslog.LOG_ERR, "qfc-queue-collector: %s" % exc)
         print("qfc-queue-collector: %s" % exc, file=sys.stderr)
@@ -253,13 +249,8 @@ def main():
                 handle.write(csv_row(time.strftime("%Y-%m-%d %H:%M:%S"), error=str(exc)))
             if config.get("textfile"):
                 state = load_state(config["state_file"])
-                project = os.path.basename(os.path.normpath(config["project_src"]))
-                try:
-                    project = project_name(*read_env_names(config))
-                except Exception:  # noqa: BLE001  the name is cosmetic here; the failure is what matters
-                    pass
-                write_atomically(config["textfile"], prom_text(project, None, None, False, state["last_success"],
-                                                               config["timeout"]))
+                write_atomically(config["textfile"], prom_text(context["project"], None, None, False,
+                                                               state["last_success"], config["timeout"]))
         return 2
     state = load_state(config["state_file"])
     if error is None:
