@@ -78,3 +78,16 @@ def test_killed_worker_leaves_a_stale_job_that_cleanup_fails_and_the_project_run
     wait_for(lambda: db.status(follow_up) == "finished", timeout=30)
     datagen.add_job(db.conn, other, user, "pending")
     wait_for(lambda: live(db) == 0, timeout=30)
+
+
+def test_scale_down_lets_a_running_job_finish(db_stack):
+    stack, db = db_stack
+    (user,) = datagen.make_users(db.conn, 1)
+    (project,) = datagen.make_projects(db.conn, db.project_table, 1, user)
+    job = datagen.add_job(db.conn, project, user, "pending", feedback={"sim_seconds": 4})
+    wait_for(lambda: db.status(job) == "started")
+    # SIGTERM within stop_grace_period: the simulated dequeue loop finishes its job before it exits, as upstream's
+    result = run_module({"project_src": str(stack.path), "replicas": 0})
+    assert not result.failed and result["running"] == 0, result
+    assert db.status(job) == "finished"
+    assert db.one("SELECT finished_at - started_at >= interval '4 seconds' FROM core_job WHERE id = %s", [job])[0]
