@@ -101,6 +101,7 @@ if ! docker image inspect qfc-test/busybox:1 >/dev/null 2>&1; then
   log "built image qfc-test/busybox:1"
 fi
 # --- offline worker simulator image: Python + psycopg2 (debootstrap), for the DB-backed stack -----------
-bash "$ROOT/scripts/build-worker-image.sh"
+bash "$ROOT/scripts/build-test-image.sh" worker-sim
+bash "$ROOT/scripts/build-test-image.sh" fleet-node
 
 log "ready: $("$VENV/bin/ansible" --version | head -1), $(docker compose version), engine $(docker version -f '{{.Server.Version}}')"

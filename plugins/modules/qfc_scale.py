@@ -46,9 +46,16 @@ attributes:
 options:
   replicas:
     description:
-      - The number of C(worker_wrapper) containers. V(0) stops every worker, so no job is processed.
-    type: int
+      - The number of C(worker_wrapper) containers, an integer. V(0) stops every worker, so no job is processed.
+      - V(auto) sizes the host by the operations guideline, CPU cores x O(max_replicas_per_core) (2 cores - 5
+        workers), capped at O(auto_max) and at least 1; the count used is returned as RV(replicas).
+    type: raw
     required: true
+  auto_max:
+    description:
+      - The cap for O(replicas=auto). Beyond 10 workers the guideline is a multi-server layout, not a bigger host.
+    type: int
+    default: 10
   env_var:
     description: The C(.env) variable that the service's C(scale:) interpolates.
     type: str
@@ -149,6 +156,12 @@ EXAMPLES = r"""
   async: 1200
   poll: 15
 
+- name: Size the host by its CPU cores (2 cores - 5 workers), at most 8
+  qfieldcloud.ops.qfc_scale:
+    project_src: /opt/qfieldcloud
+    replicas: auto
+    auto_max: 8
+
 - name: Only edit .env (applied by the next docker compose up), keeping a backup
   qfieldcloud.ops.qfc_scale:
     project_src: /opt/qfieldcloud
@@ -159,7 +172,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 replicas:
-  description: The replica count asked for (and, on success, set in C(.env) and running).
+  description: The replica count asked for, O(replicas=auto) resolved (and, on success, set in C(.env) and running).
   returned: always
   type: int
   sample: 4
@@ -222,6 +235,11 @@ rolled_back:
   returned: always
   type: bool
   sample: false
+cpu_count:
+  description: CPU cores of the target, as the core-count guard and O(replicas=auto) see them.
+  returned: always
+  type: int
+  sample: 2
 cmd:
   description: The Compose command that failed.
   returned: when a Compose command failed
@@ -249,7 +267,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _envfile, _workers
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _envfile, _replicas, _workers
 
 try:
     import yaml
@@ -327,14 +345,16 @@ class Scaler:
     def __init__(self, module):
         self.module = module
         p = module.params
-        self.replicas = p["replicas"]
+        self.cores = os.cpu_count() or 1
+        self.replicas = _replicas.resolve(p["replicas"], self.cores, p["max_replicas_per_core"], p["auto_max"])
         self.service = p["service"]
         self.env_var = p["env_var"]
         self.project_src = os.path.abspath(p["project_src"])
         self.env_file = os.path.abspath(p["env_file"] or os.path.join(self.project_src, ".env"))
         self.result = {"changed": False, "replicas": self.replicas, "previous_replicas": None,
                        "previous_running": None, "running": None, "containers": [],
-                       "env_file": self.env_file, "rolled_back": False}
+                       "env_file": self.env_file, "rolled_back": False,
+                       "cpu_count": self.cores}
         self.compose = None
         self.client = None
 
@@ -357,8 +377,8 @@ class Scaler:
         self.guard_cores()
 
     def guard_cores(self):
-        cores = os.cpu_count() or 1
-        limit = int(cores * self.module.params["max_replicas_per_core"])
+        cores = self.cores
+        limit = _replicas.core_limit(cores, self.module.params["max_replicas_per_core"])
         per_core = self.module.params["max_replicas_per_core"]
         if self.replicas > limit and not self.module.params["force"]:
             raise ScaleFailure("replicas=%d exceeds the core-count guard: %d CPU cores x %s workers per core = at most "
@@ -572,7 +592,8 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             project_src=dict(type="path", required=True),
-            replicas=dict(type="int", required=True),
+            replicas=dict(type="raw", required=True),
+            auto_max=dict(type="int", default=10),
             env_file=dict(type="path"),
             env_var=dict(type="str", default="QFIELDCLOUD_WORKER_REPLICAS"),
             service=dict(type="str", default="worker_wrapper"),
@@ -588,7 +609,10 @@ def main():
         ),
         supports_check_mode=True,
     )
-    scaler = Scaler(module)
+    try:
+        scaler = Scaler(module)
+    except ValueError as exc:
+        module.fail_json(msg="%s Nothing was changed." % exc, changed=False)
     try:
         result = scaler.run()
     except ScaleFailure as exc:

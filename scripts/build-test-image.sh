@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
-# Builds the offline test image qfc-test/worker-sim:2 (Debian bookworm minbase + python3 + python3-psycopg2 + psql),
-# used by tests/fixtures/stack-db to run the worker simulator tests/fixtures/worker_sim/dequeue.py.
-# No registry is needed: debootstrap fetches packages from the Debian mirror apt already uses, and the
-# root filesystem is turned into an image with `docker import`. A fast no-op when the image exists.
-# Needs root (debootstrap) and a running Docker Engine.
-# Environment: QFC_WORKER_SIM_IMAGE (default qfc-test/worker-sim:2), QFC_DEBIAN_MIRROR (default: from apt's sources).
+# Builds an offline Debian bookworm test image. No registry is needed: debootstrap fetches packages from the
+# Debian mirror apt already uses, and the root filesystem becomes an image with `docker import`. A fast no-op
+# when the image exists. Needs root (debootstrap) and a running Docker Engine.
+#   scripts/build-test-image.sh worker-sim   qfc-test/worker-sim:2  python3 + psycopg2 + psql: the worker simulator
+#                                            of tests/fixtures/stack-db (tests/fixtures/worker_sim/dequeue.py)
+#   scripts/build-test-image.sh fleet-node   qfc-test/fleet-node:1  sshd + python3 + the docker SDK + PyYAML +
+#                                            psycopg2: one server of the SSH test fleet (scripts/fleet.sh)
+# Environment: QFC_DEBIAN_MIRROR (default: from apt's sources); QFC_WORKER_SIM_IMAGE / QFC_FLEET_NODE_IMAGE
+# override the image names.
 set -euo pipefail
 
-IMAGE=${QFC_WORKER_SIM_IMAGE:-qfc-test/worker-sim:2}
+KIND=${1:-worker-sim}
 SUITE=bookworm
-# postgresql-client: psql for the benchmark baseline, the seed write-up's `docker exec ... psql` per metric.
-INCLUDE=python3,python3-psycopg2,postgresql-client
-LOCK=${TMPDIR:-/tmp}/qfc-build-worker-image.lock
+case "$KIND" in
+  worker-sim)
+    IMAGE=${QFC_WORKER_SIM_IMAGE:-qfc-test/worker-sim:2}
+    # postgresql-client: psql for the benchmark baseline, the seed write-up's `docker exec ... psql` per metric.
+    INCLUDE=python3,python3-psycopg2,postgresql-client
+    CMD='["/usr/bin/python3"]' ;;
+  fleet-node)
+    IMAGE=${QFC_FLEET_NODE_IMAGE:-qfc-test/fleet-node:1}
+    # What a QFieldCloud server offers Ansible: sshd, python3, and the modules' libraries. The Docker CLI and
+    # the Compose plugin are bind-mounted from the host by scripts/fleet.sh (one engine, one client version).
+    INCLUDE=openssh-server,python3,python3-docker,python3-yaml,python3-psycopg2
+    CMD='["/usr/sbin/sshd", "-D", "-e"]' ;;
+  *) printf '[build-test-image] ERROR: unknown image kind %s (worker-sim, fleet-node)\n' "$KIND" >&2; exit 2 ;;
+esac
+LOCK=${TMPDIR:-/tmp}/qfc-build-test-image-$KIND.lock
 
-log() { printf '[build-worker-image] %s\n' "$*"; }
-die() { printf '[build-worker-image] ERROR: %s\n' "$*" >&2; exit 1; }
+log() { printf '[build-test-image] %s\n' "$*"; }
+die() { printf '[build-test-image] ERROR: %s\n' "$*" >&2; exit 1; }
 
 have_image() { docker image inspect "$IMAGE" >/dev/null 2>&1; }
 
@@ -58,7 +73,7 @@ if ! command -v debootstrap >/dev/null; then
 fi
 
 MIRROR=$(debian_mirror)
-WORK=$(mktemp -d /var/tmp/qfc-worker-sim.XXXXXX)
+WORK=$(mktemp -d /var/tmp/qfc-$KIND.XXXXXX)
 ROOTFS=$WORK/rootfs
 
 cleanup() {
@@ -85,7 +100,7 @@ rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/cache/apt/*.bin "$RO
   "$ROOTFS"/usr/share/doc/* "$ROOTFS"/usr/share/man/* "$ROOTFS"/usr/share/info/* "$ROOTFS"/usr/share/locale/* \
   "$ROOTFS"/var/log/*.log "$ROOTFS"/var/log/apt/* "$ROOTFS"/debootstrap
 
-tar --numeric-owner -C "$ROOTFS" -c . | docker import --change 'CMD ["/usr/bin/python3"]' - "$IMAGE" >/dev/null
+tar --numeric-owner -C "$ROOTFS" -c . | docker import --change "CMD $CMD" - "$IMAGE" >/dev/null
 have_image || die "docker import did not produce $IMAGE"
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 log "built image $IMAGE from $MIRROR in $(( $(date +%s) - start ))s ($(( size / 1000000 )) MB)"
