@@ -1,0 +1,176 @@
+"""playbooks/scale.yml across a fleet reached over real SSH: three QFieldCloud servers and one worker-only node, each
+a container with its own filesystem, sshd on its own loopback port, its own compose project and .env, and its own
+database (the worker node uses the first server's) in a real PostgreSQL (tests/support/fleet.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import psycopg2
+import pytest
+from conftest import ROOT, assert_no_secrets, run_playbook
+
+from tests.support.datagen import add_job, make_projects, make_users
+from tests.support.fleet import Fleet, docker
+
+PLAYBOOK = ROOT / "playbooks" / "scale.yml"
+HOSTS = ("qfc1", "qfc2", "qfc3", "worker1")
+
+
+@pytest.fixture
+def fleet(pg, tmp_path):
+    created = Fleet(tmp_path / "fleet", {"host": pg.host, "port": pg.port, "user": pg.user, "password": pg.password},
+                    servers=3, workers=1, replicas=1)
+    created.up()
+    yield created
+    created.down()
+
+
+def recap(output):
+    rows = re.findall(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output, re.M)
+    return {host: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, counts))) for host, *counts in rows}
+
+
+def summaries(output):
+    """Every rollout summary printed, each as {host: (layout, before, after, result)}, in order."""
+    out = []
+    for block in re.findall(r'"msg": \[\n\s+"host\s+layout\s+before\s+after\s+result",\n(.*?)\n\s+\]', output, re.S):
+        rows = {}
+        for line in json.loads("[%s]" % block)[:-1]:
+            host, layout, before, after, result = re.match(
+                r"(\S+)\s+(server|worker node|-)\s+(\S+)\s+(\S+)\s+(.+)$", line).groups()
+            rows[host] = (layout, before, after, result)
+        out.append(rows)
+    return out
+
+
+def test_fleet_scales_up_and_down_and_a_second_run_changes_nothing(fleet):
+    inventory = fleet.write_inventory()
+    up = run_playbook(PLAYBOOK, inventory, {"qfc_worker_replicas": 3}, diff=True)
+    assert up.returncode == 0, up.stdout + up.stderr
+    for node in fleet.nodes:
+        assert node.env_value() == "3" and len(node.running()) == 3, node.name
+        assert len(node.backups()) == 1
+    assert fleet["worker1"].services_running() == ["worker_wrapper"]  # a worker node runs nothing else
+    assert fleet["qfc1"].services_running() == ["app", "db", "memcached", "ofelia", "worker_wrapper"]
+    assert {h: c["changed"] for h, c in recap(up.stdout).items()} == dict.fromkeys(HOSTS, 1)
+    # canary, then 25% of 4 = 1 host, then the rest: three batches, one summary after each
+    batches = summaries(up.stdout)
+    assert len(batches) == 3
+    assert [r[3] for r in batches[0].values()] == ["changed", "not reached", "not reached", "not reached"]
+    assert batches[-1] == {"qfc1": ("server", "1", "3", "changed"), "qfc2": ("server", "1", "3", "changed"),
+                           "qfc3": ("server", "1", "3", "changed"), "worker1": ("worker node", "1", "3", "changed")}
+    assert "Health gate - read the queue" in up.stdout
+    assert_no_secrets(up.stdout + up.stderr)
+
+    again = run_playbook(PLAYBOOK, inventory, {"qfc_worker_replicas": 3})
+    assert again.returncode == 0, again.stdout
+    assert {h: c["changed"] for h, c in recap(again.stdout).items()} == dict.fromkeys(HOSTS, 0)
+    assert {r[3] for r in summaries(again.stdout)[-1].values()} == {"unchanged"}
+
+    down = run_playbook(PLAYBOOK, inventory, {"qfc_worker_replicas": 1})
+    assert down.returncode == 0, down.stdout
+    for node in fleet.nodes:
+        assert node.env_value() == "1" and len(node.running()) == 1, node.name
+    assert summaries(down.stdout)[-1]["qfc2"] == ("server", "3", "1", "changed")
+
+
+def test_per_host_counts_from_the_inventory_and_auto(fleet):
+    inventory = fleet.inventory()
+    hosts = inventory["all"]["children"]
+    hosts["qfieldcloud"]["hosts"]["qfc1"]["qfc_worker_replicas"] = 2
+    hosts["qfieldcloud"]["hosts"]["qfc2"]["qfc_worker_replicas"] = "auto"
+    hosts["qfieldcloud"]["hosts"]["qfc3"]["qfc_worker_replicas"] = 0
+    hosts["qfc_worker_nodes"]["vars"] = {"qfc_worker_replicas": "auto", "qfc_auto_max_replicas": 2}
+    path = fleet.state / "per-host.yml"
+    path.write_text(json.dumps(inventory))
+    proc = run_playbook(PLAYBOOK, path, {"qfc_serial": "100%"})
+    assert proc.returncode == 0, proc.stdout
+    cores = os.cpu_count() or 1
+    expected = {"qfc1": 2, "qfc2": min(int(cores * 2.5), 10), "qfc3": 0, "worker1": min(int(cores * 2.5), 2)}
+    for name, count in expected.items():
+        assert fleet[name].env_value() == str(count) and len(fleet[name].running()) == count, name
+    assert len(summaries(proc.stdout)) == 1  # one batch
+
+
+def test_a_compose_conflict_fails_that_server_alone_and_stops_the_rollout(fleet):
+    conflicted = fleet["qfc2"]
+    conflicted.write("/srv/qfieldcloud/docker-compose.override.prod.yml",
+                     "services:\n  worker_wrapper:\n    deploy:\n      replicas: 7\n")
+    before = {node.name: node.env_text() for node in fleet.nodes}
+    proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 2})
+    assert proc.returncode != 0
+    assert "docker-compose.override.prod.yml sets services.worker_wrapper.deploy.replicas" in proc.stdout
+    # the canary went through; the conflicted server failed with .env untouched and no backup
+    assert fleet["qfc1"].env_value() == "2" and len(fleet["qfc1"].running()) == 2
+    assert conflicted.env_text() == before["qfc2"] and conflicted.backups() == []
+    assert len(conflicted.running()) == 1
+    # max_fail_percentage 0 (the default): the batch failed, so the rollout stopped before the other hosts
+    for name in ("qfc3", "worker1"):
+        assert fleet[name].env_text() == before[name] and len(fleet[name].running()) == 1
+    counts = recap(proc.stdout)
+    assert counts["qfc2"]["failed"] == 1 and counts["qfc1"]["failed"] == 0
+    assert "qfc3" not in counts and "NO MORE HOSTS LEFT" in proc.stdout
+    final = summaries(proc.stdout)[-1]
+    assert final["qfc1"] == ("server", "1", "2", "changed")
+    assert final["qfc2"] == ("server", "1", "1", "failed")
+    assert final["qfc3"][3] == final["worker1"][3] == "not reached"
+    assert_no_secrets(proc.stdout + proc.stderr)
+
+
+def test_max_fail_percentage_lets_the_rollout_go_on(fleet):
+    fleet["qfc2"].write("/srv/qfieldcloud/docker-compose.override.prod.yml",
+                        "services:\n  worker_wrapper:\n    container_name: qfc-worker\n")
+    # batches qfc1 | qfc2 qfc3 | worker1; one failure in a batch of two is 50%, not more than 50
+    proc = run_playbook(PLAYBOOK, fleet.write_inventory(),
+                        {"qfc_worker_replicas": 2, "qfc_serial": "1, 2, 100%", "qfc_max_fail_percentage": 50})
+    assert proc.returncode != 0  # a failed host still fails the run
+    for name in ("qfc1", "qfc3", "worker1"):
+        assert fleet[name].env_value() == "2" and len(fleet[name].running()) == 2, name
+    assert fleet["qfc2"].env_value() == "1"
+    final = summaries(proc.stdout)[-1]
+    assert [final[h][3] for h in HOSTS] == ["changed", "failed", "changed", "changed"]
+
+
+def test_a_failed_health_gate_scales_the_host_back(fleet, pg):
+    # qfc2's queue: every job of the last hour failed, a critical alert (failure_rate_high)
+    conn = psycopg2.connect(**dict(pg.params, dbname=fleet["qfc2"].database))
+    try:
+        user = make_users(conn, 1)[0]
+        project = make_projects(conn, "project_project", 1, user)[0]
+        for _ in range(5):
+            add_job(conn, project, user, status="failed", created_ago_s=600, started_ago_s=590, finished_ago_s=580)
+    finally:
+        conn.close()
+    proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 3})
+    assert proc.returncode != 0
+    assert "health gate: critical: 5 of 5 jobs failed in the last hour" in proc.stdout
+    gated = fleet["qfc2"]
+    assert gated.env_value() == "1" and len(gated.running()) == 1  # scaled to 3, gate failed, back to 1
+    assert fleet["qfc1"].env_value() == "3"
+    assert fleet["qfc3"].env_value() == "1" and len(fleet["qfc3"].running()) == 1
+    final = summaries(proc.stdout)[-1]
+    assert final["qfc2"] == ("server", "1", "1", "failed at the health gate, rolled back")
+    assert final["qfc3"][3] == "not reached"
+
+
+def test_check_mode_predicts_the_whole_fleet_and_changes_nothing(fleet):
+    before = {node.name: node.env_text() for node in fleet.nodes}
+    proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 2}, check=True, diff=True)
+    assert proc.returncode == 0, proc.stdout
+    assert {h: c["changed"] for h, c in recap(proc.stdout).items()} == dict.fromkeys(HOSTS, 1)
+    assert {r[3] for r in summaries(proc.stdout)[-1].values()} == {"would change"}
+    for node in fleet.nodes:
+        assert node.env_text() == before[node.name] and len(node.running()) == 1
+    assert "+QFIELDCLOUD_WORKER_REPLICAS=2" in proc.stdout
+
+
+def test_an_unreachable_server_is_reported(fleet):
+    docker("stop", fleet["qfc3"].container)  # the server is down: no sshd
+    proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 2, "qfc_serial": [1, 1, 2]})
+    assert proc.returncode != 0
+    assert recap(proc.stdout)["qfc3"]["unreachable"] == 1
+    final = summaries(proc.stdout)[-1]
+    assert final["qfc3"][3] == "unreachable" and final["worker1"][3] == "changed"
