@@ -16,7 +16,10 @@ for step in "${steps[@]}"; do
     lint) banner "ansible-lint (production profile)"; ansible-lint --profile production --strict ;;
     sanity) banner "ansible-test sanity"; bash scripts/sanity.sh ;;
     # reset first: molecule remembers "prepared" per checkout path, and would skip prepare.yml on a second run
-    molecule) banner "molecule test (default scenario)"; molecule reset -s default >/dev/null; molecule test -s default ;;
+    molecule)
+      for scenario in default fleet; do
+        banner "molecule test ($scenario scenario)"; molecule reset -s "$scenario" >/dev/null; molecule test -s "$scenario"
+      done ;;
     pytest) banner "pytest: unit and integration"; python -m pytest tests/unit tests/integration ;;
     *) echo "unknown step: $step" >&2; exit 2 ;;
   esac
