@@ -27,7 +27,7 @@ SURVEY_PLAYBOOKS = {
 }
 # Variables a playbook reads itself (not through a role's argument spec), with the type the playbook expects.
 PLAYBOOK_VARIABLES = {
-    "scale.yml": {"qfc_target_hosts": "str"},
+    "scale.yml": {"qfc_target_hosts": "str", "qfc_serial": "raw", "qfc_max_fail_percentage": "int"},
     "cleanup.yml": {"qfc_target_hosts": "str"},
     "monitoring.yml": {"qfc_target_hosts": "str"},
     "queue_report.yml": {"qfc_target_hosts": "str", "qfc_project_src": "path"},
@@ -188,8 +188,9 @@ def test_survey_variable_matches_playbook(survey_name, variable):
         if "default" in option:
             assert default == option["default"], f"{variable}: survey and role defaults differ"
     else:  # text: min/max are lengths
-        assert low is None or low <= len(default), variable
-        assert high is None or len(default) <= high, variable
+        if "default" in question:
+            assert low is None or low <= len(default), variable
+            assert high is None or len(default) <= high, variable
         if question["required"]:
             assert low is not None and low >= 1, f"{variable}: a required text answer cannot be empty"
         if "default" in option:
@@ -201,9 +202,22 @@ def test_survey_variable_matches_playbook(survey_name, variable):
 def test_scale_survey_is_the_issue_one():
     questions = {q["variable"]: q for q in load_survey("scale.json")["spec"]}
     replicas = questions["qfc_worker_replicas"]
-    assert replicas["type"] == "integer" and replicas["min"] == 0 and replicas["required"]
+    # text, not integer: the answer may be `auto`; the role checks it is an integer or auto
+    assert replicas["type"] == "text" and replicas["min"] >= 1 and replicas["required"]
     assert "default" not in replicas, "the operator states the count on every launch"
     assert questions["qfc_target_hosts"]["type"] == "text"
+    assert questions["qfc_target_hosts"].get("default", "") == "", "empty lets the playbook add qfc_worker_nodes"
+
+
+def test_scale_survey_batches_default_to_the_playbook():
+    questions = {q["variable"]: q for q in load_survey("scale.json")["spec"]}
+    play_vars = load_yaml(PLAYBOOKS / "scale.yml")[0]["vars"]
+    serial = questions["qfc_serial"]
+    assert serial["type"] == "text"
+    assert serial["default"].split(",") == [str(v) for v in play_vars["qfc_serial"]]
+    failing = questions["qfc_max_fail_percentage"]
+    assert failing["type"] == "integer" and (failing["min"], failing["max"]) == (0, 100)
+    assert failing["default"] == play_vars["qfc_max_fail_percentage"]
 
 
 def test_cleanup_survey_modes():
