@@ -73,7 +73,7 @@ if ! command -v debootstrap >/dev/null; then
 fi
 
 MIRROR=$(debian_mirror)
-WORK=$(mktemp -d /var/tmp/qfc-$KIND.XXXXXX)
+WORK=$(mktemp -d "/var/tmp/qfc-$KIND.XXXXXX")
 ROOTFS=$WORK/rootfs
 
 cleanup() {

@@ -140,8 +140,10 @@ def test_a_failed_health_gate_scales_the_host_back(fleet, pg):
     try:
         user = make_users(conn, 1)[0]
         project = make_projects(conn, "project_project", 1, user)[0]
-        for _ in range(5):
-            add_job(conn, project, user, status="failed", created_ago_s=600, started_ago_s=590, finished_ago_s=580)
+        for minutes in range(5):
+            ago = 60 * (minutes + 5)
+            add_job(conn, project, user, status="failed", created_ago_s=ago, started_ago_s=ago - 10,
+                    finished_ago_s=ago - 20)
     finally:
         conn.close()
     proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 3})

@@ -34,8 +34,12 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import psycopg2  # noqa: E402
+from psycopg2 import sql  # noqa: E402
+
 from tests.support.pgcluster import free_port  # noqa: E402
 from tests.support.project import copy_project  # noqa: E402
+from tests.support.qfc_schema import create_schema  # noqa: E402
 
 IMAGE = os.environ.get("QFC_FLEET_NODE_IMAGE", "qfc-test/fleet-node:1")
 FIXTURE = ROOT / "tests" / "fixtures" / "stack"
@@ -178,11 +182,6 @@ class Fleet:
         return self
 
     def create_databases(self):
-        import psycopg2
-        from psycopg2 import sql
-
-        from tests.support.qfc_schema import create_schema
-
         admin = psycopg2.connect(dbname="qfieldcloud_db", **self.pg)
         admin.autocommit = True
         try:
@@ -293,8 +292,9 @@ def _stop_pg(state):
     pid = int(pidfile.read_text())
     try:
         os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
-            os.kill(pid, 0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)  # ProcessLookupError once it is gone
             time.sleep(0.1)
     except ProcessLookupError:
         pass
@@ -302,7 +302,7 @@ def _stop_pg(state):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("action", choices=["up", "down"])
     parser.add_argument("--state", required=True, type=Path, help="directory for the key, inventory and fleet.json")
     parser.add_argument("--servers", type=int, default=3)
