@@ -48,6 +48,11 @@ fi
 # --- promtool, to check docs/monitoring/prometheus-rules.yml (the test falls back to a schema check without it)
 bash "$ROOT/scripts/install-promtool.sh"
 
+# --- ssh and ssh-keygen: Ansible reaches the test fleet (tests/support/fleet.py) over real SSH --------------
+if ! command -v ssh >/dev/null || ! command -v ssh-keygen >/dev/null; then
+  if is_debian_root; then apt_install openssh-client; else die "ssh/ssh-keygen not found: install openssh-client"; fi
+fi
+
 # --- collections path: ansible_collections/qfieldcloud/ops -> this checkout ---------------
 mkdir -p .collections/ansible_collections/qfieldcloud
 ln -sfn ../../.. .collections/ansible_collections/qfieldcloud/ops

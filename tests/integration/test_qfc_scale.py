@@ -184,7 +184,23 @@ def test_non_integer_and_negative_replicas(stack):
     assert result.failed and "replicas" in result["msg"] and "int" in result["msg"]
     result = scale(stack, -1)
     assert result.failed and "replicas must be 0 or more" in result["msg"]
+    result = scale(stack, True)  # YAML's `yes`
+    assert result.failed and "boolean" in result["msg"]
     assert sha(stack.env_file) == before
+
+
+def test_auto_sizes_by_cores_capped(stack):
+    cores = os.cpu_count() or 1
+    result = scale(stack, "auto", args={"auto_max": 3})
+    assert not result.failed, result
+    expected = min(int(cores * 2.5), 3)
+    assert (result["replicas"], result["cpu_count"]) == (expected, cores)
+    assert stack.env_value() == str(expected) and len(stack.running()) == expected
+    again = scale(stack, "auto", args={"auto_max": 3})
+    assert not again.failed and again["changed"] is False
+    # the guideline itself: one worker per core with a cap far away
+    per_core = scale(stack, "auto", args={"max_replicas_per_core": 1.0, "auto_max": 64}, check=True)
+    assert per_core["replicas"] == cores
 
 
 def test_core_count_guard_and_force(stack):
