@@ -34,3 +34,4 @@ bench: bootstrap
 	.venv/bin/python bench/bench_scale.py --write
 	.venv/bin/python bench/bench_queue.py --write
 	.venv/bin/python bench/bench_throughput.py --write
+	.venv/bin/python bench/bench_fleet.py --write

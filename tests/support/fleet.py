@@ -9,7 +9,7 @@ QFieldCloud-shaped compose project in /srv/qfieldcloud (tests/fixtures/stack) wi
 (group `qfc_worker_nodes`) run only worker_wrapper and point at the database of the first server, as a worker
 node points at its central database.
 
-Used by the integration tests (as a library), the molecule `fleet` scenario and bench/bench_fleet.py (as a CLI):
+Used by the integration tests and bench/bench_fleet.py (as a library) and the molecule `fleet` scenario (as a CLI):
     python tests/support/fleet.py up --state DIR [--servers 3] [--workers 1] [--replicas 1]
     python tests/support/fleet.py down --state DIR
 `up` writes DIR/inventory.yml and DIR/fleet.json, and starts a PostgreSQL that outlives it (stopped by `down`).
