@@ -5,7 +5,7 @@
 #   scripts/build-test-image.sh worker-sim   qfc-test/worker-sim:2  python3 + psycopg2 + psql: the worker simulator
 #                                            of tests/fixtures/stack-db (tests/fixtures/worker_sim/dequeue.py)
 #   scripts/build-test-image.sh fleet-node   qfc-test/fleet-node:1  sshd + python3 + the docker SDK + PyYAML +
-#                                            psycopg2: one server of the SSH test fleet (scripts/fleet.sh)
+#                                            psycopg2: one server of the SSH test fleet (tests/support/fleet.py)
 # Environment: QFC_DEBIAN_MIRROR (default: from apt's sources); QFC_WORKER_SIM_IMAGE / QFC_FLEET_NODE_IMAGE
 # override the image names.
 set -euo pipefail
@@ -21,7 +21,7 @@ case "$KIND" in
   fleet-node)
     IMAGE=${QFC_FLEET_NODE_IMAGE:-qfc-test/fleet-node:1}
     # What a QFieldCloud server offers Ansible: sshd, python3, and the modules' libraries. The Docker CLI and
-    # the Compose plugin are bind-mounted from the host by scripts/fleet.sh (one engine, one client version).
+    # the Compose plugin are bind-mounted from the host by tests/support/fleet.py (one engine, one client version).
     INCLUDE=openssh-server,python3,python3-docker,python3-yaml,python3-psycopg2
     CMD='["/usr/sbin/sshd", "-D", "-e"]' ;;
   *) printf '[build-test-image] ERROR: unknown image kind %s (worker-sim, fleet-node)\n' "$KIND" >&2; exit 2 ;;

@@ -231,7 +231,9 @@ backup_file:
   type: str
   sample: /opt/qfieldcloud/.env.12345.2026-11-29@18:16:17~
 rolled_back:
-  description: Whether a failed apply or verification was rolled back.
+  description:
+    - Whether a failed apply or verification was rolled back - C(.env) restored and the previous count running
+      again (verified). V(false) when re-applying the previous count failed too; the message says so.
   returned: always
   type: bool
   sample: false
@@ -543,20 +545,25 @@ class Scaler:
             raise ScaleFailure("Scaling %s to %d failed: %s. rollback=false: .env keeps %s=%d."
                                % (self.service, self.replicas, what, self.env_var, self.replicas), **fields)
         restored = []
+        verified = True
         if env_changes:
             write_atomically(self.module, self.env_file, raw)
             value = " (%s=%d)" % (self.env_var, previous) if previous is not None else ""
             restored.append(".env restored%s" % value)
-        if previous is not None and env_changes:
+        # Without a previous value in .env (the variable was absent), bring back the count that was running.
+        target = previous if previous is not None else self.result["previous_running"]
+        if target is not None and env_changes:
             try:
-                containers = self.apply(project, previous)
+                containers = self.apply(project, target)
                 fields["containers"] = self.public(containers)
                 running = _workers.count_running(containers)
                 restored.append("%d %s containers running again (verified)" % (running, self.service))
             except (_compose.ComposeError, _workers.VerifyError, _workers.DockerException, ScaleFailure,
                     OSError) as again:
-                restored.append("re-applying %d workers failed too: %s" % (previous, getattr(again, "msg", again)))
-        self.result["rolled_back"] = bool(restored)
+                verified = False
+                restored.append("re-applying %d workers failed too: %s" % (target, getattr(again, "msg", again)))
+        # Only a rollback whose previous count runs again (verified) counts as one.
+        self.result["rolled_back"] = bool(restored) and verified
         fields.update(self.result)
         try:
             fields["running"] = _workers.count_running(self.compose.ps(self.service))

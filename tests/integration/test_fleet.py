@@ -48,10 +48,10 @@ def summaries(output):
 
 def test_fleet_scales_up_and_down_and_a_second_run_changes_nothing(fleet):
     inventory = fleet.write_inventory()
-    up = run_playbook(PLAYBOOK, inventory, {"qfc_worker_replicas": 3}, diff=True)
+    up = run_playbook(PLAYBOOK, inventory, {"qfc_worker_replicas": 2}, diff=True)
     assert up.returncode == 0, up.stdout + up.stderr
     for node in fleet.nodes:
-        assert node.env_value() == "3" and len(node.running()) == 3, node.name
+        assert node.env_value() == "2" and len(node.running()) == 2, node.name
         assert len(node.backups()) == 1
     assert fleet["worker1"].services_running() == ["worker_wrapper"]  # a worker node runs nothing else
     assert fleet["qfc1"].services_running() == ["app", "db", "memcached", "ofelia", "worker_wrapper"]
@@ -60,12 +60,13 @@ def test_fleet_scales_up_and_down_and_a_second_run_changes_nothing(fleet):
     batches = summaries(up.stdout)
     assert len(batches) == 3
     assert [r[3] for r in batches[0].values()] == ["changed", "not reached", "not reached", "not reached"]
-    assert batches[-1] == {"qfc1": ("server", "1", "3", "changed"), "qfc2": ("server", "1", "3", "changed"),
-                           "qfc3": ("server", "1", "3", "changed"), "worker1": ("worker node", "1", "3", "changed")}
-    assert "Health gate - read the queue" in up.stdout
-    assert_no_secrets(up.stdout + up.stderr)
+    assert batches[-1] == {"qfc1": ("server", "1", "2", "changed"), "qfc2": ("server", "1", "2", "changed"),
+                           "qfc3": ("server", "1", "2", "changed"), "worker1": ("worker node", "1", "2", "changed")}
+    # the gate read the queue before and after each change: twice per host
+    assert up.stdout.count("TASK [qfieldcloud.ops.scale : Health gate - read the queue") == 2 * 3  # 3 batches
+    assert_no_secrets(up.stdout + up.stderr, fleet.pg["password"])
 
-    again = run_playbook(PLAYBOOK, inventory, {"qfc_worker_replicas": 3})
+    again = run_playbook(PLAYBOOK, inventory, {"qfc_worker_replicas": 2})
     assert again.returncode == 0, again.stdout
     assert {h: c["changed"] for h, c in recap(again.stdout).items()} == dict.fromkeys(HOSTS, 0)
     assert {r[3] for r in summaries(again.stdout)[-1].values()} == {"unchanged"}
@@ -74,7 +75,7 @@ def test_fleet_scales_up_and_down_and_a_second_run_changes_nothing(fleet):
     assert down.returncode == 0, down.stdout
     for node in fleet.nodes:
         assert node.env_value() == "1" and len(node.running()) == 1, node.name
-    assert summaries(down.stdout)[-1]["qfc2"] == ("server", "3", "1", "changed")
+    assert summaries(down.stdout)[-1]["qfc2"] == ("server", "2", "1", "changed")
 
 
 def test_per_host_counts_from_the_inventory_and_auto(fleet):
@@ -100,24 +101,36 @@ def test_a_compose_conflict_fails_that_server_alone_and_stops_the_rollout(fleet)
     conflicted.write("/srv/qfieldcloud/docker-compose.override.prod.yml",
                      "services:\n  worker_wrapper:\n    deploy:\n      replicas: 7\n")
     before = {node.name: node.env_text() for node in fleet.nodes}
-    proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 2})
+    # batches qfc1 | qfc2 qfc3 | worker1: qfc2 fails beside a server that succeeds, so what stops the rollout is
+    # max_fail_percentage (default 0: 1 of 2 failed exceeds it), not a batch that failed as a whole
+    proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 2, "qfc_serial": "1,2,100%"})
     assert proc.returncode != 0
     assert "docker-compose.override.prod.yml sets services.worker_wrapper.deploy.replicas" in proc.stdout
-    # the canary went through; the conflicted server failed with .env untouched and no backup
-    assert fleet["qfc1"].env_value() == "2" and len(fleet["qfc1"].running()) == 2
+    # the conflicted server failed alone, with .env untouched and no backup
     assert conflicted.env_text() == before["qfc2"] and conflicted.backups() == []
     assert len(conflicted.running()) == 1
-    # max_fail_percentage 0 (the default): the batch failed, so the rollout stopped before the other hosts
-    for name in ("qfc3", "worker1"):
-        assert fleet[name].env_text() == before[name] and len(fleet[name].running()) == 1
+    for name in ("qfc1", "qfc3"):
+        assert fleet[name].env_value() == "2" and len(fleet[name].running()) == 2, name
+    # the rollout stopped before the last batch
+    assert fleet["worker1"].env_text() == before["worker1"] and len(fleet["worker1"].running()) == 1
     counts = recap(proc.stdout)
-    assert counts["qfc2"]["failed"] == 1 and counts["qfc1"]["failed"] == 0
-    assert "qfc3" not in counts and "NO MORE HOSTS LEFT" in proc.stdout
+    assert counts["qfc2"]["failed"] == 1 and counts["qfc1"]["failed"] == counts["qfc3"]["failed"] == 0
+    assert "worker1" not in counts and "NO MORE HOSTS LEFT" in proc.stdout
     final = summaries(proc.stdout)[-1]
-    assert final["qfc1"] == ("server", "1", "2", "changed")
+    assert final["qfc1"] == final["qfc3"] == ("server", "1", "2", "changed")
     assert final["qfc2"] == ("server", "1", "1", "failed")
-    assert final["qfc3"][3] == final["worker1"][3] == "not reached"
-    assert_no_secrets(proc.stdout + proc.stderr)
+    assert final["worker1"][3] == "not reached"
+    assert_no_secrets(proc.stdout + proc.stderr, fleet.pg["password"])
+
+
+def test_with_the_default_batches_a_failed_second_server_stops_the_rest(fleet):
+    fleet["qfc2"].write("/srv/qfieldcloud/docker-compose.override.prod.yml",
+                        "services:\n  worker_wrapper:\n    deploy:\n      replicas: 7\n")
+    proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 2})
+    assert proc.returncode != 0
+    final = summaries(proc.stdout)[-1]  # canary, 25% (qfc2 alone), the rest never starts
+    assert [final[h][3] for h in HOSTS] == ["changed", "failed", "not reached", "not reached"]
+    assert fleet["qfc3"].env_value() == fleet["worker1"].env_value() == "1"
 
 
 def test_max_fail_percentage_lets_the_rollout_go_on(fleet):
@@ -134,28 +147,69 @@ def test_max_fail_percentage_lets_the_rollout_go_on(fleet):
     assert [final[h][3] for h in HOSTS] == ["changed", "failed", "changed", "changed"]
 
 
-def test_a_failed_health_gate_scales_the_host_back(fleet, pg):
-    # qfc2's queue: every job of the last hour failed, a critical alert (failure_rate_high)
-    conn = psycopg2.connect(**dict(pg.params, dbname=fleet["qfc2"].database))
+def add_jobs(pg, database, n, **job):
+    conn = psycopg2.connect(**dict(pg.params, dbname=database))
     try:
         user = make_users(conn, 1)[0]
         project = make_projects(conn, "project_project", 1, user)[0]
-        for minutes in range(5):
+        for minutes in range(n):
             ago = 60 * (minutes + 5)
-            add_job(conn, project, user, status="failed", created_ago_s=ago, started_ago_s=ago - 10,
-                    finished_ago_s=ago - 20)
+            timed = {k: (v(ago) if callable(v) else v) for k, v in job.items()}
+            add_job(conn, project, user, created_ago_s=ago, **timed)
     finally:
         conn.close()
-    proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 3})
+
+
+def test_an_unhealthy_queue_stops_the_rollout_before_anything_changes(fleet, pg):
+    # qfc2's queue: every job of the last hour failed, a critical alert (failure_rate_high) before any change
+    add_jobs(pg, fleet["qfc2"].database, 5, status="failed", started_ago_s=lambda ago: ago - 10,
+             finished_ago_s=lambda ago: ago - 20)
+    before = fleet["qfc2"].env_text()
+    proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 2})
     assert proc.returncode != 0
-    assert "health gate: critical: 5 of 5 jobs failed in the last hour" in proc.stdout
-    gated = fleet["qfc2"]
-    assert gated.env_value() == "1" and len(gated.running()) == 1  # scaled to 3, gate failed, back to 1
-    assert fleet["qfc1"].env_value() == "3"
-    assert fleet["qfc3"].env_value() == "1" and len(fleet["qfc3"].running()) == 1
+    assert "health gate before the change: critical: 5 of 5 jobs failed in the last hour" in proc.stdout
+    assert fleet["qfc2"].env_text() == before and fleet["qfc2"].backups() == []  # nothing changed, nothing to undo
+    assert fleet["qfc1"].env_value() == "2"
     final = summaries(proc.stdout)[-1]
-    assert final["qfc2"] == ("server", "1", "1", "failed at the health gate, rolled back")
+    assert final["qfc2"] == ("server", "1", "1", "failed at the health gate before the change")
     assert final["qfc3"][3] == "not reached"
+
+
+def test_a_health_gate_failing_after_the_change_scales_the_host_back(fleet, pg):
+    # qfc2 runs no worker and has jobs waiting for 5+ minutes. Its new worker (a busybox that never dequeues, like a
+    # worker that cannot reach the database) leaves them waiting: workers_idle_with_jobs_waiting, an error, appears
+    # only after the change.
+    inventory = fleet.write_inventory()
+    stopped = run_playbook(PLAYBOOK, inventory, {"qfc_worker_replicas": 0, "qfc_health_gate": False,
+                                                 "qfc_target_hosts": "qfc2"})
+    assert stopped.returncode == 0, stopped.stdout
+    add_jobs(pg, fleet["qfc2"].database, 3, status="pending")
+    proc = run_playbook(PLAYBOOK, inventory, {"qfc_worker_replicas": 1,
+                                              "qfc_health_gate_severities": ["critical", "error"]})
+    assert proc.returncode != 0
+    assert "health gate after the change: error: 1 of 1 workers idle while 3 eligible jobs wait" in proc.stdout
+    gated = fleet["qfc2"]
+    assert gated.env_value() == "0" and gated.running() == []  # scaled to 1, gate failed, back to 0
+    assert len(gated.backups()) == 2  # the first run's and the rollout's; the rollback itself keeps none
+    final = summaries(proc.stdout)[-1]
+    assert final["qfc1"] == ("server", "1", "1", "unchanged")
+    assert final["qfc2"] == ("server", "0", "0", "failed at the health gate after the change, rolled back")
+    assert final["qfc3"][3] == "not reached"
+
+
+def test_a_wrong_database_password_fails_the_gate_without_showing_it(fleet):
+    wrong = "Wr0ng-db-pass-77"
+    text = fleet["qfc1"].env_text().replace("POSTGRES_PASSWORD=%s" % fleet.pg["password"],
+                                            "POSTGRES_PASSWORD=%s" % wrong)
+    fleet["qfc1"].write("/srv/qfieldcloud/.env", text)
+    proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 2}, diff=True)
+    assert proc.returncode != 0
+    assert "password authentication failed" in proc.stdout
+    assert wrong not in proc.stdout + proc.stderr
+    assert fleet["qfc1"].env_text() == text  # the canary failed before its change; the rollout stopped there
+    final = summaries(proc.stdout)[-1]
+    assert final["qfc1"][3] == "failed at the health gate before the change"
+    assert {final[h][3] for h in HOSTS[1:]} == {"not reached"}
 
 
 def test_check_mode_predicts_the_whole_fleet_and_changes_nothing(fleet):
@@ -169,10 +223,13 @@ def test_check_mode_predicts_the_whole_fleet_and_changes_nothing(fleet):
     assert "+QFIELDCLOUD_WORKER_REPLICAS=2" in proc.stdout
 
 
-def test_an_unreachable_server_is_reported(fleet):
-    docker("stop", fleet["qfc3"].container)  # the server is down: no sshd
-    proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 2, "qfc_serial": [1, 1, 2]})
+def test_an_unreachable_server_counts_as_failed_and_stops_the_rollout(fleet):
+    docker("stop", fleet["qfc2"].container)  # the server is down: no sshd
+    # qfc2 and qfc3 share a batch: Ansible alone would not count an unreachable host towards max_fail_percentage
+    proc = run_playbook(PLAYBOOK, fleet.write_inventory(), {"qfc_worker_replicas": 2, "qfc_serial": "1,2,100%"})
     assert proc.returncode != 0
-    assert recap(proc.stdout)["qfc3"]["unreachable"] == 1
+    assert recap(proc.stdout)["qfc2"]["failed"] == 1
     final = summaries(proc.stdout)[-1]
-    assert final["qfc3"][3] == "unreachable" and final["worker1"][3] == "changed"
+    assert final["qfc2"][3] == "unreachable" and final["qfc3"][3] == "changed"
+    assert final["worker1"][3] == "not reached"
+    assert fleet["worker1"].env_value() == "1"
