@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -19,13 +21,16 @@ OK_DEFAULTS = {"queue_depth": 1, "pending": 1, "queued": 0, "started": 1, "usefu
                "stuck_stale": 0, "stuck_orphaned_queued": 0, "stuck_old_pending": 0}
 
 
-def fmt(value):
-    """As the collector writes a value: empty for None, floats without trailing zeros."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return ("%.4f" % value).rstrip("0").rstrip(".")
-    return str(value)
+def _load_collector():
+    """The monitoring role's collector script, so the fixture rows are formatted by the code that writes the log."""
+    path = Path(__file__).resolve().parents[4] / "roles" / "monitoring" / "files" / "qfc_queue_collector.py"
+    spec = importlib.util.spec_from_file_location("qfc_queue_collector", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fmt = _load_collector().fmt  # empty for None, floats without trailing zeros
 
 
 def ok_row(stamp, **values):
