@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import select
 import socket
+import time
 import traceback
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _envfile
 
 try:
     import psycopg2
+    import psycopg2.extensions
     import psycopg2.extras  # noqa: F401  pylint: disable=unused-import
 
     HAS_PSYCOPG2 = True
     PSYCOPG2_IMPORT_ERROR = None
+    _DatabaseError = psycopg2.OperationalError
+    _Connection = psycopg2.extensions.connection
 except ImportError:
     HAS_PSYCOPG2 = False
     PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
+    _DatabaseError = Exception
+    _Connection = object
 
 SSL_MODES = ["allow", "disable", "prefer", "require", "verify-ca", "verify-full"]
 
@@ -43,6 +50,54 @@ def argument_spec():
 
 class ConnectionError_(Exception):
     pass
+
+
+class NoAnswer(_DatabaseError):
+    """The server did not answer one call (the login or a statement) within the client-side deadline.
+
+    A psycopg2.OperationalError, so handlers of psycopg2.Error catch it. psycopg2 has closed the connection."""
+
+
+class DeadlineConnection(_Connection):
+    """A connection whose every wait on the server gives up at a client-side deadline.
+
+    ``statement_timeout`` is enforced by the server, and libpq's ``connect_timeout`` only by a blocking connect: neither
+    helps when the server accepts the login and then never answers (a hung backend or postmaster, a frozen VM). Here
+    libpq runs non-blocking through psycopg2's wait callback (:func:`_wait`), which waits with ``select`` and raises
+    :class:`NoAnswer` after ``call_timeout`` seconds of one call, or at the absolute ``deadline`` (``time.monotonic``)
+    when one is set for the whole run. psycopg2 then closes the connection: nothing is left waiting.
+    """
+
+    def __init__(self, dsn, *args, **kwargs):
+        # set before the (waiting) connect inside __init__: the login has the same kind of deadline
+        self.call_timeout = _CONNECT[0]
+        self.deadline = _CONNECT[1]
+        super().__init__(dsn, *args, **kwargs)
+
+
+_CONNECT = [None, None]  # call timeout and run deadline for the connection being opened (one thread per process)
+
+
+def _wait(conn):
+    """psycopg2's wait callback: poll until the call completes, never past the connection's deadline."""
+    started = time.monotonic()
+    timeout = getattr(conn, "call_timeout", None)
+    limits = [t for t in (started + timeout if timeout else None, getattr(conn, "deadline", None)) if t is not None]
+    limit = min(limits) if limits else None
+    while True:
+        state = conn.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        left = None if limit is None else limit - time.monotonic()
+        if left is not None and left <= 0:
+            raise NoAnswer("the server did not answer within %.1f s (client-side deadline); it accepts connections "
+                           "but does not respond: hung, overloaded or paused" % (time.monotonic() - started))
+        if state == psycopg2.extensions.POLL_READ:
+            select.select([conn.fileno()], [], [], left)
+        elif state == psycopg2.extensions.POLL_WRITE:
+            select.select([], [conn.fileno()], [], left)
+        else:
+            raise psycopg2.OperationalError("bad state from poll: %s" % state)
 
 
 def is_compose_service_name(host, resolves=None):
@@ -115,9 +170,21 @@ def describe(conn_params):
                             conn_params.get("port", 5432), conn_params.get("dbname", ""))
 
 
-def connect(conn_params):
+def connect(conn_params, call_timeout=None, deadline=None):
+    """Open a :class:`DeadlineConnection`.
+
+    The login may wait ``connect_timeout`` seconds (from ``conn_params``); every later call ``call_timeout`` seconds
+    (default: ``connect_timeout``). ``deadline`` (a ``time.monotonic()`` value) caps every call, the login included.
+    """
+    login_timeout = conn_params.get("connect_timeout") or None
+    psycopg2.extensions.set_wait_callback(_wait)
+    _CONNECT[:] = [login_timeout, deadline]
     try:
-        return psycopg2.connect(**conn_params)
+        conn = psycopg2.connect(connection_factory=DeadlineConnection, **conn_params)
     except psycopg2.Error as exc:
         message = str(exc).strip().replace(conn_params.get("password") or "\0", "********")
         raise ConnectionError_("Cannot connect to PostgreSQL at %s: %s" % (describe(conn_params), message)) from None
+    finally:
+        _CONNECT[:] = [None, None]
+    conn.call_timeout = call_timeout or login_timeout
+    return conn
