@@ -3,9 +3,17 @@
 One run: gather the queue facts with the collection's own code (module_utils/_queue.py, copied beside this script:
 one source of truth for the SQL), append a CSV row whose first two columns are the seed's `timestamp,queue_depth`,
 rewrite the node_exporter textfile atomically, and report alerts only when they start or end (syslog, optional
-webhook). A database failure is recorded (CSV row, qfieldcloud_collector_up 0) and the run exits 1; the next run
-recovers by itself. The run never outlives its timeout, and concurrent runs are serialised by a lock, so their lines
-never interleave.
+webhook). A failure (database down or hung, psycopg2 missing, a sink that cannot be written) is recorded in every
+sink that still works (CSV row, qfieldcloud_collector_up 0, a collector_failed alert) and the run exits non-zero; the
+next run recovers by itself.
+
+Deadlines: the whole run has one deadline (``timeout`` seconds) that nothing swallows. Every database call is capped
+by it on the client side (a server that accepts the login and never answers cannot hold the run), the Docker and
+webhook calls get what is left of it, and a SIGALRM a little after it is the backstop. Concurrent runs are
+serialised by a lock, so their lines never interleave.
+
+Exit codes: 0 ok; 1 the queue could not be read or a sink failed; 2 out of time (lock, or notices not sent);
+3 psycopg2 is missing.
 
     qfc-queue-collector --config /opt/qfieldcloud-ops/monitoring/collector.json
 """
@@ -13,8 +21,10 @@ never interleave.
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import http.client
+import inspect
 import json
 import os
 import signal
@@ -36,10 +46,13 @@ COLUMNS = ("timestamp", "queue_depth", "pending", "queued", "started", "useful_b
            "duration_p50_s", "duration_p95_s", "stuck_stale", "stuck_orphaned_queued", "stuck_old_pending", "status",
            "error")
 DOCKER_SOCKET = "/var/run/docker.sock"
+GRACE_S = 3.0  # the SIGALRM backstop fires this long after the run's deadline
+WRITE_RESERVE_S = 1.0  # the database must give up this long before the deadline: the sinks still need writing
+EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT, EXIT_NO_PSYCOPG2 = 0, 1, 2, 3
 
 
-class Timeout(Exception):
-    pass
+class Timeout(BaseException):
+    """The run's deadline passed. A BaseException, so no ``except Exception`` on the way can swallow it."""
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -55,9 +68,25 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
+class Run:
+    """The run's clock: one deadline for everything."""
+
+    def __init__(self, timeout):
+        self.timeout = float(timeout)
+        self.started = time.time()
+        self.monotonic = time.monotonic()
+        self.deadline = self.monotonic + self.timeout
+
+    def left(self):
+        return self.deadline - time.monotonic()
+
+    def elapsed(self):
+        return time.monotonic() - self.monotonic
+
+
 def running_workers(project, service, timeout=3.0):
     """Running containers of the service by Compose labels; None when the engine cannot be asked."""
-    if not os.path.exists(DOCKER_SOCKET):
+    if not os.path.exists(DOCKER_SOCKET) or timeout <= 0:
         return None
     filters = json.dumps({"label": ["com.docker.compose.project=%s" % project,
                                     "com.docker.compose.service=%s" % service,
@@ -75,12 +104,20 @@ def running_workers(project, service, timeout=3.0):
         conn.close()
 
 
-def project_name(env, project_src):
-    """Compose's project name: COMPOSE_PROJECT_NAME, else the directory name, normalised as Compose does."""
-    name = os.environ.get("COMPOSE_PROJECT_NAME") or env.get("COMPOSE_PROJECT_NAME")
+def normalize_project_name(name):
+    """Compose's own normalisation (compose-go ``loader.NormalizeProjectName``): lowercase, keep only [a-z0-9_-],
+    then strip leading '_' and '-'. ``_Rel-Qfc.Été`` becomes ``rel-qfct``."""
+    kept = "".join(ch for ch in name.lower() if ch in "abcdefghijklmnopqrstuvwxyz0123456789_-")
+    return kept.lstrip("_-")
+
+
+def project_name(env, project_src, configured=None):
+    """Compose's project name. COMPOSE_PROJECT_NAME (the environment, then .env) wins, as it does for Compose; then
+    the name Compose itself gave at install time (``compose_project``, from ``docker compose config``: it knows a
+    top-level ``name:``); else the directory name, normalised as Compose does."""
+    name = os.environ.get("COMPOSE_PROJECT_NAME") or env.get("COMPOSE_PROJECT_NAME") or configured
     if not name:
-        name = os.path.basename(os.path.normpath(project_src)).lower()
-        name = "".join(ch for ch in name if ch.isalnum() or ch in "-_")
+        name = normalize_project_name(os.path.basename(os.path.normpath(project_src)))
     return name
 
 
@@ -160,6 +197,8 @@ def write_atomically(path, text, mode=0o644):
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())  # ENOSPC shows here at the latest, not after the rename
         os.chmod(tmp, mode)
         os.rename(tmp, path)
     finally:
@@ -167,120 +206,305 @@ def write_atomically(path, text, mode=0o644):
             os.unlink(tmp)
 
 
+def append_line(path, line):
+    """One write of one line (under the lock). A short write (disk full) is cut back, so no half line stays."""
+    with open(path, "a") as handle:
+        size = handle.tell()
+        try:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except OSError:
+            try:
+                handle.truncate(size)
+            except OSError:
+                pass
+            raise
+
+
 def load_state(path):
     try:
         with open(path) as handle:
-            return json.load(handle)
+            state = json.load(handle)
+        if isinstance(state, dict) and isinstance(state.get("alerts"), dict):
+            return state
     except (OSError, ValueError):
-        return {"alerts": {}, "last_success": None}
+        pass
+    return {"alerts": {}, "last_success": None}
 
 
-def notify(config, event, alert, project):
-    """Syslog always; the webhook when configured. A failing webhook is logged and never fails the run."""
+def describe_error(exc, secrets=()):
+    if isinstance(exc, OSError) and exc.errno is not None:
+        text = "%s: %s" % (exc.strerror or errno.errorcode.get(exc.errno, exc.errno), exc.filename or "")
+        return _envfile.mask(text.rstrip(": "), secrets)
+    return _envfile.mask(str(exc).strip() or type(exc).__name__, secrets)
+
+
+def log(priority, message):
+    """syslog and stderr (cron discards stderr, but the role's first run and an operator at a shell see it)."""
+    print("qfc-queue-collector: %s" % message, file=sys.stderr)
+    try:
+        syslog.openlog("qfc-queue-collector", 0, syslog.LOG_DAEMON)
+        syslog.syslog(priority, message)
+    except Exception:  # noqa: BLE001  no syslog is one sink less, never a crash
+        pass
+
+
+def webhook_url(config):
+    """The URL from its own file (kept out of collector.json, so no diff of the config can show it)."""
+    path = config.get("webhook_url_file")
+    if path:
+        try:
+            with open(path) as handle:
+                return handle.read().strip()
+        except OSError as exc:
+            log(syslog.LOG_ERR, "cannot read the webhook URL file: %s" % describe_error(exc))
+            return ""
+    return config.get("webhook_url") or ""
+
+
+def notify(config, url, event, alert, project, run):
+    """Syslog always; the webhook when configured, within its own timeout and what is left of the run.
+
+    A failing webhook is logged (its host only: webhook URLs carry tokens) and never stops the run; the run's
+    :class:`Timeout` is a BaseException and passes through."""
     message = "qfieldcloud %s alert %s %s (%s): %s" % (
         project, alert["severity"], event, alert["code"], alert["message"])
     priority = {"critical": syslog.LOG_CRIT, "error": syslog.LOG_ERR}.get(alert["severity"], syslog.LOG_WARNING)
-    syslog.openlog("qfc-queue-collector", 0, syslog.LOG_DAEMON)
-    syslog.syslog(priority if event == "started" else syslog.LOG_NOTICE, message)
-    url = config.get("webhook_url")
+    try:
+        syslog.openlog("qfc-queue-collector", 0, syslog.LOG_DAEMON)
+        syslog.syslog(priority if event == "started" else syslog.LOG_NOTICE, message)
+    except Exception:  # noqa: BLE001
+        pass
     if not url:
-        return
+        return True
+    left = run.left()
+    if left <= 0.05:
+        return False
     body = json.dumps({"event": event, "project": project, "host": socket.gethostname(), "alert": alert,
                        "text": message}).encode()
     try:
         request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-        urllib.request.urlopen(request, timeout=config.get("webhook_timeout", 5)).close()
-    except Exception as exc:  # noqa: BLE001  a broken webhook must never stop the state from being saved
-        # the URL's host only: webhook URLs often carry a token in their path or query
-        syslog.syslog(syslog.LOG_ERR, "webhook to %s failed: %s" % (urlsplit(url).hostname, type(exc).__name__))
+        urllib.request.urlopen(request, timeout=min(float(config.get("webhook_timeout", 5)), left)).close()
+    except Exception as exc:  # noqa: BLE001  a broken webhook must never stop the run
+        log(syslog.LOG_ERR, "webhook to %s failed: %s" % (urlsplit(url).hostname, type(exc).__name__))
+    return True
 
 
-def collect(config, context):
+def gather(params, run, worker_timeout, config):
+    """_queue.gather with every database call capped by the run's deadline (minus the time the sinks need)."""
+    deadline = run.deadline - min(WRITE_RESERVE_S, run.timeout / 4)
+    args = (params, worker_timeout, 86400, config["pending_after_s"], int(run.timeout * 500))
+    accepted = inspect.signature(_queue.gather).parameters
+    if "deadline" in accepted:
+        return _queue.gather(*args, call_timeout=params["connect_timeout"], deadline=deadline)
+    # an older _queue.gather without deadline keywords: give its connect the same deadline
+    original = _queue._postgres.connect
+
+    def connect(conn_params, call_timeout=None, _deadline=None):
+        return original(conn_params, call_timeout=call_timeout or conn_params.get("connect_timeout"),
+                        deadline=deadline)
+
+    _queue._postgres.connect = connect
+    try:
+        return _queue.gather(*args)
+    finally:
+        _queue._postgres.connect = original
+
+
+def collect(config, context, run):
     """One gathering. ``context["project"]`` is set as soon as it is known, for a timeout's report."""
-    started = time.time()
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     facts = workers = error = None
-    env, secrets = {}, []
-    project = context["project"]
+    secrets = []
     thresholds = dict(_queue.DEFAULT_THRESHOLDS)
     try:
         env, secrets = read_env(config["env_file"])
-        project = context["project"] = project_name(env, config["project_src"])
+        context["project"] = project_name(env, config["project_src"], config.get("compose_project"))
         thresholds.update({k: float(v) for k, v in config.get("thresholds", {}).items()})
-        params = _postgres.connection_params({"connect_timeout": max(int(config["timeout"] / 2), 1)}, env)
-        facts = _queue.gather(params, _jobs.worker_timeout(env, config.get("worker_timeout_s")), 86400,
-                              thresholds["pending_after_s"], int(config["timeout"] * 500))
-        configured = env.get(config.get("env_var", "QFIELDCLOUD_WORKER_REPLICAS"), "")
+        if not _postgres.HAS_PSYCOPG2:
+            raise RuntimeError("psycopg2 is missing from %s; install python3-psycopg2" % sys.executable)
+        params = _postgres.connection_params({"connect_timeout": max(int(run.timeout / 2), 1)}, env)
+        facts = gather(params, run, _jobs.worker_timeout(env, config.get("worker_timeout_s")),
+                       dict(config, pending_after_s=thresholds["pending_after_s"]))
+        configured = env.get(config.get("env_var") or "QFIELDCLOUD_WORKER_REPLICAS", "")
         workers = {"configured": int(configured) if configured.strip().isdigit() else None,
-                   "running": running_workers(project, config.get("service", "worker_wrapper")),
+                   "running": running_workers(context["project"], config.get("service") or "worker_wrapper",
+                                              min(3.0, max(run.left() - WRITE_RESERVE_S, 0.1))),
                    "busy": _queue.busy_workers(facts)}
-    except Timeout:
-        raise
     except Exception as exc:  # noqa: BLE001  any failure is recorded as a failed run, never a silent crash
-        error = _envfile.mask(str(exc).strip() or type(exc).__name__, secrets)
-    return project, stamp, facts, workers, error, started, thresholds
+        error = describe_error(exc, secrets)
+        facts = workers = None
+    return stamp, facts, workers, error, thresholds
 
 
-def main():
+class Sinks:
+    """Each sink is tried whatever happened to the others; failures are collected, never raised."""
+
+    def __init__(self, config):
+        self.config = config
+        self.errors = []
+        self.textfile_up = None  # what the textfile on disk says now (None: not written by this run)
+
+    def attempt(self, what, action):
+        try:
+            action()
+            return True
+        except Exception as exc:  # noqa: BLE001
+            self.errors.append("%s: %s" % (what, describe_error(exc)))
+            log(syslog.LOG_ERR, "cannot write the %s: %s" % (what, describe_error(exc)))
+            return False
+
+    def make_dirs(self):
+        for key in ("csv_log", "textfile", "state_file"):
+            path = self.config.get(key)
+            if path:
+                directory = os.path.dirname(path)
+                self.attempt("%s directory" % key, lambda d=directory: os.makedirs(d, mode=0o755, exist_ok=True))
+
+    def csv(self, line):
+        return self.attempt("CSV log", lambda: append_line(self.config["csv_log"], line))
+
+    def textfile(self, text, up):
+        """Rewrite the textfile; when that fails, remove the old one, so a stale collector_up 1 cannot survive
+        (node_exporter then reports the metrics missing, which is an alert of its own)."""
+        path = self.config.get("textfile")
+        if not path:
+            return True
+        if self.attempt("textfile", lambda: write_atomically(path, text)):
+            self.textfile_up = up
+            return True
+        try:
+            os.unlink(path)
+            self.textfile_up = None
+        except FileNotFoundError:
+            self.textfile_up = None
+        except OSError as exc:
+            log(syslog.LOG_ERR, "cannot remove the stale textfile either: %s" % describe_error(exc))
+        return False
+
+    def state(self, state):
+        return self.attempt("state file", lambda: write_atomically(self.config["state_file"], json.dumps(state),
+                                                                   0o600))
+
+
+def record_failure(config, context, run, message):
+    """A run that cannot go on (out of time): a CSV error row and collector_up 0, best effort."""
+    sinks = Sinks(config)
+    sinks.make_dirs()
+    sinks.csv(csv_row(time.strftime("%Y-%m-%d %H:%M:%S"), error=message))
+    state = load_state(config["state_file"])
+    sinks.textfile(prom_text(context["project"], None, None, False, state.get("last_success"), run.elapsed()), False)
+
+
+def take_lock(path, run):
+    """The lock, waited for until the run's deadline (a previous run may hang on to it)."""
+    lock = open(path, "a")
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if run.left() <= 0:
+                lock.close()
+                raise Timeout("collection took longer than %ss (waiting for the lock)" % fmt(run.timeout)) from None
+            time.sleep(min(0.05, max(run.left(), 0.001)))
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
-    config = json.load(open(parser.parse_args().config))
+    with open(parser.parse_args(argv).config) as handle:
+        config = json.load(handle)
+    run = Run(config["timeout"])
+    context = {"project": project_name({}, config["project_src"], config.get("compose_project"))}
+    lock_dir = os.path.dirname(config["lock_file"])
 
     def on_alarm(_signum, _frame):
-        raise Timeout("collection took longer than %ss" % config["timeout"])
+        raise Timeout("collection took longer than %ss" % fmt(run.timeout))
 
-    if not _postgres.HAS_PSYCOPG2:
-        print("qfc-queue-collector: psycopg2 is missing; install python3-psycopg2", file=sys.stderr)
-        return 3
     signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, config["timeout"])
-    lock = open(config["lock_file"], "a")
+    signal.setitimer(signal.ITIMER_REAL, run.timeout + GRACE_S)
     locked = False
-    context = {"project": os.path.basename(os.path.normpath(config["project_src"]))}
+    lock = None
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # interrupted by the alarm if a previous run hangs on to it
+        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+        lock = take_lock(config["lock_file"], run)
         locked = True
-        project, stamp, facts, workers, error, started, thresholds = collect(config, context)
+        return after_lock(config, context, run)
     except Timeout as exc:
-        syslog.syslog(syslog.LOG_ERR, "qfc-queue-collector: %s" % exc)
-        print("qfc-queue-collector: %s" % exc, file=sys.stderr)
-        if locked:  # the database hung: record it; without the lock another run is writing, so stay silent
-            with open(config["csv_log"], "a") as handle:
-                handle.write(csv_row(time.strftime("%Y-%m-%d %H:%M:%S"), error=str(exc)))
-            if config.get("textfile"):
-                state = load_state(config["state_file"])
-                write_atomically(config["textfile"], prom_text(context["project"], None, None, False,
-                                                               state["last_success"], config["timeout"]))
-        return 2
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        log(syslog.LOG_ERR, str(exc))
+        if locked:  # without the lock another run is writing, so stay silent
+            record_failure(config, context, run, str(exc))
+        return EXIT_TIMEOUT
+    except OSError as exc:  # the lock cannot even be opened: record what can be recorded
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        message = "cannot open the lock file: %s" % describe_error(exc)
+        log(syslog.LOG_ERR, message)
+        record_failure(config, context, run, message)
+        return EXIT_FAILED
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if lock is not None:
+            lock.close()
+
+
+def after_lock(config, context, run):
+    stamp, facts, workers, error, thresholds = collect(config, context, run)
+    project = context["project"]
+    sinks = Sinks(config)
+    sinks.make_dirs()
+    sinks.csv(csv_row(stamp, facts, workers, error))
     state = load_state(config["state_file"])
     if error is None:
-        state["last_success"] = time.time()
+        last_success = time.time()
+    else:
+        last_success = state.get("last_success")
+    up = error is None and not sinks.errors
+    sinks.textfile(prom_text(project, facts, workers, up, last_success, run.elapsed()), up)
+    previous = state["alerts"]
+    if error is None:
         active = {a["code"]: a for a in _queue.alerts(facts, workers, thresholds)}
-    else:  # the queue cannot be seen: its alerts stay as they were, and the outage is an alert of its own
-        active = dict(state["alerts"], collector_failed={"severity": "error", "code": "collector_failed",
-                                                         "message": "cannot read the job queue: %s" % error})
-    with open(config["csv_log"], "a") as handle:  # one write of one line, under the lock
-        handle.write(csv_row(stamp, facts, workers, error))
-    if config.get("textfile"):
-        write_atomically(config["textfile"], prom_text(project, facts, workers, error is None, state["last_success"],
-                                                       time.time() - started))
-    previous, state["alerts"] = state["alerts"], active
-    # Saved before notifying: a webhook that hangs past the timeout loses its notice instead of repeating every run.
-    write_atomically(config["state_file"], json.dumps(state), 0o600)
+    else:  # the queue cannot be seen: its alerts stay as they were
+        active = {k: v for k, v in previous.items() if k != "collector_failed"}
+    problems = ([error] if error else []) + sinks.errors
+    if problems:  # the outage is an alert of its own
+        active["collector_failed"] = {"severity": "error", "code": "collector_failed",
+                                      "message": "collection failed: %s" % "; ".join(problems)}
+        if "collector_failed" in previous:  # the same outage: no new notice, whatever its detail now
+            active["collector_failed"] = previous["collector_failed"]
+    # Saved before notifying: a webhook that hangs past the deadline loses its notice instead of repeating every run.
+    saved = sinks.state({"alerts": active, "last_success": last_success})
+    if not saved and "collector_failed" not in active:
+        active["collector_failed"] = {"severity": "error", "code": "collector_failed",
+                                      "message": "collection failed: %s" % "; ".join(sinks.errors)}
+    if sinks.errors and sinks.textfile_up:  # a sink failed after the textfile said up: it must not stay
+        sinks.textfile(prom_text(project, facts, workers, False, last_success, run.elapsed()), False)
+    notices = [("started", active[code]) for code in sorted(set(active) - set(previous))]
+    notices += [("ended", previous[code]) for code in sorted(set(previous) - set(active))]
+    url = webhook_url(config)
+    unsent = []
     try:
-        for code in sorted(set(active) - set(previous)):
-            notify(config, "started", active[code], project)
-        for code in sorted(set(previous) - set(active)):
-            notify(config, "ended", previous[code], project)
-    except Timeout as exc:
-        syslog.syslog(syslog.LOG_ERR, "qfc-queue-collector: %s while notifying" % exc)
-        print("qfc-queue-collector: %s while notifying" % exc, file=sys.stderr)
-        return 2
+        for position, (event, alert) in enumerate(notices):
+            if not notify(config, url, event, alert, project, run):
+                unsent = notices[position:]
+                break
+    except Timeout:
+        unsent = notices[position:]
     signal.setitimer(signal.ITIMER_REAL, 0)
+    if unsent:
+        log(syslog.LOG_ERR, "collection took longer than %ss while notifying: %d webhook notice(s) not sent (%s)"
+            % (fmt(run.timeout), len(unsent), ", ".join("%s %s" % (e, a["code"]) for e, a in unsent)))
     if error is not None:
-        print("qfc-queue-collector: %s" % error, file=sys.stderr)
-        return 1
-    return 0
+        log(syslog.LOG_ERR, error)
+    if not _postgres.HAS_PSYCOPG2:
+        return EXIT_NO_PSYCOPG2
+    if error is not None or sinks.errors:
+        return EXIT_FAILED
+    if unsent:
+        return EXIT_TIMEOUT
+    return EXIT_OK
 
 
 if __name__ == "__main__":
