@@ -32,5 +32,9 @@ requirements:
 notes:
   - Secret-looking values in C(.env) (keys containing C(PASSWORD), C(PASSWD), C(SECRET), C(KEY), C(TOKEN),
     C(CREDENTIAL), C(DSN) or C(STORAGES)) are registered as C(no_log) values, so they are masked in every result,
-    diff and error.
+    diff and error. Short values are masked too (flags and counts such as C(1) or C(true) are not secrets).
+  - Under any key, the password of a URL (C(postgres://user:password@host), an S3 endpoint with its keys), its
+    secret-looking query parameters and the secret-looking members of a JSON value are masked as well, each also in
+    the escaped forms Compose and Go print in their errors (quotes and backslashes escaped, non-ASCII as C(\xNN))
+    and percent-encoded.
 """

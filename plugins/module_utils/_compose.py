@@ -10,24 +10,33 @@ import json
 import os
 import re
 import shlex
+import signal
+import subprocess
+import time
 
 MINIMUM_COMPOSE_VERSION = (2, 20, 0)  # keep in sync with the qfieldcloud.ops._compose doc fragment
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 DEFAULT_COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 DEFAULT_OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml",
                           "docker-compose.override.yaml", "docker-compose.override.yml")
+# Deadlines of the CLI calls, in seconds. `up` may wait for stop_grace_period (15m in QFieldCloud) per stopped
+# worker, so its default is generous; the read-only calls (config, ps, version, context inspect) never need long.
+DEFAULT_TIMEOUT = 1200
+READ_TIMEOUT = 60
+KILL_GRACE = 5
 
 
 class ComposeError(Exception):
-    """A failed Compose call; carries what Ansible failures must carry."""
+    """A failed Compose call; carries what Ansible failures must carry. ``timed_out``: killed at its deadline."""
 
-    def __init__(self, msg, cmd=None, rc=None, stdout="", stderr=""):
+    def __init__(self, msg, cmd=None, rc=None, stdout="", stderr="", timed_out=False):
         super().__init__(msg)
         self.msg = msg
         self.cmd = cmd
         self.rc = rc
         self.stdout = stdout
         self.stderr = stderr
+        self.timed_out = timed_out
 
     def result(self):
         out = {"msg": self.msg}
@@ -142,12 +151,39 @@ def effective_scale(service_config):
     return int(replicas) if replicas is not None else 1
 
 
-class Compose:
-    """Runs ``docker compose`` for one project directory. Every call goes through :meth:`run`."""
+def run_with_deadline(cmd, cwd, env, timeout, kill_grace=KILL_GRACE):
+    """Run ``cmd`` (a list, no shell) in its own process group; at ``timeout`` seconds SIGTERM the whole group, then
+    SIGKILL it ``kill_grace`` seconds later. Returns (rc, stdout, stderr, timed_out); output is decoded with
+    ``surrogateescape`` (a Latin-1 byte survives), and what was printed before a kill is kept."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        for sig, grace in ((signal.SIGTERM, kill_grace), (signal.SIGKILL, None)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                out, err = proc.communicate(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    decode = lambda data: (data or b"").decode("utf-8", errors="surrogateescape")  # noqa: E731
+    return proc.returncode, decode(out), decode(err), timed_out
 
-    def __init__(self, module, project_src, env_file=None, docker_cli=None):
+
+class Compose:
+    """Runs ``docker compose`` for one project directory. Every call goes through :meth:`run` (and the one CLI call
+    that is not a Compose call, ``docker context inspect``, through :meth:`cli`)."""
+
+    def __init__(self, module, project_src, env_file=None, docker_cli=None, timeout=DEFAULT_TIMEOUT):
         self.module = module
         self.project_src = project_src
+        self.timeout = timeout
         self.docker_cli = docker_cli or module.get_bin_path("docker")
         if not self.docker_cli:
             raise ComposeError("The docker CLI was not found on PATH. Install the Docker CLI and the Compose v2 "
@@ -156,24 +192,56 @@ class Compose:
         if env_file and os.path.abspath(env_file) != os.path.join(os.path.abspath(project_src), ".env"):
             self.base += ["--env-file", env_file]
 
-    def run(self, args, environ_update=None, check=True):
-        """The single choke point: list arguments, no shell, ``project_src`` as working directory."""
-        cmd = self.base + list(args)
-        rc, out, err = self.module.run_command(cmd, cwd=self.project_src, environ_update=environ_update or {},
-                                               expand_user_and_vars=False)
+    def run(self, args, environ_update=None, check=True, timeout=None):
+        """The single choke point: list arguments, no shell, ``project_src`` as working directory, a deadline.
+
+        ``timeout`` defaults to the object's; read-only calls pass a shorter one. A call still running at its
+        deadline is killed (its whole process group) and raises ComposeError with ``timed_out`` set, whatever
+        ``check`` says.
+        """
+        return self.cli(self.base[1:] + list(args), environ_update, check, timeout, label="docker compose %s" % args[0])
+
+    def cli(self, args, environ_update=None, check=True, timeout=None, label=None):
+        """Run the docker CLI with ``args`` (the Compose calls come through :meth:`run`)."""
+        cmd = [self.docker_cli] + list(args)
+        label = label or "docker %s" % " ".join(args[:2])
+        timeout = min(self.timeout, timeout) if timeout else self.timeout
+        env = os.environ.copy()
+        env.update(getattr(self.module, "run_command_environ_update", None) or {})
+        env.update(environ_update or {})
+        started = time.time()
+        try:
+            rc, out, err, timed_out = run_with_deadline(cmd, self.project_src, env, timeout)
+        except OSError as exc:
+            raise ComposeError("%s could not be started: %s" % (label, exc), cmd=quote(cmd), rc=None) from exc
+        if timed_out:
+            raise ComposeError("%s did not finish within its deadline of %ss (took %.1fs, killed with its process "
+                               "group; the Docker Engine may be hung or overloaded)"
+                               % (label, timeout, time.time() - started),
+                               cmd=quote(cmd), rc=rc, stdout=out, stderr=err, timed_out=True)
         if check and rc != 0:
-            raise ComposeError("docker compose %s failed: %s" % (args[0], first_error_line(err) or "rc=%d" % rc),
-                               cmd=" ".join(shlex.quote(c) for c in cmd), rc=rc, stdout=out, stderr=err)
+            raise ComposeError("%s failed: %s" % (label, first_error_line(err) or "rc=%d" % rc),
+                               cmd=quote(cmd), rc=rc, stdout=out, stderr=err)
         return rc, out, err
+
+    def context(self):
+        """The CLI's current context endpoint, from ``docker context inspect``: {"name", "host", "skip_tls_verify",
+        "tls_path"}; ``tls_path`` is the directory of the context's TLS material, None when it has none."""
+        _rc, out, _err = self.cli(["context", "inspect"], timeout=READ_TIMEOUT)
+        try:
+            return parse_context(out)
+        except (ValueError, LookupError, TypeError) as exc:
+            raise ComposeError("Cannot parse `docker context inspect` output: %s" % exc,
+                               cmd=quote([self.docker_cli, "context", "inspect"]), rc=0, stdout=out) from exc
 
     def version(self):
         """The Compose v2 version tuple; fails clearly when the plugin is missing or too old."""
-        rc, out, err = self.run(["version", "--format", "json"], check=False)
+        rc, out, err = self.run(["version", "--format", "json"], check=False, timeout=READ_TIMEOUT)
         if rc != 0:
             raise ComposeError("Docker Compose v2 is not available (`docker compose version` failed). Install the "
                                "Compose v2 CLI plugin (package docker-compose-plugin); Compose v1 (docker-compose) "
                                "names containers differently and is not supported.",
-                               cmd=" ".join(self.base + ["version", "--format", "json"]), rc=rc, stdout=out, stderr=err)
+                               cmd=quote(self.base + ["version", "--format", "json"]), rc=rc, stdout=out, stderr=err)
         try:
             version = parse_version(json.loads(out).get("version"))
         except (ValueError, AttributeError):
@@ -186,17 +254,18 @@ class Compose:
 
     def config(self, environ_update=None):
         """The fully merged and interpolated project, as Compose itself loads it."""
-        _rc, out, _err = self.run(["config", "--format", "json"], environ_update=environ_update)
+        _rc, out, _err = self.run(["config", "--format", "json"], environ_update=environ_update,
+                                  timeout=READ_TIMEOUT)
         return json.loads(out)
 
     def ps(self, service):
         """The service's containers as Compose sees them (one-offs excluded), sorted by container number."""
-        _rc, out, _err = self.run(["ps", "--all", "--format", "json", "--", service])
+        _rc, out, _err = self.run(["ps", "--all", "--format", "json", "--", service], timeout=READ_TIMEOUT)
         try:
             containers = parse_ps_json(out)
         except ValueError as exc:
             raise ComposeError("Cannot parse `docker compose ps --format json` output: %s" % exc,
-                               cmd=" ".join(self.base + ["ps", "--all", "--format", "json", "--", service]), rc=0,
+                               cmd=quote(self.base + ["ps", "--all", "--format", "json", "--", service]), rc=0,
                                stdout=out, stderr=_err) from exc
         return sorted((summarize_ps(c) for c in service_containers(containers, service)), key=lambda c: c["number"])
 
@@ -214,3 +283,18 @@ def first_error_line(stderr):
         if not re.search(r"level=warn|WARN\[|is obsolete", line):
             return line
     return lines[0] if lines else ""
+
+
+def quote(cmd):
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def parse_context(text):
+    """``docker context inspect`` (a JSON array of one context) -> the endpoint fields the Docker SDK needs."""
+    (context,) = json.loads(text)[:1]
+    endpoint = context["Endpoints"]["docker"]
+    tls_path = (context.get("Storage") or {}).get("TLSPath") or ""
+    tls_dir = os.path.join(tls_path, "docker") if tls_path.startswith("/") else ""
+    return {"name": context.get("Name"), "host": endpoint["Host"],
+            "skip_tls_verify": bool(endpoint.get("SkipTLSVerify")),
+            "tls_path": tls_dir if tls_dir and os.path.isdir(tls_dir) else None}

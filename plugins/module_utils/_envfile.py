@@ -13,14 +13,22 @@ value may be a secret.
 
 from __future__ import annotations
 
+import json
 import re
+from urllib.parse import quote, unquote
 
 KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 SECRET_KEY_RE = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|DSN|(?:^|_)KEY(?:_|$)|^STORAGES$", re.IGNORECASE)
 # Ansible masks a no_log value wherever it appears, even inside numbers and paths, so flags and counts that sit under a
 # secret-looking key (QFIELDCLOUD_PASSWORD_LOGIN_IS_ENABLED=1) must not be registered: they are not secrets.
 NOT_SECRET_RE = re.compile(r"^(?:\d+|true|false|yes|no|on|off|none|null)$", re.IGNORECASE)
-MIN_SECRET_LENGTH = 6
+# A short password is still a password: every non-empty value under a secret-looking key is masked (flags and counts
+# excepted, above). Masking a short value also masks its other occurrences in the output; that is the price.
+MIN_SECRET_LENGTH = 1
+# Credentials inside values, whatever the key: ``scheme://user:password@host`` (DATABASE_URL, an S3 endpoint with
+# its keys) and query parameters such as ``?password=`` or ``&X-Amz-Signature=``.
+URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+SECRET_PARAM_RE = re.compile(r"PASS|SECRET|TOKEN|KEY|SIGNATURE|^SIG$|CREDENTIAL|AUTH", re.IGNORECASE)
 MASK = "********"
 
 
@@ -208,10 +216,93 @@ def is_secret_key(key):
 
 
 def secret_values(entries):
-    """Values of secret-looking keys, longest first so that masking never leaves a tail of one."""
-    values = {e.value for e in entries if is_secret_key(e.key) and len(e.value) >= MIN_SECRET_LENGTH
-              and not NOT_SECRET_RE.match(e.value)}
+    """Values to mask, longest first so that masking never leaves a tail of one.
+
+    The values of secret-looking keys (any length, flags and counts excepted), the passwords and secret query
+    parameters of URLs under any key, secret-looking members of JSON values, and each of them also as Compose and
+    Go print it escaped in their error messages (quotes and backslashes escaped, non-ASCII as \\xNN or \\uNNNN)
+    and percent-encoded.
+    """
+    found = set()
+    for entry in entries:
+        if is_secret_key(entry.key):
+            found.add(entry.value)
+        found.update(url_secrets(entry.value))
+        found.update(json_secrets(entry.value))
+    values = set()
+    for value in found:
+        if len(value) >= MIN_SECRET_LENGTH and not NOT_SECRET_RE.match(value):
+            values.update(v for v in escaped_forms(value) if v)
     return sorted(values, key=len, reverse=True)
+
+
+def url_secrets(value):
+    """The password (raw and percent-decoded) and the secret-looking query parameters of every URL in ``value``."""
+    out = []
+    for match in URL_RE.finditer(value or ""):
+        url = match.group(0)
+        netloc = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+        userinfo, at, _host = netloc.rpartition("@")
+        if at and ":" in userinfo:
+            password = userinfo.split(":", 1)[1]
+            out += [password, unquote(password)]
+        query = url.split("?", 1)[1].split("#", 1)[0] if "?" in url else ""
+        for raw in query.split("&"):
+            name, eq, secret = raw.partition("=")
+            if eq and secret and SECRET_PARAM_RE.search(unquote(name)):
+                out += [secret, unquote(secret.replace("+", " "))]
+    return out
+
+
+def json_secrets(value):
+    """String members under secret-looking keys of a JSON object value (STORAGES' access keys), at any depth."""
+    text = (value or "").strip()
+    if not text.startswith("{"):
+        return []
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return []
+    out = []
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, member in items:
+            if isinstance(member, (dict, list)):
+                stack.append(member)
+            elif isinstance(member, str) and isinstance(key, str) and (is_secret_key(key)
+                                                                       or SECRET_PARAM_RE.search(key)):
+                out.append(member)
+            elif isinstance(member, str):
+                out += url_secrets(member)
+    return out
+
+
+def go_quoted(value):
+    """The inside of Go's time.quote and similar: quote and backslash escaped, other non-ASCII bytes as \\xNN."""
+    out = []
+    for byte in value.encode("utf-8", errors="surrogateescape"):
+        char = chr(byte)
+        if char in "\"\\":
+            out.append("\\" + char)
+        elif byte < 0x20 or byte >= 0x7F:
+            out.append("\\x%02x" % byte)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def escaped_forms(value):
+    """``value`` as it may appear in an error message: raw, JSON- and Go-escaped, percent-encoded."""
+    forms = {value, go_quoted(value)}
+    try:
+        forms.add(quote(value, safe=""))
+        forms.add(json.dumps(value)[1:-1])
+        forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+    except (TypeError, ValueError):  # a lone surrogate from a non-UTF-8 byte (UnicodeEncodeError)
+        pass
+    return forms
 
 
 def mask(text, secrets):

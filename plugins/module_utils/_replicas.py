@@ -4,12 +4,45 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 AUTO = "auto"
+# The hard ceiling of workers on one host, which force=true cannot pass: each worker is a QFieldCloud process plus
+# the QGIS job containers it starts; beyond this a host is a multi-server layout, and Compose itself accepts counts
+# up to 2**63-1.
+MAX_REPLICAS = 100
+# Names that reach .env and the Compose command line: a .env/Compose variable name and a Compose service name.
+ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SERVICE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+def check_number(name, value, low, high, low_open=False, unit=""):
+    """Raise ValueError unless ``value`` is a finite number in [low, high] (``low_open``: strictly above ``low``).
+
+    Booleans are refused; the message names the option, the range and what it got.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("%s must be a number, got %r." % (name, value))
+    if not math.isfinite(value):
+        raise ValueError("%s must be a finite number, got %s." % (name, value))
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high:
+        raise ValueError("%s must be %s %s%s and at most %s%s, got %s."
+                         % (name, "greater than" if low_open else "at least", low, unit, high, unit, value))
+    return value
+
+
+def check_name(name, value, pattern, what):
+    """Raise ValueError unless ``value`` matches ``pattern`` in full (no newline, no ``=``, no space)."""
+    if not isinstance(value, str) or not pattern.match(value) or "\n" in value:
+        raise ValueError("%s must be %s (%s), got %r." % (name, what, pattern.pattern, value))
+    return value
 
 
 def core_limit(cores, per_core):
     """The operations guideline as a count: 2 cores x 2.5 = 5 workers, 4 cores = 10."""
-    return int((cores or 1) * per_core)
+    return int(min((cores or 1) * per_core, MAX_REPLICAS))
 
 
 def resolve(value, cores, per_core, auto_max):

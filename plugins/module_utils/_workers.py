@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 try:
     import docker  # noqa: F401  (the Docker SDK for Python)
     from docker.errors import DockerException, NotFound  # noqa: F401  pylint: disable=unused-import
+    from docker.tls import TLSConfig
 
     HAS_DOCKER_SDK = True
     DOCKER_SDK_IMPORT_ERROR = None
@@ -27,6 +29,7 @@ except ImportError:
         pass
 
 POLL_INTERVAL = 0.2
+DEFAULT_API_TIMEOUT = 60  # seconds per Engine API request (docker-py's own default)
 
 
 class VerifyError(Exception):
@@ -36,9 +39,34 @@ class VerifyError(Exception):
         self.containers = containers
 
 
-def engine_client():
-    """A low-level Engine API client honouring DOCKER_HOST and friends; API version negotiated."""
-    return docker.from_env(version="auto").api
+def engine_client(context=None, timeout=DEFAULT_API_TIMEOUT):
+    """A low-level Engine API client; API version negotiated (which already asks the engine, within ``timeout``).
+
+    With DOCKER_HOST set, or without a ``context``, it honours DOCKER_HOST and friends like the CLI. Otherwise it
+    connects where the CLI's current context points (``context`` as returned by ``_compose.Compose.context``), so
+    the SDK and ``docker compose`` talk to the same engine (a rootless or remote context, for example).
+    """
+    if os.environ.get("DOCKER_HOST") or not context:
+        return docker.from_env(version="auto", timeout=timeout).api
+    tls = False
+    if context.get("tls_path") or context["host"].startswith("https://"):
+        tls = context_tls(context)
+    return docker.APIClient(base_url=context["host"], version="auto", timeout=timeout, tls=tls)
+
+
+def context_tls(context):
+    """TLS settings of a context as the CLI stores them: ca.pem, cert.pem, key.pem under its TLS path."""
+    path = context.get("tls_path") or ""
+    files = {name: os.path.join(path, name + ".pem") for name in ("ca", "cert", "key")}
+    present = {name: f for name, f in files.items() if path and os.path.isfile(f)}
+    cert = (present["cert"], present["key"]) if "cert" in present and "key" in present else None
+    return TLSConfig(client_cert=cert, ca_cert=present.get("ca"), verify=not context.get("skip_tls_verify"))
+
+
+def ping(client):
+    """Raise DockerException (or an OSError from requests) unless the engine answers ``/_ping``."""
+    if not client.ping():
+        raise DockerException("the engine did not answer OK to /_ping")
 
 
 def label_filters(project, service):

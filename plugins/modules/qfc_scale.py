@@ -18,13 +18,28 @@ description:
   - The C(.env) edit keeps every other byte (comments, blank lines, order, quoting, C(export) prefixes, CRLF line
     endings, mode and owner) and is written atomically. With duplicate keys the last one, which Compose uses, is
     edited and a warning is given. An absent variable is appended.
+  - A symlinked C(.env) is edited through the link, like M(ansible.builtin.copy) with C(follow=true) - the target is
+    replaced atomically (written beside it and renamed, with its mode, owner and SELinux context) and the link is
+    kept. A C(.env) with other hard links, or one that is a bind mount, cannot be replaced atomically - the module
+    refuses it before any change and says why.
+  - Just before writing, and again before a rollback restores it, the module checks that C(.env) still holds what it
+    read (or wrote). When another tool edited it meanwhile, that edit is kept - the write or the restore is refused
+    and the task fails saying so.
   - Only the worker service is touched. There is no C(docker compose down); other services are neither restarted
     nor recreated, and existing workers are not recreated (C(--no-deps --no-recreate)).
   - When the C(.env) value is already right but the running count differs (a crashed or removed container, a manual
     C(--scale)), the module reconciles the running containers and reports a change.
   - Runs on the same project are serialised with a lock on the directory that holds the C(.env) file.
   - When applying or verifying fails and O(rollback=true), the original C(.env) is restored, the previous count is
-    applied and verified again, and the task fails saying what went wrong and what was restored.
+    applied and verified again, and the task fails saying what went wrong and what was restored. When the rollback
+    fails too (a full disk), the result keeps the first failure (RV(cmd), RV(rc), RV(stderr)), adds RV(rollback_error),
+    the value now on disk (RV(env_value)) and the running count (RV(running)).
+  - Every failure after the first change says what was changed (backup, C(.env) written, C(docker compose up) run or
+    killed, C(.env) restored).
+  - The preflight, before anything is written, also lists the service's containers with Compose and pings the
+    Docker Engine through the Docker SDK (within min(O(command_timeout), 30) seconds), so an engine that the SDK
+    cannot reach, or a hung engine, fails the task with nothing changed. With E(DOCKER_HOST) unset, the SDK connects
+    to the endpoint of the docker CLI's current context (C(docker context inspect)), TLS material included.
 extends_documentation_fragment:
   - qfieldcloud.ops._project
   - qfieldcloud.ops._attributes
@@ -47,6 +62,8 @@ options:
   replicas:
     description:
       - The number of C(worker_wrapper) containers, an integer. V(0) stops every worker, so no job is processed.
+      - At most 100, a hard ceiling per host that O(force=true) does not lift (Compose itself would accept
+        9223372036854775807).
       - V(auto) sizes the host by the operations guideline, CPU cores x O(max_replicas_per_core) (2 cores - 5
         workers), capped at O(auto_max) and at least 1; the count used is returned as RV(replicas).
     type: raw
@@ -54,14 +71,20 @@ options:
   auto_max:
     description:
       - The cap for O(replicas=auto). Beyond 10 workers the guideline is a multi-server layout, not a bigger host.
+      - From 1 to 100.
     type: int
     default: 10
   env_var:
-    description: The C(.env) variable that the service's C(scale:) interpolates.
+    description:
+      - The C(.env) variable that the service's C(scale:) interpolates.
+      - A variable name, C(^[A-Za-z_][A-Za-z0-9_]*$); anything else (a newline, C(=), a space) is refused before any
+        change.
     type: str
     default: QFIELDCLOUD_WORKER_REPLICAS
   service:
-    description: The Compose service to scale.
+    description:
+      - The Compose service to scale.
+      - A Compose service name, C(^[a-zA-Z0-9][a-zA-Z0-9_.-]*$); anything else is refused before any change.
     type: str
     default: worker_wrapper
   backup:
@@ -70,6 +93,13 @@ options:
         RV(backup_file). No backup is made when nothing changes.
     type: bool
     default: true
+  backup_keep:
+    description:
+      - How many backups of C(.env) to keep beside it (each is a full copy of its secrets). After a new backup is
+        made, the oldest ones beyond this number are removed and returned as RV(backups_removed).
+      - From 1 to 1000.
+    type: int
+    default: 10
   apply:
     description:
       - Bring the running containers to O(replicas) with C(docker compose up --detach --no-deps --no-recreate --scale)
@@ -81,15 +111,29 @@ options:
       - Seconds to wait, after Compose returns, for exactly O(replicas) containers of the service to be running
         and to have stayed up for O(settle_time) seconds.
       - A scale-down itself waits inside Compose for each removed worker's C(stop_grace_period) (15 minutes in
-        QFieldCloud, so a running job can finish); that time is not part of this timeout.
+        QFieldCloud, so a running job can finish); that time is not part of this timeout but of O(command_timeout).
+      - From 1 to 86400, and longer than O(settle_time).
     type: int
     default: 120
+  command_timeout:
+    description:
+      - The deadline, in seconds, of each C(docker compose up). A call still running then is killed with its whole
+        process group (SIGTERM, SIGKILL 5 seconds later) and the task fails with its RV(cmd) and output, and rolls
+        back. The default leaves room for a scale-down, which waits for each stopped worker's C(stop_grace_period)
+        (15 minutes in QFieldCloud); lower it together with C(stop_grace_period).
+      - The read-only calls (C(docker compose config), C(ps), C(version), C(docker context inspect)) get
+        min(60, O(command_timeout)) seconds and each Docker Engine API request min(30, O(command_timeout)), so a
+        hung Docker Engine fails the preflight with nothing changed instead of holding the project lock.
+      - From 10 to 86400.
+    type: int
+    default: 1200
   settle_time:
     description:
       - Seconds a container must have been running without a restart before it counts. Catches workers that
         crash on start and are restarted by the C(unless-stopped) policy.
       - A worker that fails later than this (for example after its own database retries) is not caught; raise it
         for such images.
+      - A finite number from 0 to 3600, shorter than O(wait_timeout).
     type: float
     default: 1.0
   max_replicas_per_core:
@@ -97,10 +141,11 @@ options:
       - The core-count guard. More than this many workers per CPU core of the target is refused unless O(force=true).
         The default follows the operations guideline (2 cores - 4 to 5 workers, 4 cores - 8 to 10 workers).
       - Above 10 workers on one host a warning recommends a multi-server layout.
+      - A finite number greater than 0 and at most 100.
     type: float
     default: 2.5
   force:
-    description: Accept a replica count above the core-count guard.
+    description: Accept a replica count above the core-count guard (never above the hard ceiling of 100).
     type: bool
     default: false
   rollback:
@@ -109,7 +154,9 @@ options:
     type: bool
     default: true
   lock_timeout:
-    description: Seconds to wait for another run on the same project to finish.
+    description:
+      - Seconds to wait for another run on the same project to finish; then the task fails with nothing changed.
+      - From 0 to 86400.
     type: int
     default: 1800
 seealso:
@@ -126,6 +173,10 @@ notes:
   - A scale-down stops the highest-numbered workers. Each gets SIGTERM and up to its C(stop_grace_period) to finish its
     current job, so a scale-down can take up to 15 minutes. Run long scale-downs with C(async) and C(poll) so that
     the connection does not time out; see the examples.
+  - If the module is killed (C(kill -9), a lost connection) the project lock is released with it. Killed after the
+    backup, C(.env) is unchanged; after the C(.env) write, C(.env) holds the new count; during C(docker compose up),
+    Compose (in its own process group) runs to its end. In every case running the task again reconciles the
+    containers with C(.env).
 author:
   - qfieldcloud.ops contributors (@qfieldcloud-ops)
 """
@@ -252,6 +303,25 @@ rc:
   returned: when a Compose command failed
   type: int
   sample: 15
+backups_removed:
+  description: Old backups of C(.env) removed to keep O(backup_keep) of them.
+  returned: when backups were removed
+  type: list
+  elements: str
+  sample: [/opt/qfieldcloud/.env.12345.2026-11-20@08:00:00~]
+env_value:
+  description: The value of O(env_var) in C(.env) on disk when the task failed after writing it (after any rollback).
+  returned: when applying failed after C(.env) was written
+  type: str
+  sample: "4"
+rollback_error:
+  description:
+    - Why the rollback did not complete - restoring C(.env) failed (a full disk), C(.env) was edited by another tool
+      meanwhile (then it is not overwritten), or re-applying the previous count failed.
+    - RV(cmd), RV(rc) and RV(stderr) stay those of the first failure.
+  returned: when a rollback failed
+  type: str
+  sample: "restoring .env failed: [Errno 28] No space left on device"
 stderr:
   description: Standard error of the failed Compose command, secrets masked.
   returned: when a Compose command failed
@@ -262,14 +332,14 @@ stderr:
 import errno
 import fcntl
 import os
-import tempfile
+import re
 import time
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _envfile, _replicas, _workers
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _envfile, _files, _replicas, _workers
 
 try:
     import yaml
@@ -279,6 +349,8 @@ except ImportError:
     HAS_YAML = False
 
 MULTI_SERVER_THRESHOLD = 10
+ENGINE_TIMEOUT = 30  # seconds per Docker Engine API request, at most (and at most command_timeout)
+BACKUP_RE = r"^%s\.\d+\.(\d{4}-\d\d-\d\d@\d\d:\d\d:\d\d)~$"  # AnsibleModule.backup_local's names
 
 
 class ScaleFailure(Exception):
@@ -309,8 +381,8 @@ class ProjectLock:
                     raise
                 if time.time() >= deadline:
                     os.close(self.fd)
-                    raise ScaleFailure("Another run holds the lock on %s for more than lock_timeout=%ss."
-                                       % (self.path, self.timeout)) from exc
+                    raise ScaleFailure("Another run holds the lock on %s for more than lock_timeout=%ss. Nothing "
+                                       "was changed." % (self.path, self.timeout)) from exc
                 time.sleep(0.1)
 
     def __exit__(self, *exc):
@@ -329,24 +401,28 @@ def as_int(value):
         return None
 
 
-def write_atomically(module, path, data):
-    """Write in the same directory, then rename over ``path``; atomic_move keeps mode, owner and SELinux context."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".%s." % os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        module.atomic_move(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def check_inputs(p):
+    """Every number finite and in range, every name one Compose accepts; raises ValueError before anything runs."""
+    num = _replicas.check_number
+    num("auto_max", p["auto_max"], 1, _replicas.MAX_REPLICAS)
+    num("max_replicas_per_core", p["max_replicas_per_core"], 0, _replicas.MAX_REPLICAS, low_open=True)
+    num("settle_time", p["settle_time"], 0, 3600, unit=" s")
+    num("wait_timeout", p["wait_timeout"], 1, 86400, unit=" s")
+    if p["wait_timeout"] <= p["settle_time"]:
+        raise ValueError("wait_timeout (%ss) must be longer than settle_time (%ss), or no container can ever count as "
+                         "settled and every change would be rolled back." % (p["wait_timeout"], p["settle_time"]))
+    num("lock_timeout", p["lock_timeout"], 0, 86400, unit=" s")
+    num("command_timeout", p["command_timeout"], 10, 86400, unit=" s")
+    num("backup_keep", p["backup_keep"], 1, 1000)
+    _replicas.check_name("env_var", p["env_var"], _replicas.ENV_VAR_RE, "a .env variable name")
+    _replicas.check_name("service", p["service"], _replicas.SERVICE_RE, "a Compose service name")
 
 
 class Scaler:
     def __init__(self, module):
         self.module = module
         p = module.params
+        check_inputs(p)
         self.cores = os.cpu_count() or 1
         self.replicas = _replicas.resolve(p["replicas"], self.cores, p["max_replicas_per_core"], p["auto_max"])
         self.service = p["service"]
@@ -359,17 +435,16 @@ class Scaler:
                        "cpu_count": self.cores}
         self.compose = None
         self.client = None
+        self.done = []  # what this run changed so far, in order, for every failure message after the first change
 
     # -- inputs -------------------------------------------------------------------------------
     def validate(self):
-        p = self.module.params
         if self.replicas < 0:
-            raise ScaleFailure("replicas must be 0 or more, got %d." % self.replicas)
-        for name in ("wait_timeout", "lock_timeout", "settle_time"):
-            if p[name] < 0:
-                raise ScaleFailure("%s must be 0 or more." % name)
-        if p["max_replicas_per_core"] <= 0:
-            raise ScaleFailure("max_replicas_per_core must be greater than 0.")
+            raise ScaleFailure("replicas must be 0 or more, got %d. Nothing was changed." % self.replicas)
+        if self.replicas > _replicas.MAX_REPLICAS:
+            raise ScaleFailure("replicas=%d is above the hard ceiling of %d workers per host, which force=true does "
+                               "not lift. Spread the workers over more servers. Nothing was changed."
+                               % (self.replicas, _replicas.MAX_REPLICAS))
         if not os.path.isdir(self.project_src):
             raise ScaleFailure("project_src %s is not a directory. Point it at the QFieldCloud checkout that holds "
                                "docker-compose.yml and .env." % self.project_src)
@@ -408,12 +483,14 @@ class Scaler:
     # -- compose --------------------------------------------------------------------------------
     def preflight(self, env):
         """Load the project as Compose would with the new value; fail before any write when it cannot."""
-        self.compose = _compose.Compose(self.module, self.project_src, self.env_file, self.module.params["docker_cli"])
+        self.compose = _compose.Compose(self.module, self.project_src, self.env_file, self.module.params["docker_cli"],
+                                        timeout=self.module.params["command_timeout"])
         environ = {self.env_var: str(self.replicas)}
         try:
             config = self.compose.config(environ)
         except _compose.ComposeError as exc:
-            self.compose.version()  # asked only on failure: a missing or too old Compose v2 gets its own message
+            if not exc.timed_out:
+                self.compose.version()  # asked only on failure: a missing or too old Compose v2 gets its own message
             raise ScaleFailure(self.explain_config_error(exc, env), **self.failure_fields(exc)) from exc
         service = (config.get("services") or {}).get(self.service)
         files = ", ".join(self.files(env)) or self.project_src
@@ -451,6 +528,8 @@ class Scaler:
 
     def explain_config_error(self, exc, env):
         stderr = exc.stderr or ""
+        if exc.timed_out:
+            return "%s. .env was not changed." % exc.msg
         problems = self.conflicts(env)
         if "can't set distinct values on 'scale' and 'deploy.replicas'" in stderr:
             hint = " ".join(problems) or ("Remove deploy.replicas from %s in the override files." % self.service)
@@ -468,20 +547,107 @@ class Scaler:
         fields.pop("msg", None)
         return fields
 
+    def current_containers(self):
+        """``compose ps`` before any change; its failure (engine down or hung) changes nothing."""
+        try:
+            return self.compose.ps(self.service)
+        except _compose.ComposeError as exc:
+            raise ScaleFailure("%s. Nothing was changed." % exc.msg, **self.failure_fields(exc)) from exc
+
     # -- containers -----------------------------------------------------------------------------
     def engine(self):
+        """The Docker SDK client, pinged: the SDK must reach the engine the CLI uses before anything is written.
+
+        With DOCKER_HOST unset it connects where the CLI's current context points (``docker context inspect``).
+        """
         if self.client is None:
+            timeout = min(ENGINE_TIMEOUT, self.module.params["command_timeout"])
+            where = "DOCKER_HOST=%s" % os.environ["DOCKER_HOST"] if os.environ.get("DOCKER_HOST") else None
+            context = None
+            if where is None:
+                try:
+                    context = self.compose.context()
+                except _compose.ComposeError as exc:
+                    raise ScaleFailure("Cannot read the docker CLI's current context: %s. Nothing was changed."
+                                       % exc.msg, **self.failure_fields(exc)) from exc
+                where = "%s (docker context %s)" % (context["host"], context["name"])
+            started = time.time()
             try:
-                self.client = _workers.engine_client()
-            except _workers.DockerException as exc:
-                raise ScaleFailure("Cannot reach the Docker Engine: %s" % to_native(exc)) from exc
+                client = _workers.engine_client(context, timeout=timeout)
+                _workers.ping(client)
+            except (_workers.DockerException, OSError) as exc:
+                raise ScaleFailure("The Docker SDK cannot reach the Docker Engine at %s within %ss (%.1fs): %s. The "
+                                   "docker CLI reaches it, but containers are verified through the SDK, so nothing "
+                                   "was changed." % (where, timeout, time.time() - started, to_native(exc))) from exc
+            self.client = client
         return self.client
 
     def apply(self, project, replicas):
         """compose up for the service only, then wait until the count is running and stable."""
         self.compose.scale(self.service, replicas, {self.env_var: str(replicas)})
+        self.done.append("docker compose up ran with %s=%d" % (self.env_var, replicas))
         return _workers.wait_for_replicas(self.engine(), project, self.service, replicas,
                                           self.module.params["wait_timeout"], self.module.params["settle_time"])
+
+    # -- .env -----------------------------------------------------------------------------------
+    def write_env(self, data, raw):
+        """Back up, check that nobody edited .env since it was read, then replace it (through a symlink)."""
+        p = self.module.params
+        if p["backup"]:
+            self.result["backup_file"] = self.module.backup_local(self.env_file)
+            self.done.append("backup %s written" % self.result["backup_file"])
+            self.prune_backups(p["backup_keep"])
+        if self.read_bytes() != raw:
+            raise ScaleFailure("%s was changed by something else while this run checked the project; it was not "
+                               "written, so that edit is kept. %s Run again." % (self.env_file, self.changed_so_far()))
+        try:
+            _files.write_atomically(self.module, self.env_file, data)
+        except OSError as exc:
+            raise ScaleFailure("Writing %s failed: %s. .env is unchanged. %s"
+                               % (self.env_file, to_native(exc), self.changed_so_far())) from exc
+        self.done.append(".env written (%s=%d)" % (self.env_var, self.replicas))
+
+    def read_bytes(self):
+        try:
+            with open(self.env_file, "rb") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+    def prune_backups(self, keep):
+        """Keep the ``keep`` newest backups of .env (each holds every secret); older ones are removed."""
+        directory, base = os.path.split(self.env_file)
+        pattern = re.compile(BACKUP_RE % re.escape(base))
+        found = []
+        for name in os.listdir(directory):
+            match = pattern.match(name)
+            if match:
+                path = os.path.join(directory, name)
+                try:
+                    found.append((match.group(1), os.lstat(path).st_ctime_ns, path))
+                except OSError:
+                    continue
+        removed = []
+        for _stamp, _ctime, path in sorted(found, reverse=True)[keep:]:
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except OSError as exc:
+                self.module.warn("Could not remove the old backup %s: %s" % (path, to_native(exc)))
+        if removed:
+            self.result["backups_removed"] = removed
+
+    def env_value_on_disk(self):
+        """The value of env_var in .env now (None when absent or unreadable), for failure results."""
+        try:
+            _raw, _text, entries = _envfile.read(self.env_file)
+        except (OSError, _envfile.EnvFileError):
+            return None
+        entry, _count = _envfile.lookup(entries, self.env_var)
+        return entry.value if entry else None
+
+    def changed_so_far(self):
+        return "Changed so far: %s." % "; ".join(self.done) if self.done else "Nothing was changed."
 
     # -- the run --------------------------------------------------------------------------------
     def run(self):
@@ -503,14 +669,21 @@ class Scaler:
         project = self.preflight(env)
 
         desired_text = _envfile.set_value(text, self.env_var, str(self.replicas))
+        desired = desired_text.encode("utf-8", errors="surrogateescape")
         env_changes = desired_text != text
         before = []
         if p["apply"]:
-            before = self.compose.ps(self.service)
+            before = self.current_containers()
+            self.engine()  # the SDK reaches the engine, before any write
             self.result["previous_running"] = self.result["running"] = _workers.count_running(before)
             needs_apply = env_changes or self.result["running"] != self.replicas or len(before) != self.replicas
         else:
             needs_apply = False
+        if env_changes:
+            try:
+                _files.check_replaceable(self.env_file)
+            except _files.FileWriteError as exc:
+                raise ScaleFailure(exc.msg) from exc
         self.result["changed"] = env_changes or needs_apply
         if self.module._diff:
             self.result["diff"] = self.diff(text, entry, desired_text)
@@ -521,9 +694,7 @@ class Scaler:
             return
 
         if env_changes:
-            if p["backup"]:
-                self.result["backup_file"] = self.module.backup_local(self.env_file)
-            write_atomically(self.module, self.env_file, desired_text.encode("utf-8", errors="surrogateescape"))
+            self.write_env(desired, raw)
         if not needs_apply:
             return
         try:
@@ -531,28 +702,48 @@ class Scaler:
         # After the write, whatever failed is rolled back: Compose, the wait, the Engine API (requests' errors are
         # OSErrors), an unreachable engine (ScaleFailure).
         except (_compose.ComposeError, _workers.VerifyError, _workers.DockerException, ScaleFailure, OSError) as exc:
-            self.fail_and_roll_back(exc, raw, env_changes, previous, project)
+            self.fail_and_roll_back(exc, raw, desired, env_changes, previous, project)
         self.result["containers"] = self.public(containers)
         self.result["running"] = _workers.count_running(containers)
 
-    def fail_and_roll_back(self, exc, raw, env_changes, previous, project):
+    def fail_and_roll_back(self, exc, raw, desired, env_changes, previous, project):
+        """Restore .env and the previous count; the result keeps the first failure (msg, cmd, rc, stderr) and says
+        what the rollback did, what failed in it, the value on disk and the running count."""
         what = getattr(exc, "msg", None) or to_native(exc)
+        if isinstance(exc, _compose.ComposeError) and exc.timed_out:
+            self.done.append("docker compose up was killed at its deadline (containers it had already created or "
+                             "stopped stay so)")
+        elif isinstance(exc, _compose.ComposeError):
+            self.done.append("docker compose up failed (rc=%s)" % exc.rc)
         fields = exc.result() if isinstance(exc, _compose.ComposeError) else {}
         fields.pop("msg", None)
         if isinstance(exc, _workers.VerifyError):
             fields["containers"] = self.public(exc.containers)
         if not self.module.params["rollback"]:
-            raise ScaleFailure("Scaling %s to %d failed: %s. rollback=false: .env keeps %s=%d."
-                               % (self.service, self.replicas, what, self.env_var, self.replicas), **fields)
+            fields.update(self.final_state())
+            raise ScaleFailure("Scaling %s to %d failed: %s. rollback=false: .env keeps %s=%d. %s"
+                               % (self.service, self.replicas, what, self.env_var, self.replicas,
+                                  self.changed_so_far()), **fields)
         restored = []
-        verified = True
+        problem = None
         if env_changes:
-            write_atomically(self.module, self.env_file, raw)
-            value = " (%s=%d)" % (self.env_var, previous) if previous is not None else ""
-            restored.append(".env restored%s" % value)
+            on_disk = self.read_bytes()
+            if on_disk != desired:
+                problem = (".env was changed by something else after this run wrote it, so it was not restored (that "
+                           "edit is kept) and the previous count was not re-applied")
+            else:
+                try:
+                    _files.write_atomically(self.module, self.env_file, raw)
+                except OSError as again:
+                    problem = ("restoring .env failed: %s; .env still holds %s=%d and the previous count was not "
+                               "re-applied" % (to_native(again), self.env_var, self.replicas))
+                else:
+                    self.done.append(".env restored")
+                    value = " (%s=%d)" % (self.env_var, previous) if previous is not None else ""
+                    restored.append(".env restored%s" % value)
         # Without a previous value in .env (the variable was absent), bring back the count that was running.
         target = previous if previous is not None else self.result["previous_running"]
-        if target is not None and env_changes:
+        if target is not None and env_changes and problem is None:
             try:
                 containers = self.apply(project, target)
                 fields["containers"] = self.public(containers)
@@ -560,18 +751,29 @@ class Scaler:
                 restored.append("%d %s containers running again (verified)" % (running, self.service))
             except (_compose.ComposeError, _workers.VerifyError, _workers.DockerException, ScaleFailure,
                     OSError) as again:
-                verified = False
-                restored.append("re-applying %d workers failed too: %s" % (target, getattr(again, "msg", again)))
+                problem = "re-applying %d workers failed too: %s" % (target, getattr(again, "msg", again))
         # Only a rollback whose previous count runs again (verified) counts as one.
-        self.result["rolled_back"] = bool(restored) and verified
+        self.result["rolled_back"] = bool(restored) and problem is None
         fields.update(self.result)
+        fields.update(self.final_state())
+        if problem:
+            fields["rollback_error"] = problem
+        outcome = "; ".join(restored) or ("nothing to restore, .env already held the value" if not problem else "")
+        raise ScaleFailure("Scaling %s to %d failed: %s. Rolled back: %s.%s Now: .env holds %s=%s, %s %s containers "
+                           "running. %s"
+                           % (self.service, self.replicas, what, outcome or "no",
+                              " Rollback failed: %s." % problem if problem else "",
+                              self.env_var, fields["env_value"],
+                              "unknown" if fields["running"] is None else fields["running"], self.service,
+                              self.changed_so_far()), **fields)
+
+    def final_state(self):
+        state = {"env_value": self.env_value_on_disk()}
         try:
-            fields["running"] = _workers.count_running(self.compose.ps(self.service))
+            state["running"] = _workers.count_running(self.compose.ps(self.service))
         except _compose.ComposeError:
-            fields["running"] = None
-        raise ScaleFailure("Scaling %s to %d failed: %s. Rolled back: %s."
-                           % (self.service, self.replicas, what, "; ".join(restored) or "nothing to restore, .env "
-                              "already held the value"), **fields)
+            state["running"] = None
+        return state
 
     def diff(self, text, entry, desired_text):
         new_entry, _count = _envfile.lookup(_envfile.parse(desired_text), self.env_var)
@@ -606,6 +808,7 @@ def main():
             service=dict(type="str", default="worker_wrapper"),
             docker_cli=dict(type="path"),
             backup=dict(type="bool", default=True),
+            backup_keep=dict(type="int", default=10),
             apply=dict(type="bool", default=True),
             wait_timeout=dict(type="int", default=120),
             settle_time=dict(type="float", default=1.0),
@@ -613,6 +816,7 @@ def main():
             force=dict(type="bool", default=False),
             rollback=dict(type="bool", default=True),
             lock_timeout=dict(type="int", default=1800),
+            command_timeout=dict(type="int", default=_compose.DEFAULT_TIMEOUT),
         ),
         supports_check_mode=True,
     )
@@ -625,13 +829,16 @@ def main():
     except ScaleFailure as exc:
         result = dict(scaler.result)
         result.update(exc.result)
+        result["changed"] = bool(scaler.done)  # a failure before the first write changed nothing
         module.fail_json(**result)
     except _compose.ComposeError as exc:
         result = dict(scaler.result)
         result.update(exc.result())
+        result["msg"] = "%s. %s" % (exc.msg, scaler.changed_so_far())
         module.fail_json(**result)
     except (OSError, UnicodeError) as exc:
-        module.fail_json(msg="qfc_scale failed: %s" % to_native(exc), exception=traceback.format_exc(), **scaler.result)
+        module.fail_json(msg="qfc_scale failed: %s. %s" % (to_native(exc), scaler.changed_so_far()),
+                         exception=traceback.format_exc(), **scaler.result)
     module.exit_json(**result)
 
 
