@@ -31,6 +31,8 @@ STUCK_SQL = {
     "old_pending": "status = 'pending' AND created_at < now() - make_interval(secs => %(pending_after_s)s)",
 }
 
+MAX_DURATION_S = 100 * 365 * 86400  # 100 years: beyond it now() - interval leaves PostgreSQL's timestamp range
+
 DURATION_RE = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s?)?\s*$", re.IGNORECASE)
 
 
@@ -52,7 +54,16 @@ def parse_duration(value):
         seconds = ((d * 24 + h) * 60 + m) * 60 + s
     if seconds <= 0:
         raise ValueError("a duration must be positive, got %r" % value)
+    if seconds > MAX_DURATION_S:
+        raise ValueError("a duration must be at most %dd, got %r" % (MAX_DURATION_S // 86400, value))
     return seconds
+
+
+def check_worker_timeout(value):
+    """worker_timeout_s: 1 s to MAX_DURATION_S (PostgreSQL's timestamps overflow far beyond)."""
+    if isinstance(value, bool) or not 1 <= value <= MAX_DURATION_S:
+        raise ValueError("worker_timeout_s must be positive and at most %d, got %s" % (MAX_DURATION_S, value))
+    return value
 
 
 def format_duration(seconds):

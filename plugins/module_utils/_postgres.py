@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import select
 import socket
@@ -100,17 +99,58 @@ def _wait(conn):
             raise psycopg2.OperationalError("bad state from poll: %s" % state)
 
 
+# A statement's client-side deadline is its statement_timeout plus this grace, so that a live server's own cancel
+# (a clear "canceling statement due to statement timeout") always arrives first; only a server that does not answer
+# at all reaches the client-side deadline.
+CANCEL_GRACE_S = 2.0
+MAX_STATEMENT_TIMEOUT_MS = 2147483647  # PostgreSQL's limit for statement_timeout and lock_timeout
+
+
+def call_timeout_for(statement_timeout_ms):
+    """Seconds a client waits for one call when the server cancels statements after ``statement_timeout_ms``."""
+    return statement_timeout_ms / 1000.0 + CANCEL_GRACE_S
+
+
+def check_timeout_ms(name, value):
+    """statement_timeout and lock_timeout: 1 ms to PostgreSQL's maximum (0 would mean no timeout at all)."""
+    if value is None or isinstance(value, bool) or not 1 <= value <= MAX_STATEMENT_TIMEOUT_MS:
+        raise ValueError("%s must be 1 to %d milliseconds, got %s (0 would mean no timeout)"
+                         % (name, MAX_STATEMENT_TIMEOUT_MS, value))
+    return int(value)
+
+
+STANDALONE_DB_SERVICE = "db"  # the database service of QFieldCloud's docker-compose.override.standalone.yml
+MAX_CONNECT_TIMEOUT_S = 3600
+
+
+def host_decision(host, sslmode=None, resolves=None):
+    """How to reach ``POSTGRES_HOST`` from ``.env`` on the Docker host: ``"direct"``, ``"service"`` or ``"refuse"``.
+
+    ``.env`` is written for the containers, which resolve a name without a dot first as a compose service and only
+    then through DNS and its search domains. The host knows only DNS, so the same name may reach another server
+    there: ``db`` plus a search domain ``corp.example`` is ``db.corp.example``, which would get QFieldCloud's
+    credentials (with ``sslmode=prefer``, even in clear text). So:
+
+    - an IP address, ``localhost``, a socket directory or a name with a dot is used as is (``"direct"``);
+    - ``db`` (the standalone database service) is always the compose service, reached through the port it publishes
+      on the host's loopback (``"service"``), whether or not the host's DNS resolves ``db``;
+    - another dotless name that the host cannot resolve exists only in the compose network: ``"service"`` too;
+    - another dotless name that the host resolves is ambiguous (an external server such as ``pgprod``, or a compose
+      service the host resolves elsewhere): ``"direct"`` only when ``sslmode=verify-full`` proves the server's name,
+      else ``"refuse"`` (set ``login_host``, or a fully qualified ``POSTGRES_HOST``).
+    """
+    if not host or host == "localhost" or host.startswith("/") or "." in host or ":" in host:
+        return "direct"
+    if host == STANDALONE_DB_SERVICE:
+        return "service"
+    if not (resolves or _resolves)(host):
+        return "service"
+    return "direct" if sslmode == "verify-full" else "refuse"
+
+
 def is_compose_service_name(host, resolves=None):
-    """``db`` (QFieldCloud's standalone service) resolves only inside the compose network, not on the host. A dotless
-    name that the host can resolve (an external server such as ``pgprod``) is left alone."""
-    if not host or host == "localhost" or host.startswith("/") or "." in host:
-        return False
-    try:
-        ipaddress.ip_address(host)
-        return False
-    except ValueError:
-        pass
-    return not (resolves or _resolves)(host)
+    """Kept for callers of the earlier API: True where :func:`host_decision` maps the name to the compose service."""
+    return host_decision(host, resolves=resolves) == "service"
 
 
 def _resolves(host):
@@ -140,25 +180,40 @@ def load_env(module):
     return {e.key: e.value for e in entries}, path
 
 
-def connection_params(params, env):
+def connection_params(params, env, resolves=None):
     """Explicit login_* options win over POSTGRES_* from .env, which win over libpq's defaults.
 
-    When .env points at a compose service name (``POSTGRES_HOST=db``), the host cannot resolve it; QFieldCloud's
-    standalone override publishes the database on ``HOST_POSTGRES_PORT`` (default 5433) instead.
+    ``POSTGRES_HOST`` from .env is checked with :func:`host_decision`: a compose service name (``POSTGRES_HOST=db``)
+    becomes ``127.0.0.1`` and ``HOST_POSTGRES_PORT`` (default 5433), the port QFieldCloud's standalone override
+    publishes; an ambiguous dotless name raises :class:`ConnectionError_` before anything is sent.
+    ``connect_timeout`` must be 1 to 3600 s (libpq's 0 would wait forever); ValueError otherwise.
     """
+    timeout = params.get("connect_timeout")
+    if timeout is not None and not 1 <= timeout <= MAX_CONNECT_TIMEOUT_S:
+        raise ValueError("connect_timeout must be 1 to %d seconds, got %s (0 would wait forever)"
+                         % (MAX_CONNECT_TIMEOUT_S, timeout))
     host = env.get("POSTGRES_HOST") or None
     port = env.get("POSTGRES_PORT") or None
+    sslmode = params.get("ssl_mode") or env.get("POSTGRES_SSLMODE") or "prefer"
     explicit_host = params.get("login_unix_socket") or params.get("login_host")
-    if not explicit_host and is_compose_service_name(host):
-        host, port = "127.0.0.1", env.get("HOST_POSTGRES_PORT") or "5433"
+    if not explicit_host:
+        decision = host_decision(host, sslmode, resolves)
+        if decision == "service":
+            host, port = "127.0.0.1", env.get("HOST_POSTGRES_PORT") or "5433"
+        elif decision == "refuse":
+            raise ConnectionError_(
+                "POSTGRES_HOST=%s in .env is a name without a domain that this host resolves through DNS, but the "
+                "containers may resolve it to a compose service: connecting could send QFieldCloud's database "
+                "credentials to another server. Nothing was sent. Set login_host (and login_port), write a fully "
+                "qualified name or an IP address in POSTGRES_HOST, or use ssl_mode=verify-full." % host)
     out = {
-        "host": params.get("login_unix_socket") or params.get("login_host") or host,
+        "host": explicit_host or host,
         "port": params.get("login_port") or (int(port) if port and str(port).isdigit() else None),
         "user": params.get("login_user") or env.get("POSTGRES_USER") or None,
         "password": params.get("login_password") or env.get("POSTGRES_PASSWORD") or None,
         "dbname": params.get("login_db") or env.get("POSTGRES_DB") or None,
-        "sslmode": params.get("ssl_mode") or env.get("POSTGRES_SSLMODE") or "prefer",
-        "connect_timeout": params.get("connect_timeout"),
+        "sslmode": sslmode,
+        "connect_timeout": timeout,
         "application_name": "qfieldcloud.ops",
     }
     return {k: v for k, v in out.items() if v is not None}

@@ -77,11 +77,22 @@ def facts_sql(project_table):
     return FACTS_SQL.format(project_table=project_table, **STUCK_SQL)
 
 
-def gather(conn_params, worker_timeout, window_s, pending_after_s, statement_timeout_ms):
+def gather(conn_params, worker_timeout, window_s, pending_after_s, statement_timeout_ms, call_timeout=None,
+           deadline=None):
     """Connect, detect the schema and run FACTS_SQL in one read-only transaction; returns the shaped facts.
 
-    Round trips: the statement timeout with the schema query, every metric in one statement, the rollback."""
-    conn = _postgres.connect(conn_params)
+    Round trips: the statement timeout with the schema query, every metric in one statement, the rollback.
+
+    Deadlines: the login waits at most ``conn_params["connect_timeout"]`` seconds; every later call at most
+    ``call_timeout`` seconds (default: ``statement_timeout_ms`` plus :data:`_postgres.CANCEL_GRACE_S`, so that a live
+    server's own statement timeout always wins and only a server that does not answer reaches the client-side one);
+    ``deadline`` (a ``time.monotonic()`` value) caps the whole gathering, login included. A server that stops
+    answering raises :class:`_postgres.NoAnswer`; a login that gets no answer raises
+    :class:`_postgres.ConnectionError_`.
+    """
+    if call_timeout is None:
+        call_timeout = _postgres.call_timeout_for(statement_timeout_ms)
+    conn = _postgres.connect(conn_params, call_timeout=call_timeout, deadline=deadline)
     try:
         conn.set_session(readonly=True)
         with conn.cursor() as cursor:

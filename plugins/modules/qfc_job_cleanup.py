@@ -161,6 +161,22 @@ SELECT_SQL = "SELECT id::text, project_id::text, type, status, created_at FROM c
 
 LOCK_SQL = "SELECT id::text FROM core_job WHERE id = ANY(%%(ids)s::uuid[]) AND (%s) FOR UPDATE SKIP LOCKED"
 
+# The delta_apply jobs of a batch whose core_applyjobdelta or core_delta rows another session holds: every related
+# row this batch can lock is locked now (SKIP LOCKED: no waiting); a job with any row left over keeps its status.
+LOCK_DELTAS_SQL = """
+WITH links AS (
+    SELECT apply_job_id, count(*) AS n FROM core_applyjobdelta
+     WHERE apply_job_id = ANY(%(ids)s::uuid[]) GROUP BY apply_job_id
+), locked AS (
+    SELECT ajd.apply_job_id FROM core_applyjobdelta ajd JOIN core_delta d ON d.id = ajd.delta_id
+     WHERE ajd.apply_job_id = ANY(%(ids)s::uuid[])
+       FOR UPDATE OF ajd, d SKIP LOCKED
+), got AS (
+    SELECT apply_job_id, count(*) AS n FROM locked GROUP BY apply_job_id
+)
+SELECT links.apply_job_id::text FROM links LEFT JOIN got USING (apply_job_id) WHERE coalesce(got.n, 0) < links.n
+"""
+
 # Upstream: ApplyJob.deltas_to_apply.update(last_status=ERROR, last_feedback=None, last_modified_pk=None,
 # last_apply_attempt_at=job.started_at, last_apply_attempt_by=job.created_by), then the ApplyJobDelta rows.
 DELTAS_SQL = """
@@ -180,19 +196,34 @@ UPDATE core_job SET status = 'failed', finished_at = now(), output = %(output)s,
  WHERE id = ANY(%(ids)s::uuid[]) RETURNING id::text
 """
 
+# What each step touches, for a lock timeout's message.
+STEP_TABLES = {
+    "connect": None,
+    "select": "core_job",
+    "lock_jobs": "core_job",
+    "lock_deltas": "core_delta or core_applyjobdelta",
+    "update_deltas": "core_delta or core_applyjobdelta",
+    "fail_jobs": "core_job",
+    "commit": None,
+}
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
+
 
 class Plan:
     """What to fail and why, from the options: the WHERE clause, its parameters, and the notes written."""
 
     def __init__(self, params, env):
         self.mode = params["mode"]
+        if params["worker_timeout_s"] is not None:
+            _jobs.check_worker_timeout(params["worker_timeout_s"])
         timeout = _jobs.worker_timeout(env, params["worker_timeout_s"])
-        if timeout <= 0:
-            raise ValueError("worker_timeout_s must be positive")
         if params["batch_size"] < 1:
             raise ValueError("batch_size must be 1 or more, got %d" % params["batch_size"])
-        if params["lock_timeout"] < 1:
-            raise ValueError("lock_timeout must be 1 ms or more")
+        _postgres.check_timeout_ms("lock_timeout", params["lock_timeout"])
+        _postgres.check_timeout_ms("statement_timeout", params["statement_timeout"])
+        if params["max_jobs_listed"] < 0:
+            raise ValueError("max_jobs_listed must be 0 or more, got %d" % params["max_jobs_listed"])
         self.params = {}
         if self.mode == "stale":
             self.threshold_s = timeout + _jobs.STALE_MARGIN_S
@@ -253,43 +284,151 @@ def job_row(row):
             "created_at": row[4].isoformat()}
 
 
-def run(module, plan, conn):
-    result = {"changed": False, "count": 0, "jobs": [], "mode": plan.mode, "threshold_s": plan.threshold_s,
-              "left_alone": {"running_container": 0, "changed_meanwhile": 0}, "batches": 0, "max_batch_ms": 0.0}
-    with conn.cursor() as cursor:
-        cursor.execute(SELECT_SQL % plan.where, plan.params)
-        candidates = [job_row(r) for r in cursor.fetchall()]
-    conn.rollback()
-    if plan.mode == "orphaned_queued" and module.params["check_containers"] and candidates:
-        busy = running_job_ids(module)
-        kept = [j for j in candidates if j["id"] not in busy]
-        result["left_alone"]["running_container"] = len(candidates) - len(kept)
-        candidates = kept
-    if module.check_mode:
-        result.update(changed=bool(candidates), count=len(candidates), jobs=candidates)
-        return result
-    by_id = {j["id"]: j for j in candidates}
-    size = module.params["batch_size"]
-    done = []
-    for start in range(0, len(candidates), size):
-        ids = [j["id"] for j in candidates[start:start + size]]
-        began = time.monotonic()
-        with conn.cursor() as cursor:
-            cursor.execute("SET LOCAL lock_timeout = %d" % module.params["lock_timeout"])
-            cursor.execute(LOCK_SQL % plan.where, dict(plan.params, ids=ids))
-            locked = [r[0] for r in cursor.fetchall()]
-            if locked:
-                cursor.execute(DELTAS_SQL, {"ids": locked})
-                cursor.execute(FAIL_SQL, {"ids": locked, "output": plan.output, "feedback": json.dumps(plan.feedback),
-                                          "mode": plan.mode, "reason": plan.reason})
-                failed = [r[0] for r in cursor.fetchall()]
-                done.extend(failed)
-        conn.commit()
-        result["max_batch_ms"] = max(result["max_batch_ms"], round((time.monotonic() - began) * 1000.0, 1))
-        result["batches"] += 1
-        result["left_alone"]["changed_meanwhile"] += len(ids) - len(locked)
-    result.update(changed=bool(done), count=len(done), jobs=[by_id[i] for i in done])
-    return result
+def listed(jobs, limit):
+    """The result's job list: the first ``limit`` (oldest first) and whether some were left out."""
+    return {"jobs": jobs[:limit], "jobs_truncated": len(jobs) > limit}
+
+
+class Cleanup:
+    """One run, step by step, so that a failure at any step can say exactly what was already changed."""
+
+    def __init__(self, module, plan, conn):
+        self.module = module
+        self.plan = plan
+        self.conn = conn
+        self.step = "connect"
+        self.batch = 0            # number of the batch being run (1-based), 0 before the first
+        self.batches = None       # total number of batches
+        self.batch_ids = []       # the jobs of the batch being run
+        self.done = []            # jobs failed in committed batches
+        self.candidates = []
+        self.left_alone = {"running_container": 0, "changed_meanwhile": 0, "locked_deltas": 0}
+        self.max_batch_ms = 0.0
+
+    def setup(self):
+        """Session-wide timeouts (every later statement, the selection included) and the schema check, one round
+        trip, committed so that the settings outlive the transaction."""
+        p = self.module.params
+        self.step = "select"
+        with self.conn.cursor() as cursor:
+            _jobs.detect_project_table(cursor, "SET statement_timeout = %d; SET lock_timeout = %d; "
+                                       % (p["statement_timeout"], p["lock_timeout"]))
+        self.conn.commit()
+
+    def select(self):
+        self.step = "select"
+        with self.conn.cursor() as cursor:
+            cursor.execute(SELECT_SQL % self.plan.where, self.plan.params)
+            candidates = [job_row(r) for r in cursor.fetchall()]
+        self.conn.rollback()
+        if self.plan.mode == "orphaned_queued" and self.module.params["check_containers"] and candidates:
+            busy = running_job_ids(self.module)
+            kept = [j for j in candidates if j["id"] not in busy]
+            self.left_alone["running_container"] = len(candidates) - len(kept)
+            candidates = kept
+        self.candidates = candidates
+
+    def run_batches(self):
+        size = self.module.params["batch_size"]
+        plan = self.plan
+        self.batches = (len(self.candidates) + size - 1) // size
+        for start in range(0, len(self.candidates), size):
+            batch = self.candidates[start:start + size]
+            self.batch += 1
+            self.batch_ids = [j["id"] for j in batch]
+            began = time.monotonic()
+            with self.conn.cursor() as cursor:
+                self.step = "lock_jobs"
+                cursor.execute(LOCK_SQL % plan.where, dict(plan.params, ids=self.batch_ids))
+                locked = [r[0] for r in cursor.fetchall()]
+                self.left_alone["changed_meanwhile"] += len(self.batch_ids) - len(locked)
+                failed = []
+                if locked and any(j["type"] == "delta_apply" for j in batch):
+                    self.step = "lock_deltas"
+                    cursor.execute(LOCK_DELTAS_SQL, {"ids": locked})
+                    held = {r[0] for r in cursor.fetchall()}
+                    self.left_alone["locked_deltas"] += len(held)
+                    locked = [i for i in locked if i not in held]
+                    if locked:
+                        self.step = "update_deltas"
+                        cursor.execute(DELTAS_SQL, {"ids": locked})
+                if locked:
+                    self.step = "fail_jobs"
+                    cursor.execute(FAIL_SQL, {"ids": locked, "output": plan.output,
+                                              "feedback": json.dumps(plan.feedback), "mode": plan.mode,
+                                              "reason": plan.reason})
+                    failed = [r[0] for r in cursor.fetchall()]
+            self.step = "commit"
+            self.conn.commit()
+            self.done.extend(failed)
+            self.max_batch_ms = max(self.max_batch_ms, round((time.monotonic() - began) * 1000.0, 1))
+        self.step = "done"
+
+    def result(self, jobs, count):
+        limit = self.module.params["max_jobs_listed"]
+        out = {"changed": bool(count), "count": count, "mode": self.plan.mode, "threshold_s": self.plan.threshold_s,
+               "left_alone": self.left_alone, "batches": self.batch, "max_batch_ms": self.max_batch_ms}
+        out.update(listed(jobs, limit))
+        return out
+
+    def finished(self):
+        if self.module.check_mode:
+            return self.result(self.candidates, len(self.candidates))
+        by_id = {j["id"]: j for j in self.candidates}
+        return self.result([by_id[i] for i in self.done], len(self.done))
+
+    def failure(self, exc, server):
+        """fail_json arguments for an error at the current step: what failed, and exactly what was changed."""
+        p = self.module.params
+        cause = describe_error(exc, self.step, p)
+        out = self.result([], 0) if self.module.check_mode else self.finished()  # the committed batches' jobs
+        out["batches"] = max(self.batch - 1, 0)
+        if self.module.check_mode or self.batch == 0:
+            where = "the login" if self.step == "connect" else "the selection of stuck jobs"
+            changes = "Nothing was changed."
+        else:
+            where = "batch %d of %d" % (self.batch, self.batches)
+            # Only a connection lost during COMMIT leaves the batch's outcome open: the server may have committed it.
+            uncertain = self.step == "commit" and bool(self.conn.closed)
+            out.update(failed_batch=self.batch, failed_batch_jobs=self.batch_ids[:p["max_jobs_listed"]],
+                       failed_batch_outcome="unknown" if uncertain else "rolled back")
+            committed = self.batch - 1
+            if not committed:
+                before = "No batch was committed before it."
+            else:
+                before = "%s committed: %d jobs were failed (listed in jobs)." % (
+                    "Batch 1 of %d was" % self.batches if committed == 1
+                    else "Batches 1-%d of %d were" % (committed, self.batches), len(self.done))
+            if uncertain:
+                out["changed"] = True
+                now = ("Batch %d (%d jobs, listed in failed_batch_jobs) may or may not have been committed: the "
+                       "connection was lost during its COMMIT; a new run (or check mode) shows what is still stuck."
+                       % (self.batch, len(self.batch_ids)))
+            else:
+                now = "Batch %d (%d jobs) was rolled back: nothing of it was changed." % (
+                    self.batch, len(self.batch_ids))
+            later = " Batches %d-%d were not run." % (self.batch + 1, self.batches) \
+                if self.batch + 1 < self.batches else \
+                (" Batch %d was not run." % self.batches if self.batch + 1 == self.batches else "")
+            changes = "%s %s%s" % (before, now, later)
+        out["msg"] = "Cleanup failed on %s during %s: %s %s" % (server, where, cause, changes)
+        return out
+
+
+def describe_error(exc, step, params):
+    """One sentence on what went wrong, by kind of error."""
+    text = " ".join(str(exc).split()).rstrip(".")
+    if isinstance(exc, _postgres.NoAnswer):
+        return "the server stopped answering (%s)." % text
+    code = getattr(exc, "pgcode", None)
+    if code == LOCK_NOT_AVAILABLE:
+        table = STEP_TABLES.get(step) or "a table"
+        return ("%s is locked by another session (a migration, VACUUM FULL or LOCK TABLE?): lock_timeout of %d ms "
+                "exceeded (%s)." % (table, params["lock_timeout"], text))
+    if code == QUERY_CANCELED:
+        return "a statement ran longer than statement_timeout (%d ms) and the server cancelled it (%s)." % (
+            params["statement_timeout"], text)
+    return "%s." % text
 
 
 def main():
@@ -303,28 +442,38 @@ def main():
         batch_size=dict(type="int", default=500),
         check_containers=dict(type="bool", default=True),
         lock_timeout=dict(type="int", default=1000),
+        statement_timeout=dict(type="int", default=5000),
+        max_jobs_listed=dict(type="int", default=100),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     if not _postgres.HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=_postgres.PSYCOPG2_IMPORT_ERROR)
     conn = None
+    cleanup = None
+    conn_params = {}
     try:
         env, _path = _postgres.load_env(module)
         plan = Plan(module.params, env)
         conn_params = _postgres.connection_params(module.params, env)
-        conn = _postgres.connect(conn_params)
+        call_timeout = _postgres.call_timeout_for(module.params["statement_timeout"])
+        conn = _postgres.connect(conn_params, call_timeout=call_timeout)
         if module.check_mode:
             conn.set_session(readonly=True)
-        with conn.cursor() as cursor:
-            _jobs.detect_project_table(cursor)
-        result = run(module, plan, conn)
+        cleanup = Cleanup(module, plan, conn)
+        cleanup.setup()
+        cleanup.select()
+        if not module.check_mode:
+            cleanup.run_batches()
+        result = cleanup.finished()
     except ValueError as exc:
         module.fail_json(msg="Invalid option: %s" % exc)
     except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg="%s Nothing was changed." % exc)
     except _postgres.psycopg2.Error as exc:
-        module.fail_json(msg="Cleanup failed on %s, nothing of the failing batch was changed: %s"
-                         % (_postgres.describe(conn_params), str(exc).strip()))
+        if cleanup is None:
+            module.fail_json(msg="Cleanup failed on %s: %s Nothing was changed."
+                             % (_postgres.describe(conn_params), describe_error(exc, "connect", module.params)))
+        module.fail_json(**cleanup.failure(exc, _postgres.describe(conn_params)))
     finally:
         if conn is not None:
             conn.close()

@@ -125,11 +125,16 @@ ansible_facts:
         query_ms: 38.1
 """
 
+import math
 import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _jobs, _postgres, _queue
+
+
+MAX_REPLICAS_PER_CORE = 64
 
 
 def count_workers(module, env):
@@ -170,24 +175,42 @@ def main():
     thresholds_ = dict(_queue.DEFAULT_THRESHOLDS)
     try:
         thresholds_.update({k: float(v) for k, v in p["thresholds"].items()})
+        bad = sorted(k for k, v in thresholds_.items() if not math.isfinite(v) or v < 0)
+        if bad:
+            raise ValueError("thresholds must be finite and not negative: %s"
+                             % ", ".join("%s=%s" % (k, p["thresholds"][k]) for k in bad))
         window_s = _jobs.parse_duration(p["window"])
-        if p["worker_timeout_s"] is not None and p["worker_timeout_s"] <= 0:
-            raise ValueError("worker_timeout_s must be positive")
-        if p["statement_timeout"] <= 0:
-            raise ValueError("statement_timeout must be positive")
+        if p["worker_timeout_s"] is not None:
+            _jobs.check_worker_timeout(p["worker_timeout_s"])
+        statement_timeout = _postgres.check_timeout_ms("statement_timeout", p["statement_timeout"])
+        per_core = p["max_replicas_per_core"]
+        if not math.isfinite(per_core) or not 0 < per_core <= MAX_REPLICAS_PER_CORE:
+            raise ValueError("max_replicas_per_core must be above 0 and at most %d, got %s"
+                             % (MAX_REPLICAS_PER_CORE, per_core))
     except (TypeError, ValueError) as exc:
         module.fail_json(msg="Invalid option: %s" % exc)
+    conn_params = None
     try:
         env, _path = _postgres.load_env(module)
         worker_timeout = _jobs.worker_timeout(env, p["worker_timeout_s"])
         conn_params = _postgres.connection_params(p, env)
+        # The whole database part: the login (connect_timeout) and then the statements, each cancelled by the
+        # server at statement_timeout; the client gives up a little later, when the server does not answer at all.
+        call_timeout = _postgres.call_timeout_for(statement_timeout)
+        deadline = time.monotonic() + p["connect_timeout"] + call_timeout
         facts = _queue.gather(conn_params, worker_timeout, window_s, thresholds_["pending_after_s"],
-                              p["statement_timeout"])
-        workers = count_workers(module, env)
+                              statement_timeout, call_timeout=call_timeout, deadline=deadline)
+    except ValueError as exc:
+        module.fail_json(msg="Invalid option: %s" % exc)
     except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg="%s The facts are read-only: nothing was changed." % exc)
+    except _postgres.NoAnswer as exc:
+        module.fail_json(msg="PostgreSQL at %s stopped answering: %s. The facts are read-only: nothing was changed."
+                         % (_postgres.describe(conn_params), str(exc).strip()))
     except _postgres.psycopg2.Error as exc:
-        module.fail_json(msg="Query failed on %s: %s" % (_postgres.describe(conn_params), str(exc).strip()))
+        module.fail_json(msg="Query failed on %s: %s. The facts are read-only: nothing was changed."
+                         % (_postgres.describe(conn_params), str(exc).strip()))
+    workers = count_workers(module, env)
     workers["busy"] = _queue.busy_workers(facts)
     facts["workers"] = workers
     facts["alerts"] = _queue.alerts(facts, workers, thresholds_)

@@ -144,8 +144,8 @@ def test_locked_rows_are_skipped_and_rechecked(qfcdb):
 
 def test_batches(qfcdb):
     ids = datagen.add_stuck(qfcdb.conn, qfcdb.project_table, 120, "stale")
-    result = cleanup(qfcdb, batch_size=50)
-    assert result["count"] == 120 and result["batches"] == 3
+    result = cleanup(qfcdb, batch_size=50, max_jobs_listed=200)
+    assert result["count"] == 120 and result["batches"] == 3 and result["jobs_truncated"] is False
     assert {j["id"] for j in result["jobs"]} == set(ids)
     assert qfcdb.one("SELECT count(*) FROM core_job WHERE status = 'failed'")[0] == 120
 
