@@ -90,7 +90,7 @@ def _wait(conn):
         left = None if limit is None else limit - time.monotonic()
         if left is not None and left <= 0:
             raise NoAnswer("the server did not answer within %.1f s (client-side deadline); it accepts connections "
-                           "but does not respond: hung, overloaded or paused" % (time.monotonic() - started))
+                           "but does not respond: hung, overloaded or paused" % (limit - started))
         if state == psycopg2.extensions.POLL_READ:
             select.select([conn.fileno()], [], [], left)
         elif state == psycopg2.extensions.POLL_WRITE:
