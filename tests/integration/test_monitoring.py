@@ -124,7 +124,8 @@ def test_cron_command_writes_csv_and_textfile_matching_the_database(monitored):
     assert changed(run_playbook(PLAYBOOK, inv)) > 0
     proc = run_cron_command(paths)
     assert proc.returncode == 0, proc.stderr
-    (row,) = rows(paths)
+    assert len(rows(paths)) == 2  # the role's own first run, then cron's
+    row = rows(paths)[-1]
     assert len(row) == 19 and re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", row[0])
     live = dict(db.all("SELECT status, count(*) FROM core_job GROUP BY status"))
     assert int(row[1]) == live.get("pending", 0) + live.get("queued", 0) == 2
@@ -181,7 +182,7 @@ def test_alerts_fire_once_per_change_and_survive_a_database_outage(monitored):
 def test_timeout_and_concurrent_runs(monitored):
     inv, paths = monitored["inventory"], monitored["paths"]
     assert changed(run_playbook(PLAYBOOK, inv, {"qfc_monitoring_timeout": 2})) > 0
-    lock = open(paths["qfc_monitoring_dir"] / "collector.lock", "a")
+    lock = open(paths["qfc_monitoring_dir"] / "var" / "collector.lock", "a")
     fcntl.flock(lock, fcntl.LOCK_EX)  # a previous run that hangs on to the lock
     try:
         start = time.monotonic()
@@ -190,12 +191,12 @@ def test_timeout_and_concurrent_runs(monitored):
         assert time.monotonic() - start < 5
     finally:
         lock.close()
-    assert not paths["qfc_monitoring_log"].exists() or rows(paths) == []
-    assert changed(run_playbook(PLAYBOOK, inv)) > 0  # back to the default timeout
+    assert len(rows(paths)) == 1  # the role's first run only: without the lock the run writes nothing
+    assert changed(run_playbook(PLAYBOOK, inv)) > 0  # back to the default timeout (and a first run again)
     command = cron_command(paths).replace(">/dev/null 2>&1", "")
     procs = [subprocess.Popen(["sh", "-c", command]) for _n in range(6)]
     assert [p.wait(timeout=60) for p in procs] == [0] * 6
-    assert len(rows(paths)) == 6 and all(len(r) == 19 and r[17] == "ok" for r in rows(paths))
+    assert len(rows(paths)) == 8 and all(len(r) == 19 and r[17] == "ok" for r in rows(paths))
 
 
 def test_argument_spec_rejects_bad_state(monitored):
@@ -215,6 +216,6 @@ def test_a_broken_webhook_never_breaks_a_run(monitored):
     assert changed(run_playbook(PLAYBOOK, inv, {"qfc_monitoring_webhook_url": "not a url"})) > 0
     first = run_cron_command(paths)
     assert first.returncode == 0, first.stderr
-    state = json.loads((paths["qfc_monitoring_dir"] / "state.json").read_text())
+    state = json.loads((paths["qfc_monitoring_dir"] / "var" / "state.json").read_text())
     assert set(state["alerts"]) == {"stuck_stale", "stuck_orphaned_queued"}  # saved, so not re-sent next run
-    assert run_cron_command(paths).returncode == 0 and [r[17] for r in rows(paths)] == ["ok", "ok"]
+    assert run_cron_command(paths).returncode == 0 and [r[17] for r in rows(paths)] == ["ok", "ok", "ok"]
