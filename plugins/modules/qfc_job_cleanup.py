@@ -25,7 +25,17 @@ description:
   - "The output gets a note in the write-up's style, such as C(Auto-cleanup: stuck >24h)."
   - Works in batches of short transactions. Each batch locks its rows with C(FOR UPDATE SKIP LOCKED) and re-checks
     the condition under the lock, so a job a worker has just picked up is never overwritten, and no row stays locked
-    longer than one batch.
+    longer than one batch. For C(delta_apply) jobs it also locks their C(core_applyjobdelta) and C(core_delta) rows
+    with C(SKIP LOCKED); a job any of whose rows another session holds is left alone, whole, and counted in
+    RV(left_alone.locked_deltas). A later run fails it.
+  - Every statement, the selection included, runs with O(statement_timeout) and O(lock_timeout) (session settings),
+    and the client waits for each call at most O(statement_timeout) + 2 s (the login O(connect_timeout)), so a table
+    lock (a migration, C(VACUUM FULL), C(LOCK TABLE)) or a server that stops answering ends the run quickly instead of
+    hanging it.
+  - When a run fails, the result says exactly what was changed. Batches committed before the failure stay committed:
+    RV(changed), RV(count) and RV(jobs) report them, RV(failed_batch) names the batch that failed and
+    RV(failed_batch_outcome) says whether it was rolled back (nothing of it changed) or, when the connection was lost
+    during its C(COMMIT), V(unknown). Later batches are not run. A failure before the first batch changes nothing.
 extends_documentation_fragment:
   - qfieldcloud.ops._postgres
   - qfieldcloud.ops._attributes
@@ -74,9 +84,31 @@ options:
     type: bool
     default: true
   lock_timeout:
-    description: Milliseconds a batch waits for a table lock before it fails (rows locked by others are skipped).
+    description:
+      - Milliseconds any statement waits for a lock before it fails (PostgreSQL's C(lock_timeout), set for the whole
+        session: the selection and every batch). 1 to 2147483647.
+      - Rows locked by other sessions are skipped, not waited for (C(core_job) rows, and the C(core_delta) and
+        C(core_applyjobdelta) rows of C(delta_apply) jobs), so this applies to table locks. With C(core_job) locked
+        (C(LOCK TABLE), a migration, C(VACUUM FULL)) the run fails after about this long with C(core_job is locked
+        by another session), changing nothing (or, in a later batch, nothing more).
     type: int
     default: 1000
+  statement_timeout:
+    description:
+      - Milliseconds each statement (the selection, each batch's statements) may run before PostgreSQL cancels it.
+        1 to 2147483647.
+      - The default suits batches of the default size, which took about 100 ms each in a benchmark on a million
+        jobs (see docs/performance.md), and leaves the selection room on large tables.
+      - The client waits for each call at most O(statement_timeout) + 2 s, so that a live server's own cancel always
+        arrives first; a server that does not answer at all ends the run after that long.
+    type: int
+    default: 5000
+  max_jobs_listed:
+    description:
+      - Most jobs listed in RV(jobs) (the oldest ones) and in RV(failed_batch_jobs). RV(count) is always exact, and
+        RV(jobs_truncated) tells when jobs were left out of the list. V(0) lists none.
+    type: int
+    default: 100
 seealso:
   - module: qfieldcloud.ops.qfc_queue_facts
   - name: Upstream's cron
@@ -108,12 +140,16 @@ EXAMPLES = r"""
 
 RETURN = r"""
 count:
-  description: Jobs failed (in check mode, jobs that would be failed).
+  description:
+    - Jobs failed (in check mode, jobs that would be failed). Exact, however long the list in RV(jobs).
+    - When the run fails, the jobs failed by the batches committed before the failure.
   returned: always
   type: int
   sample: 3
 jobs:
-  description: The jobs failed (or that would be), oldest first.
+  description:
+    - The jobs failed (or that would be), oldest first; at most O(max_jobs_listed) of them.
+    - When the run fails, the jobs of the batches committed before the failure.
   returned: always
   type: list
   elements: dict
@@ -123,6 +159,11 @@ jobs:
       type: package
       previous_status: queued
       created_at: "2026-11-27T10:00:00+00:00"
+jobs_truncated:
+  description: Whether RV(jobs) lists fewer jobs than RV(count).
+  returned: always
+  type: bool
+  sample: false
 mode:
   description: The mode used.
   returned: always
@@ -134,12 +175,15 @@ threshold_s:
   type: int
   sample: 610
 left_alone:
-  description: Candidates left alone, by reason (C(running_container), C(changed_meanwhile)).
+  description:
+    - Candidates left alone, by reason. C(running_container) has a running QGIS container. C(changed_meanwhile)
+      changed status or was locked by a worker between the selection and its batch. C(locked_deltas) is a
+      C(delta_apply) job whose C(core_delta) or C(core_applyjobdelta) rows another session holds.
   returned: always
   type: dict
-  sample: {running_container: 0, changed_meanwhile: 1}
+  sample: {running_container: 0, changed_meanwhile: 1, locked_deltas: 0}
 batches:
-  description: Transactions used.
+  description: Transactions committed.
   returned: always
   type: int
   sample: 1
@@ -148,6 +192,24 @@ max_batch_ms:
   returned: always
   type: float
   sample: 85.2
+failed_batch:
+  description: The number (from 1) of the batch that failed.
+  returned: when a batch failed
+  type: int
+  sample: 2
+failed_batch_jobs:
+  description: The ids of the failed batch's jobs (at most O(max_jobs_listed)).
+  returned: when a batch failed
+  type: list
+  elements: str
+  sample: [9b1d2c4e-2f3a-4b5c-8d6e-7f8091a2b3c4]
+failed_batch_outcome:
+  description:
+    - V(rolled back) (nothing of the batch was changed) or V(unknown) (the connection was lost during its C(COMMIT),
+      which the server may have completed; a new run, or check mode, shows what is still stuck).
+  returned: when a batch failed
+  type: str
+  sample: rolled back
 """
 
 import json
@@ -396,23 +458,27 @@ class Cleanup:
             if not committed:
                 before = "No batch was committed before it."
             else:
-                before = "%s committed: %d jobs were failed (listed in jobs)." % (
+                before = "%s committed: %s failed (listed in jobs)." % (
                     "Batch 1 of %d was" % self.batches if committed == 1
-                    else "Batches 1-%d of %d were" % (committed, self.batches), len(self.done))
+                    else "Batches 1-%d of %d were" % (committed, self.batches), jobs_n(len(self.done)))
             if uncertain:
                 out["changed"] = True
-                now = ("Batch %d (%d jobs, listed in failed_batch_jobs) may or may not have been committed: the "
+                now = ("Batch %d (%s, listed in failed_batch_jobs) may or may not have been committed: the "
                        "connection was lost during its COMMIT; a new run (or check mode) shows what is still stuck."
-                       % (self.batch, len(self.batch_ids)))
+                       % (self.batch, jobs_n(len(self.batch_ids))))
             else:
-                now = "Batch %d (%d jobs) was rolled back: nothing of it was changed." % (
-                    self.batch, len(self.batch_ids))
+                now = "Batch %d (%s) was rolled back: nothing of it was changed." % (
+                    self.batch, jobs_n(len(self.batch_ids)))
             later = " Batches %d-%d were not run." % (self.batch + 1, self.batches) \
                 if self.batch + 1 < self.batches else \
                 (" Batch %d was not run." % self.batches if self.batch + 1 == self.batches else "")
             changes = "%s %s%s" % (before, now, later)
         out["msg"] = "Cleanup failed on %s during %s: %s %s" % (server, where, cause, changes)
         return out
+
+
+def jobs_n(n):
+    return "1 job" if n == 1 else "%d jobs" % n
 
 
 def describe_error(exc, step, params):

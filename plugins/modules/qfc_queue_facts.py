@@ -16,6 +16,9 @@ description:
     not locked, which is what more workers could start now), stuck jobs by kind, the last hour's success rate, job
     durations over a window, and the worker count configured in C(.env) and running by Compose labels.
   - Adds alerts with the operations guideline's thresholds, the capacity decision matrix and a recommended worker count.
+  - Read-only. Every failure (database down, wrong password, a server that stops answering, a lock held past
+    O(statement_timeout)) fails the task with a message that names the server (never the password), and changes
+    nothing.
   - Works with QFieldCloud v26.21 and later (C(project_project)) and v25.26 to v26.20 (C(core_project)). Earlier
     versions, whose projects have C(is_locked) instead of C(locked_at), are refused with a clear message.
 extends_documentation_fragment:
@@ -47,11 +50,19 @@ options:
   thresholds:
     description:
       - Overrides of the alert thresholds C(queue_depth_warning) (10), C(failed_ratio_critical) (0.30),
-        C(idle_grace_s) (60) and C(pending_after_s) (86400).
+        C(idle_grace_s) (60) and C(pending_after_s) (86400). Numbers, finite and not negative.
     type: dict
     default: {}
   statement_timeout:
-    description: Milliseconds the facts query may run before PostgreSQL cancels it.
+    description:
+      - Milliseconds each statement may run before PostgreSQL cancels it (the server's C(statement_timeout), set for
+        the facts' read-only transaction). 1 to 2147483647.
+      - "Deadlines, from the inside out: the server cancels a statement after O(statement_timeout) and answers
+        C(canceling statement due to statement timeout). The client waits for each call at most
+        O(statement_timeout) + 2 s, a little longer, so that a live server's own cancel always arrives first; only a
+        server that does not answer at all (hung, paused, frozen) reaches that client-side limit, and the module
+        then fails with C(PostgreSQL at user@host:port/db stopped answering). The login has O(connect_timeout).
+        The whole database part of a run ends within O(connect_timeout) + O(statement_timeout) + 2 s."
     type: int
     default: 5000
   service:
@@ -66,7 +77,7 @@ options:
     description: Path to the Docker CLI, used with O(project_src) to count workers.
     type: path
   max_replicas_per_core:
-    description: Upper bound of the recommended worker count per CPU core of the target.
+    description: Upper bound of the recommended worker count per CPU core of the target. Above 0, at most 64.
     type: float
     default: 2.5
 seealso:

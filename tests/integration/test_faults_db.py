@@ -243,10 +243,45 @@ def test_cleanup_backend_hung_in_batch_2_reports_batch_1(qfcdb):
     assert result["batches"] == 1
     msg = result["msg"]
     assert "during batch 2 of 3: the server stopped answering" in msg
-    assert "Batch 1 of 3 was committed: 1 jobs were failed (listed in jobs). Batch 2 (1 jobs) was rolled back: " \
+    assert "Batch 1 of 3 was committed: 1 job failed (listed in jobs). Batch 2 (1 job) was rolled back: " \
            "nothing of it was changed. Batch 3 was not run." in msg
     wait_gone(qfcdb, pid)  # the resumed backend finds the client gone and rolls back
     assert statuses(qfcdb, ids) == ["failed", "started", "started"]
+
+
+COMMIT_TRIGGER = """
+CREATE FUNCTION qfct_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END
+$$;
+CREATE CONSTRAINT TRIGGER qfct_slow_commit AFTER UPDATE ON core_job DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (OLD.id = '%s') EXECUTE FUNCTION qfct_slow_commit();
+"""
+
+
+def test_cleanup_backend_hung_during_commit_reports_an_unknown_outcome(qfcdb):
+    """The server stops while it commits batch 2 (a deferred trigger runs at COMMIT): the client cannot know whether
+    the batch was committed and must say so, not claim it was rolled back."""
+    ids, _deltas = stale_jobs(qfcdb, 3)
+    with qfcdb.conn, qfcdb.conn.cursor() as cur:
+        cur.execute(COMMIT_TRIGGER % ids[1])
+    pid = None
+    try:
+        run = Background(env(qfcdb, batch_size=1, statement_timeout=3000, connect_timeout=20), CLEANUP)
+        pid = wait_for_backend(qfcdb, "wait_event = 'PgSleep'", run)
+        os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        result = run.join()
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGCONT)
+    hang_s = run.ended - stopped
+    MEASURED["cleanup backend hung in COMMIT of batch 2 (statement_timeout 3 s)"] = "%.1f s after SIGSTOP" % hang_s
+    assert result.failed and hang_s <= 3 + GRACE_S + MARGIN_S, result
+    assert result["changed"] is True and result["count"] == 1 and [j["id"] for j in result["jobs"]] == ids[:1]
+    assert (result["failed_batch"], result["failed_batch_jobs"], result["failed_batch_outcome"]) == \
+        (2, ids[1:2], "unknown")
+    assert "Batch 2 (1 job, listed in failed_batch_jobs) may or may not have been committed" in result["msg"]
+    wait_gone(qfcdb, pid)
+    assert statuses(qfcdb, ids)[0] == "failed" and statuses(qfcdb, ids)[2] == "started"
 
 
 # --- defect 9: statement and lock timeouts on every statement ---------------------------------------------------
@@ -346,8 +381,8 @@ def test_cleanup_reports_the_batches_committed_before_a_failure(qfcdb):
         (2, ids[1:2], "rolled back")
     msg = result["msg"]
     assert "during batch 2 of 3: core_delta or core_applyjobdelta is locked by another session" in msg
-    assert "Batch 1 of 3 was committed: 1 jobs were failed (listed in jobs)." in msg
-    assert "Batch 2 (1 jobs) was rolled back: nothing of it was changed. Batch 3 was not run." in msg
+    assert "Batch 1 of 3 was committed: 1 job failed (listed in jobs)." in msg
+    assert "Batch 2 (1 job) was rolled back: nothing of it was changed. Batch 3 was not run." in msg
     assert statuses(qfcdb, ids) == ["failed", "started", "started"]
     assert qfcdb.all("SELECT DISTINCT last_status FROM core_delta WHERE id = ANY(%s::uuid[])", [deltas[1]]) == \
         [("pending",)]
