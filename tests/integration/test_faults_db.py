@@ -444,3 +444,33 @@ def test_a_resolvable_dotless_postgres_host_is_refused(qfcdb, module):
     explicit = run_module(env(qfcdb, login_host="127.0.0.1"), module=module)
     assert not explicit.failed, explicit
 
+
+
+# --- bad numbers: refused before any connection ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module, args, fragment", [
+    (CLEANUP, {"statement_timeout": 0}, "statement_timeout must be 1 to 2147483647 milliseconds"),
+    (CLEANUP, {"statement_timeout": 2 ** 31}, "statement_timeout must be 1 to 2147483647 milliseconds"),
+    (CLEANUP, {"lock_timeout": -1}, "lock_timeout must be 1 to 2147483647 milliseconds"),
+    (CLEANUP, {"lock_timeout": 10 ** 12}, "lock_timeout must be 1 to 2147483647 milliseconds"),
+    (CLEANUP, {"max_jobs_listed": -1}, "max_jobs_listed must be 0 or more"),
+    (CLEANUP, {"connect_timeout": 0}, "connect_timeout must be 1 to 3600 seconds"),
+    (CLEANUP, {"worker_timeout_s": 10 ** 12}, "worker_timeout_s must be positive and at most"),
+    (CLEANUP, {"mode": "age", "older_than": "999999d"}, "a duration must be at most 36500d"),
+    (CLEANUP, {"statement_timeout": "inf"}, "cannot convert Infinity to integer"),  # ansible-core's own check
+    (FACTS, {"statement_timeout": 0}, "statement_timeout must be 1 to 2147483647 milliseconds"),
+    (FACTS, {"connect_timeout": -3}, "connect_timeout must be 1 to 3600 seconds"),
+    (FACTS, {"connect_timeout": 10 ** 9}, "connect_timeout must be 1 to 3600 seconds"),
+    (FACTS, {"max_replicas_per_core": "inf"}, "max_replicas_per_core must be above 0 and at most 64"),
+    (FACTS, {"max_replicas_per_core": "nan"}, "max_replicas_per_core must be above 0 and at most 64"),
+    (FACTS, {"max_replicas_per_core": 0}, "max_replicas_per_core must be above 0 and at most 64"),
+    (FACTS, {"thresholds": {"queue_depth_warning": "nan"}}, "thresholds must be finite and not negative"),
+    (FACTS, {"thresholds": {"failed_ratio_critical": -1}}, "thresholds must be finite and not negative"),
+    (FACTS, {"window": "999999d"}, "a duration must be at most 36500d"),
+])
+def test_bad_numbers_are_refused_before_any_change(qfcdb, module, args, fragment):
+    ids, _deltas = stale_jobs(qfcdb, 1)
+    result = run_module(env(qfcdb, **args), module=module)
+    assert result.failed and fragment in result["msg"], result
+    assert statuses(qfcdb, ids) == ["started"]
