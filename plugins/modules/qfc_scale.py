@@ -594,7 +594,11 @@ class Scaler:
         """Back up, check that nobody edited .env since it was read, then replace it (through a symlink)."""
         p = self.module.params
         if p["backup"]:
-            self.result["backup_file"] = self.module.backup_local(self.env_file)
+            try:
+                self.result["backup_file"] = self.module.backup_local(self.env_file)
+            except Exception as exc:  # backup_local raises a bare Exception (disk full, permissions)
+                raise ScaleFailure("Backing up %s failed: %s (%s). Nothing was changed."
+                                   % (self.env_file, exc, exc.__cause__)) from exc
             self.done.append("backup %s written" % self.result["backup_file"])
             self.prune_backups(p["backup_keep"])
         if self.read_bytes() != raw:
