@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._compose import (
-    compose_files, effective_scale, find_service_conflicts, first_error_line, parse_labels, parse_ps_json,
-    parse_version, service_containers, summarize_ps)
+    compose_files, effective_scale, find_service_conflicts, first_error_line, parse_context, parse_labels,
+    parse_ps_json, parse_version, run_with_deadline, service_containers, summarize_ps)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -89,3 +93,44 @@ def test_first_error_line_skips_warnings():
     stderr = ('time="2026-11-29T18:00:00Z" level=warning msg="/p/docker-compose.yml: `version` is obsolete"\n'
               "services.worker_wrapper: can't set distinct values on 'scale' and 'deploy.replicas'\n")
     assert first_error_line(stderr).startswith("services.worker_wrapper: can't set distinct")
+
+
+def test_run_with_deadline_kills_the_whole_process_group():
+    # a shell whose child ignores nothing: both die at the deadline, output printed before it is kept
+    started = time.monotonic()
+    rc, out, _err, timed_out = run_with_deadline(["sh", "-c", "echo started; sleep 30 & wait"], "/", dict(os.environ),
+                                                 timeout=1)
+    assert timed_out and rc == -signal.SIGTERM and out == "started\n"
+    assert time.monotonic() - started < 5
+
+
+def test_run_with_deadline_sigkills_what_ignores_sigterm():
+    started = time.monotonic()
+    rc, _out, _err, timed_out = run_with_deadline(["sh", "-c", "trap '' TERM; sleep 30"], "/", dict(os.environ),
+                                                  timeout=1, kill_grace=1)
+    assert timed_out and rc == -signal.SIGKILL
+    assert time.monotonic() - started < 5
+
+
+def test_run_with_deadline_returns_what_finishes():
+    assert run_with_deadline(["sh", "-c", "printf 'x\\377'; echo e >&2; exit 3"], "/", dict(os.environ), 10) == \
+        (3, "x\udcff", "e\n", False)
+
+
+def test_parse_context():
+    text = json.dumps([{"Name": "rootless", "Metadata": {}, "Endpoints": {"docker": {
+        "Host": "unix:///run/user/1000/docker.sock", "SkipTLSVerify": False}}, "TLSMaterial": {},
+        "Storage": {"MetadataPath": "/root/.docker/contexts/meta/x", "TLSPath": "/nonexistent/tls/x"}}])
+    assert parse_context(text) == {"name": "rootless", "host": "unix:///run/user/1000/docker.sock",
+                                   "skip_tls_verify": False, "tls_path": None}
+    default = json.dumps([{"Name": "default", "Endpoints": {"docker": {"Host": "unix:///var/run/docker.sock"}},
+                           "Storage": {"MetadataPath": "<IN MEMORY>", "TLSPath": "<IN MEMORY>"}}])
+    assert parse_context(default)["tls_path"] is None
+
+
+def test_parse_context_with_tls_material(tmp_path):
+    (tmp_path / "docker").mkdir()
+    text = json.dumps([{"Name": "remote", "Endpoints": {"docker": {"Host": "tcp://h:2376", "SkipTLSVerify": True}},
+                        "Storage": {"TLSPath": str(tmp_path)}}])
+    assert parse_context(text)["tls_path"] == str(tmp_path / "docker")
+    assert parse_context(text)["skip_tls_verify"] is True

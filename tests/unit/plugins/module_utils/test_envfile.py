@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._envfile import (
@@ -134,3 +136,46 @@ def test_flags_and_counts_under_secret_looking_keys_are_not_secrets():
 
 def test_bare_keys_are_inherited_and_skipped():
     assert values("A=1\nINHERITED\nB=2\n") == {"A": "1", "B": "2"}
+
+
+def test_short_secrets_under_secret_looking_keys_are_masked():
+    entries = parse("SECRET_KEY=k3y!z\nPOSTGRES_PASSWORD=ab\nQFIELDCLOUD_PASSWORD_LOGIN_IS_ENABLED=1\n")
+    assert set(secret_values(entries)) == {"k3y!z", "k3y%21z", "ab"}
+
+
+@pytest.mark.parametrize("line, secret", [
+    ("DATABASE_URL=postgres://qfc:Pw9x@db:5432/qfc", "Pw9x"),
+    ("DATABASE_URL=postgres://qfc:p%40ss@db/qfc", "p@ss"),  # percent-decoded too
+    ("S3_ENDPOINT=https://AKIAQFCT:wJalr5ecret@s3.example.com/b", "wJalr5ecret"),
+    ("S3_URL=https://s3.example.com/b?X-Amz-Signature=f00dfeed&region=eu", "f00dfeed"),
+    ("WEBHOOK=https://chat.example.com/hook?token=t0k3n", "t0k3n"),
+    ("STORAGES={\"default\": {\"OPTIONS\": {\"secret_access_key\": \"zz-s\", \"endpoint_url\": \"https://a:b9@h\"}}}",
+     "zz-s"),
+    ("STORAGES={\"default\": {\"OPTIONS\": {\"endpoint_url\": \"https://a:b9@h\"}}}", "b9"),
+])
+def test_credentials_inside_values_are_masked_whatever_the_key(line, secret):
+    secrets = secret_values(parse(line + "\n"))
+    assert secret in secrets
+    assert secret not in mask("error: invalid value %s" % secret, secrets)
+
+
+def test_urls_without_credentials_are_not_masked():
+    assert secret_values(parse("QFIELDCLOUD_HOST_URL=https://app.example.com/path?region=eu\n")) == []
+
+
+def test_escaped_forms_of_a_secret_are_masked():
+    # Compose quotes values with Go in its errors: `time: invalid duration "s3\"k\\\xc3\xa9-x"`.
+    entries = parse('DJANGO_SUPERUSER_PASSWORD="s3\\"k\\\\\u00e9-x"\n')
+    assert entries[0].value == 's3"k\\\u00e9-x'
+    secrets = secret_values(entries)
+    go = 's3\\"k\\\\\\xc3\\xa9-x'
+    stderr = "error decoding 'services[a].stop_grace_period': time: invalid duration \"%s\"" % go
+    assert go in secrets and "s3" not in mask(stderr, secrets)
+    assert 's3\\"k\\\\\\u00e9-x' in secrets  # JSON-escaped
+    assert mask(json.dumps({"stderr": entries[0].value}), secrets) == '{"stderr": "%s"}' % MASK
+
+
+def test_masking_a_value_with_a_non_utf8_byte_does_not_fail():
+    text = b"POSTGRES_PASSWORD=p\xe4ss-word\n".decode("utf-8", errors="surrogateescape")
+    secrets = secret_values(parse(text))
+    assert text.split("=")[1].strip() in secrets
