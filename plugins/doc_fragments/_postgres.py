@@ -12,7 +12,7 @@ class ModuleDocFragment:
 options:
   login_host:
     description:
-      - Database host. Overrides C(POSTGRES_HOST) from the C(.env) file. Setting it is the operator's decision: the
+      - Database host. Overrides C(POSTGRES_HOST) from the C(.env) file. Setting it is the operator's decision, so the
         C(.env) checks below are skipped.
       - C(.env) is written for the containers, which resolve a name without a dot first as a compose service. From
         the host, C(POSTGRES_HOST) is therefore used as follows. An IP address, C(localhost) or a name with a dot is
@@ -20,7 +20,7 @@ options:
         reached through C(127.0.0.1) and C(HOST_POSTGRES_PORT) (default 5433), even when the host's DNS resolves
         C(db) (through a search domain, say) to another server, which would otherwise receive QFieldCloud's
         credentials. Another dotless name that the host cannot resolve is treated the same way.
-      - Another dotless name that the host does resolve (C(pgprod)) is ambiguous: the module fails before sending
+      - Another dotless name that the host does resolve (C(pgprod)) is ambiguous, so the module fails before sending
         anything, unless O(ssl_mode) (or C(POSTGRES_SSLMODE)) is V(verify-full), which makes the server prove that
         name. Set O(login_host), or write a fully qualified name or an address in C(POSTGRES_HOST).
     type: str
@@ -50,7 +50,7 @@ options:
         also ends the wait when the server accepts the connection and then never answers (a stopped or hung
         postmaster, a frozen virtual machine). The module then fails with C(Cannot connect to PostgreSQL at
         user@host:port/db) and C(did not answer within N s).
-      - Only the login: each later statement has its own client-side limit, see the module's O(statement_timeout).
+      - Only the login. Each later statement has its own client-side limit, see the module's O(statement_timeout).
         Resolving the host name (DNS) is not covered.
       - 1 to 3600; libpq's V(0) (wait forever) is refused.
     type: int

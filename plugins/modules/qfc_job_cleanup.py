@@ -27,13 +27,13 @@ description:
     the condition under the lock, so a job a worker has just picked up is never overwritten, and no row stays locked
     longer than one batch. For C(delta_apply) jobs it also locks their C(core_applyjobdelta) and C(core_delta) rows
     with C(SKIP LOCKED); a job any of whose rows another session holds is left alone, whole, and counted in
-    RV(left_alone.locked_deltas). A later run fails it.
+    C(locked_deltas) in RV(left_alone). A later run fails it.
   - Every statement, the selection included, runs with O(statement_timeout) and O(lock_timeout) (session settings),
     and the client waits for each call at most O(statement_timeout) + 2 s (the login O(connect_timeout)), so a table
     lock (a migration, C(VACUUM FULL), C(LOCK TABLE)) or a server that stops answering ends the run quickly instead of
     hanging it.
-  - When a run fails, the result says exactly what was changed. Batches committed before the failure stay committed:
-    RV(changed), RV(count) and RV(jobs) report them, RV(failed_batch) names the batch that failed and
+  - When a run fails, the result says exactly what was changed. Batches committed before the failure stay committed;
+    C(changed), RV(count) and RV(jobs) report them, RV(failed_batch) names the batch that failed and
     RV(failed_batch_outcome) says whether it was rolled back (nothing of it changed) or, when the connection was lost
     during its C(COMMIT), V(unknown). Later batches are not run. A failure before the first batch changes nothing.
 extends_documentation_fragment:
@@ -86,7 +86,7 @@ options:
   lock_timeout:
     description:
       - Milliseconds any statement waits for a lock before it fails (PostgreSQL's C(lock_timeout), set for the whole
-        session: the selection and every batch). 1 to 2147483647.
+        session, so for the selection and every batch). 1 to 2147483647.
       - Rows locked by other sessions are skipped, not waited for (C(core_job) rows, and the C(core_delta) and
         C(core_applyjobdelta) rows of C(delta_apply) jobs), so this applies to table locks. With C(core_job) locked
         (C(LOCK TABLE), a migration, C(VACUUM FULL)) the run fails after about this long with C(core_job is locked
