@@ -69,6 +69,30 @@ def test_health_gate_fails_in_time_when_the_database_hangs(tmp_path):
     assert pg.password not in proc.stdout + proc.stderr
 
 
+def test_queue_report_fails_in_time_when_the_database_hangs(tmp_path):
+    """playbooks/queue_report.yml has the same deadline (qfc_queue_report_timeout) for its read of the queue."""
+    stack = make_stack(tmp_path, start=False)
+    report_timeout = 4
+    with PgCluster() as pg:
+        inventory = write_inventory(tmp_path, stack.path, qfc_db_host=pg.host, qfc_db_port=pg.port,
+                                    qfc_db_user=pg.user, qfc_db_name=pg.dbname)
+        postmaster = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            proc = run(ROOT / "playbooks" / "queue_report.yml", inventory,
+                       {"qfc_db_password": pg.password, "qfc_queue_report_timeout": report_timeout})
+            elapsed = time.monotonic() - start
+        finally:
+            os.kill(postmaster, signal.SIGCONT)
+    print("hung database: queue_report failed after %.1f s (qfc_queue_report_timeout=%d)" % (elapsed, report_timeout))
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert ("the queue could not be read within qfc_queue_report_timeout=%ds: the database (or the Docker Engine) "
+            "does not answer" % report_timeout) in proc.stdout, proc.stdout[-3000:]
+    assert elapsed < report_timeout + 10
+    assert pg.password not in proc.stdout + proc.stderr
+
+
 NAN, INF = float("nan"), float("inf")
 # One run per kind of bad input; the role names every bad variable in one message. Values are what -e JSON gives the
 # role: numbers (NaN and Infinity too) and strings.
