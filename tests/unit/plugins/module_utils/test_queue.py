@@ -21,6 +21,18 @@ def test_parse_duration_rejects(bad):
         _jobs.parse_duration(bad)
 
 
+def test_durations_and_worker_timeout_have_a_ceiling():
+    assert _jobs.parse_duration("36500d") == 36500 * 86400
+    with pytest.raises(ValueError, match="at most 36500d"):
+        _jobs.parse_duration("36501d")
+    with pytest.raises(ValueError, match="at most 36500d"):
+        _jobs.parse_duration(10 ** 15)
+    assert _jobs.check_worker_timeout(600) == 600
+    for bad in (0, -1, 10 ** 12, True):
+        with pytest.raises(ValueError, match="worker_timeout_s must be positive and at most"):
+            _jobs.check_worker_timeout(bad)
+
+
 def test_format_duration():
     assert [_jobs.format_duration(s) for s in (86400, 7200, 600, 610)] == ["1d", "2h", "10m", "610s"]
 
