@@ -410,13 +410,17 @@ def test_role_diff_never_shows_the_webhook_url(tmp_path, role_stack):
     token = "T0KEN-%s" % uuid.uuid4().hex[:10]
     inv, paths = monitoring_inventory(tmp_path, role_stack.path,
                                       qfc_monitoring_webhook_url="http://127.0.0.1:9/hooks/%s" % token)
+    legacy = paths["qfc_monitoring_dir"]  # an install by the older role: the URL inside collector.json
+    for sub in ("bin", "lib"):
+        (legacy / sub).mkdir(parents=True)
+    (legacy / "collector.json").write_text(json.dumps({"timeout": 20, "webhook_url": "http://h/LEGACY-tok1"}, indent=2))
     for extra, check in ((None, True), (None, False), ({"qfc_monitoring_webhook_url":
                                                         "http://127.0.0.1:9/hooks/R0TATED-x1"}, True),
                          ({"qfc_monitoring_webhook_url": "http://127.0.0.1:9/hooks/R0TATED-x1"}, False)):
         proc = run_playbook(PLAYBOOK, inv, extra, check=check, diff=True)
         assert proc.returncode == 0, proc.stdout[-3000:]
         out = proc.stdout + proc.stderr
-        for secret in (token, "R0TATED-x1", "127.0.0.1:9/hooks"):
+        for secret in (token, "R0TATED-x1", "127.0.0.1:9/hooks", "LEGACY-tok1"):
             assert secret not in out, secret
     assert (paths["qfc_monitoring_dir"] / "webhook.url").read_text().strip().endswith("R0TATED-x1")
     assert oct((paths["qfc_monitoring_dir"] / "webhook.url").stat().st_mode & 0o777) == "0o600"
