@@ -101,12 +101,15 @@ SCALE_BAD = {
     "non-finite strings": {"qfc_settle_time": "nan", "qfc_max_replicas_per_core": "-inf"},
     "negative": {"qfc_wait_timeout": -5, "qfc_settle_time": -1, "qfc_max_replicas_per_core": -2.5,
                  "qfc_lock_timeout": -1, "qfc_auto_max_replicas": -1, "qfc_health_gate_delay": -1,
-                 "qfc_health_gate_timeout": -1, "qfc_worker_timeout_s": -1, "qfc_db_port": -1},
+                 "qfc_health_gate_timeout": -1, "qfc_worker_timeout_s": -1, "qfc_db_port": -1,
+                 "qfc_command_timeout": -1, "qfc_backup_keep": -1},
     "zero where it means nothing": {"qfc_wait_timeout": 0, "qfc_max_replicas_per_core": 0,
-                                    "qfc_auto_max_replicas": 0, "qfc_health_gate_timeout": 0},
+                                    "qfc_auto_max_replicas": 0, "qfc_health_gate_timeout": 0,
+                                    "qfc_command_timeout": 0, "qfc_backup_keep": 0},
     "huge": {"qfc_wait_timeout": 10 ** 12, "qfc_settle_time": 1e300, "qfc_max_replicas_per_core": 1e9,
              "qfc_lock_timeout": 10 ** 15, "qfc_auto_max_replicas": 10 ** 6, "qfc_health_gate_delay": 10 ** 9,
-             "qfc_health_gate_timeout": 10 ** 9, "qfc_worker_timeout_s": 10 ** 12, "qfc_db_port": 70000},
+             "qfc_health_gate_timeout": 10 ** 9, "qfc_worker_timeout_s": 10 ** 12, "qfc_db_port": 70000,
+             "qfc_command_timeout": 10 ** 9, "qfc_backup_keep": 10 ** 9},
     "settle time not shorter than the wait": {"qfc_settle_time": 30, "qfc_wait_timeout": 30},
     "env_var with a newline": {"qfc_env_var": "QFC_X\nPOSTGRES_PASSWORD"},
     "env_var with =": {"qfc_env_var": "QFC_X=1"},
@@ -162,6 +165,7 @@ def test_scale_role_accepts_the_limits(tmp_path):
     limits = {"qfc_settle_time": 0, "qfc_lock_timeout": 0, "qfc_max_replicas_per_core": 100,
               "qfc_auto_max_replicas": 100, "qfc_wait_timeout": 86400, "qfc_health_gate_delay": 3600,
               "qfc_health_gate_timeout": 3600, "qfc_worker_timeout_s": 0, "qfc_db_port": 65535,
+              "qfc_command_timeout": 10, "qfc_backup_keep": 1000,
               "qfc_health_gate": False, "qfc_worker_replicas": "auto"}
     proc = run(SCALE, inventory, limits, check=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -171,10 +175,10 @@ def test_scale_role_accepts_the_limits(tmp_path):
 
 CLEANUP_BAD = {
     "negative": {"qfc_cleanup_batch_size": -1, "qfc_worker_timeout_s": -1, "qfc_db_port": -1,
-                 "qfc_cleanup_lock_timeout": -1},
-    "zero": {"qfc_cleanup_batch_size": 0, "qfc_cleanup_lock_timeout": 0},
+                 "qfc_cleanup_lock_timeout": -1, "qfc_cleanup_statement_timeout": -1},
+    "zero": {"qfc_cleanup_batch_size": 0, "qfc_cleanup_lock_timeout": 0, "qfc_cleanup_statement_timeout": 0},
     "huge": {"qfc_cleanup_batch_size": 10 ** 9, "qfc_cleanup_lock_timeout": 10 ** 12,
-             "qfc_worker_timeout_s": 10 ** 12, "qfc_db_port": 70000},
+             "qfc_cleanup_statement_timeout": 10 ** 12, "qfc_worker_timeout_s": 10 ** 12, "qfc_db_port": 70000},
 }
 
 
