@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
+
+TMP_SUFFIX = ".tmp"
 
 
 class FileWriteError(OSError):
@@ -82,7 +85,7 @@ def write_atomically(module, path, data):
     target = os.path.realpath(path)
     st = os.stat(target)
     directory = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(target), suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(target), suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -99,6 +102,23 @@ def write_atomically(module, path, data):
         if os.path.lexists(tmp):
             os.unlink(tmp)
     return target
+
+
+def remove_stale_temporaries(path):
+    """Remove the temporary files a killed writer of ``path`` left beside its target (``.<name>.XXXXXXXX.tmp``,
+    each a copy of the file's secrets). Call it only while holding the lock that serialises the writers."""
+    target = os.path.realpath(path)
+    directory, name = os.path.split(target)
+    pattern = re.compile(r"^\.%s\.[A-Za-z0-9_]{8}%s$" % (re.escape(name), re.escape(TMP_SUFFIX)))
+    removed = []
+    for entry in os.listdir(directory):
+        if pattern.match(entry):
+            try:
+                os.unlink(os.path.join(directory, entry))
+                removed.append(os.path.join(directory, entry))
+            except OSError:
+                continue
+    return removed
 
 
 def _fsync_dir(directory):

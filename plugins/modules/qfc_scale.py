@@ -665,6 +665,10 @@ class Scaler:
 
     def run_locked(self):
         p = self.module.params
+        if not self.module.check_mode:  # under the lock no other run writes: a temporary file is a killed run's
+            for stale in _files.remove_stale_temporaries(self.env_file):
+                self.module.warn("Removed %s, a temporary copy of .env left by a run that was killed while writing it."
+                                 % stale)
         raw, text, entries, entry = self.load_env()
         env = {e.key: e.value for e in entries}
         previous_raw = entry.value if entry else None

@@ -295,7 +295,7 @@ def test_sdk_unreachable_while_the_cli_works_fails_before_any_write(stack, tmp_p
 
 
 def test_sdk_follows_the_cli_context_when_docker_host_is_unset(stack, tmp_path, docker_config):
-    """In a private mount namespace the default socket is dead; the CLI's current context points at the engine."""
+    """In a private mount namespace the default socket is dead; the CLI's context points at the engine."""
     config, create = docker_config
     real = tmp_path / "real.sock"
     real.touch()
@@ -303,7 +303,11 @@ def test_sdk_follows_the_cli_context_when_docker_host_is_unset(stack, tmp_path, 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(str(dead))  # bound, never listening: connections are refused
     create("qfct-moved", "unix://%s" % real)
-    (config / "config.json").write_text(json.dumps({"currentContext": "qfct-moved"}))
+    # The CLI the module runs picks the context (docker_cli, as for a rootless or remote engine); the SDK sees no
+    # flag. (docker SDK 7.2 would follow ~/.docker/config.json's currentContext by itself, older ones do not.)
+    cli = tmp_path / "docker-moved"
+    cli.write_text("#!/bin/sh\nexec docker --context qfct-moved \"$@\"\n")
+    cli.chmod(0o755)
     script = ("mount --bind {sock} {real} && mount --bind {dead} {sock} && exec \"$@\""
               .format(sock=os.path.realpath(REAL_SOCKET), real=real, dead=dead))
     probe = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", "true"], capture_output=True, text=True,
@@ -314,8 +318,8 @@ def test_sdk_follows_the_cli_context_when_docker_host_is_unset(stack, tmp_path, 
     ansible = ansible_env(env)
     ansible.pop("DOCKER_HOST", None)
     started = time.monotonic()
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh"] + ansible_cmd(scale_args(stack, 3)), cwd=ROOT,
-                          env=ansible, capture_output=True, text=True, timeout=600, check=False)
+    cmd = ["unshare", "-m", "sh", "-c", script, "sh"] + ansible_cmd(scale_args(stack, 3, docker_cli=str(cli)))
+    proc = subprocess.run(cmd, cwd=ROOT, env=ansible, capture_output=True, text=True, timeout=600, check=False)
     result = parse(proc)
     sock.close()
     assert not result.failed, result
@@ -541,9 +545,12 @@ def test_kill_9_after_the_env_write_then_a_rerun_reconciles(stack):
     assert wait_for(lambda: stack.env_value() == "4", timeout=120)
     kill_9_the_module(proc)
     assert stack.env_value() == "4" and len(stack.backups()) == 1
-    assert not list(stack.path.glob(".env.*.tmp"))
+    assert not list(stack.path.glob("*.tmp"))
+    stale = stack.path / "..env.k2j_9xq1.tmp"  # what a kill between the temporary write and the rename leaves
+    stale.write_text(stack.env_text())
     rerun, _took = run(scale_args(stack, 4))
     assert not rerun.failed, rerun
+    assert not stale.exists() and "a temporary copy of .env left by a run that was killed" in rerun.output
     assert rerun["running"] == 4 == len(stack.running())
     again, _took = run(scale_args(stack, 4))
     assert not again.failed and again["changed"] is False

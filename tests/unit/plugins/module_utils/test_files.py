@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _files
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._files import (
-    FileWriteError, check_replaceable, mount_points, replace_problem, write_atomically)
+    FileWriteError, check_replaceable, mount_points, remove_stale_temporaries, replace_problem, write_atomically)
 
 
 def test_a_plain_file_is_replaceable():
@@ -67,3 +67,14 @@ def test_check_replaceable_on_real_files(tmp_path):
     os.link(env, tmp_path / "other")
     with pytest.raises(FileWriteError, match="2 hard links"):
         check_replaceable(str(env))
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("A=1\n")
+    stale = tmp_path / "..env.k2j_9xq1.tmp"  # mkstemp(prefix=".<name>.")
+    stale.write_text("A=2\n")
+    other = tmp_path / ".env.bak.tmp"
+    other.write_text("mine\n")
+    assert remove_stale_temporaries(str(env)) == [str(stale)]
+    assert not stale.exists() and other.exists() and env.exists()
