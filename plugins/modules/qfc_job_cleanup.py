@@ -442,7 +442,7 @@ class Cleanup:
     def failure(self, exc, server):
         """fail_json arguments for an error at the current step: what failed, and exactly what was changed."""
         p = self.module.params
-        cause = describe_error(exc, self.step, p)
+        cause = describe_error(exc, self.step, p, lost=bool(self.conn.closed))
         out = self.result([], 0) if self.module.check_mode else self.finished()  # the committed batches' jobs
         out["batches"] = max(self.batch - 1, 0)
         if self.module.check_mode or self.batch == 0:
@@ -481,11 +481,13 @@ def jobs_n(n):
     return "1 job" if n == 1 else "%d jobs" % n
 
 
-def describe_error(exc, step, params):
-    """One sentence on what went wrong, by kind of error."""
+def describe_error(exc, step, params, lost=False):
+    """One sentence on what went wrong, by kind of error; ``lost``: psycopg2 has closed the connection."""
     text = " ".join(str(exc).split()).rstrip(".")
     if isinstance(exc, _postgres.NoAnswer):
         return "the server stopped answering (%s)." % text
+    if lost:  # a restart, pg_terminate_backend, a network failure
+        return "the connection to the server was lost (%s)." % text
     code = getattr(exc, "pgcode", None)
     if code == LOCK_NOT_AVAILABLE:
         table = STEP_TABLES.get(step) or "a table"

@@ -260,6 +260,28 @@ def test_cleanup_backend_hung_in_batch_2_reports_batch_1(qfcdb):
     assert statuses(qfcdb, ids) == ["failed", "started", "started"]
 
 
+def test_cleanup_connection_killed_in_batch_2(qfcdb):
+    """The server ends the session in the middle of batch 2 (a restart, pg_terminate_backend): batch 1 stays."""
+    ids, _deltas = stale_jobs(qfcdb, 3)
+    slow_update_of(qfcdb, ids[1])
+    run = Background(env(qfcdb, batch_size=1), CLEANUP)
+    pid = wait_for_backend(qfcdb, "wait_event = 'PgSleep'", run)
+    killer = monitor(qfcdb)
+    try:
+        with killer.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        killer.close()
+    result = run.join()
+    assert result.failed, result
+    assert result["changed"] is True and result["count"] == 1 and [j["id"] for j in result["jobs"]] == ids[:1]
+    assert (result["failed_batch"], result["failed_batch_outcome"]) == (2, "rolled back")
+    assert "during batch 2 of 3: the connection to the server was lost (FATAL: terminating connection due to " \
+           "administrator command" in result["msg"]
+    assert "Batch 1 of 3 was committed: 1 job failed" in result["msg"]
+    assert statuses(qfcdb, ids) == ["failed", "started", "started"]
+
+
 COMMIT_TRIGGER = """
 CREATE FUNCTION qfct_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END
 $$;
