@@ -13,12 +13,14 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
 from conftest import BIN, ROOT, ansible_env, make_stack
 
 from tests.support.pgcluster import PgCluster
+from tests.support.qfc_schema import create_schema
 
 SCALE = ROOT / "playbooks" / "scale.yml"
 CLEANUP = ROOT / "playbooks" / "cleanup.yml"
@@ -67,6 +69,55 @@ def test_health_gate_fails_in_time_when_the_database_hangs(tmp_path):
     assert elapsed < gate_timeout + 10  # measured 6.9 s with 4: ansible-playbook starts, prints the summary
     assert stack.env_text() == before and stack.backups() == []
     assert pg.password not in proc.stdout + proc.stderr
+
+
+def test_health_gate_after_the_change_hangs_and_the_host_is_scaled_back(tmp_path):
+    """The database answers the gate before the change, then hangs (SIGSTOP as soon as .env holds the new count):
+    the gate after the change fails at its deadline and the role scales the host back to the count it had."""
+    stack = make_stack(tmp_path)  # 2 workers running
+    gate_timeout = 4
+    try:
+        with PgCluster() as pg:
+            conn = pg.connect()
+            create_schema(conn, "project_project")
+            conn.close()
+            inventory = write_inventory(tmp_path, stack.path, qfc_db_host=pg.host, qfc_db_port=pg.port,
+                                        qfc_db_user=pg.user, qfc_db_name=pg.dbname)
+            postmaster = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+            stopped = threading.Event()
+            done = threading.Event()
+
+            def stop_when_changed():
+                while not done.is_set():
+                    if stack.env_value() == "3":
+                        os.kill(postmaster, signal.SIGSTOP)
+                        stopped.set()
+                        return
+                    time.sleep(0.05)
+
+            watcher = threading.Thread(target=stop_when_changed, daemon=True)
+            watcher.start()
+            try:
+                start = time.monotonic()
+                # the delay gives the watcher time to stop the server before the gate reads the queue again
+                proc = run(SCALE, inventory, {"qfc_worker_replicas": 3, "qfc_db_password": pg.password,
+                                              "qfc_health_gate_timeout": gate_timeout, "qfc_health_gate_delay": 2})
+                elapsed = time.monotonic() - start
+            finally:
+                done.set()
+                watcher.join()
+                os.kill(postmaster, signal.SIGCONT)
+        print("hung database after the change: the run took %.1f s, rolled back (qfc_health_gate_timeout=%d)"
+              % (elapsed, gate_timeout))
+        assert stopped.is_set()
+        assert proc.returncode != 0, proc.stdout[-3000:]
+        assert "the health gate could not read the queue within qfc_health_gate_timeout=%ds" % gate_timeout \
+            in proc.stdout, proc.stdout[-3000:]
+        assert "failed at the health gate after the change, rolled back" in proc.stdout, proc.stdout[-3000:]
+        assert stack.env_value() == "2" and len(stack.running()) == 2
+        assert pg.password not in proc.stdout + proc.stderr
+    finally:
+        stack.down()
 
 
 def test_queue_report_fails_in_time_when_the_database_hangs(tmp_path):
