@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import BIN, FIXTURE_DB, ROOT, WORKER_SIM, make_db_stack, run_playbook
+from conftest import BIN, FIXTURE_DB, ROOT, WORKER_SIM, ansible_env, make_db_stack, run_playbook
 
 from tests.support import datagen
 from tests.support.project import copy_project
@@ -422,9 +422,15 @@ def test_role_diff_never_shows_the_webhook_url(tmp_path, role_stack):
         out = proc.stdout + proc.stderr
         for secret in (token, "R0TATED-x1", "127.0.0.1:9/hooks", "LEGACY-tok1"):
             assert secret not in out, secret
-    assert (paths["qfc_monitoring_dir"] / "webhook.url").read_text().strip().endswith("R0TATED-x1")
+    # and at -vvv (module arguments and results in full)
+    verbose = subprocess.run([str(BIN / "ansible-playbook"), str(PLAYBOOK), "-i", str(inv), "--diff", "-vvv", "-e",
+                              json.dumps({"qfc_monitoring_webhook_url": "http://127.0.0.1:9/hooks/V3RBOSE-y2"})],
+                             cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=600, check=False)
+    assert verbose.returncode == 0, verbose.stdout[-3000:]
+    assert "V3RBOSE-y2" not in verbose.stdout + verbose.stderr and "R0TATED-x1" not in verbose.stdout
+    assert (paths["qfc_monitoring_dir"] / "webhook.url").read_text().strip().endswith("V3RBOSE-y2")
     assert oct((paths["qfc_monitoring_dir"] / "webhook.url").stat().st_mode & 0o777) == "0o600"
-    assert "R0TATED" not in (paths["qfc_monitoring_dir"] / "collector.json").read_text()
+    assert "hooks" not in (paths["qfc_monitoring_dir"] / "collector.json").read_text()
 
 
 def test_role_refuses_to_remove_a_directory_it_did_not_create(tmp_path, role_stack):

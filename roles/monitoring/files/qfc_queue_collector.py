@@ -24,7 +24,6 @@ import argparse
 import errno
 import fcntl
 import http.client
-import inspect
 import json
 import os
 import signal
@@ -292,24 +291,14 @@ def notify(config, url, event, alert, project, run):
 
 
 def gather(params, run, worker_timeout, config):
-    """_queue.gather with every database call capped by the run's deadline (minus the time the sinks need)."""
+    """_queue.gather with every database call capped by the run's deadline, less the time the sinks need.
+
+    The server's statement timeout is half the run's; each call's client-side limit is _queue's default (that plus a
+    grace, so a live server's own timeout wins); the deadline caps the login and every call, so a server that accepts
+    the login and then never answers cannot hold the run."""
     deadline = run.deadline - min(WRITE_RESERVE_S, run.timeout / 4)
-    args = (params, worker_timeout, 86400, config["pending_after_s"], int(run.timeout * 500))
-    accepted = inspect.signature(_queue.gather).parameters
-    if "deadline" in accepted:
-        return _queue.gather(*args, call_timeout=params["connect_timeout"], deadline=deadline)
-    # an older _queue.gather without deadline keywords: give its connect the same deadline
-    original = _queue._postgres.connect
-
-    def connect(conn_params, call_timeout=None, _deadline=None):
-        return original(conn_params, call_timeout=call_timeout or conn_params.get("connect_timeout"),
-                        deadline=deadline)
-
-    _queue._postgres.connect = connect
-    try:
-        return _queue.gather(*args)
-    finally:
-        _queue._postgres.connect = original
+    return _queue.gather(params, worker_timeout, 86400, config["pending_after_s"], int(run.timeout * 500),
+                         deadline=deadline)
 
 
 def collect(config, context, run):
