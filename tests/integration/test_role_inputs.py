@@ -209,6 +209,30 @@ def test_scale_role_refuses_what_the_argument_spec_or_the_ceiling_stops(tmp_path
     assert stack.env_file.read_bytes() == before and stack.backups() == []
 
 
+@pytest.mark.parametrize("extra, fragment", [
+    # Ansible alone would run no task at all and exit 0 with a negative max_fail_percentage
+    ({"qfc_max_fail_percentage": -5}, "qfc_max_fail_percentage must be a number from 0 to 100, got -5"),
+    ({"qfc_max_fail_percentage": "nan"}, "qfc_max_fail_percentage must be a number from 0 to 100, got nan"),
+    ({"qfc_max_fail_percentage": INF}, "qfc_max_fail_percentage must be a number from 0 to 100, got inf"),
+    ({"qfc_max_fail_percentage": 1000}, "qfc_max_fail_percentage must be a number from 0 to 100, got 1000"),
+    # Ansible alone would crash ("Unexpected Exception") on these
+    ({"qfc_serial": "nan"}, "qfc_serial must be batch sizes"),
+    ({"qfc_serial": [1, INF]}, "qfc_serial must be batch sizes"),
+    ({"qfc_serial": "0"}, "qfc_serial must be batch sizes"),
+    ({"qfc_serial": "1,-1"}, "qfc_serial must be batch sizes"),
+    ({"qfc_serial": "1,250%"}, "qfc_serial must be batch sizes"),
+    ({"qfc_serial": []}, "qfc_serial must be batch sizes"),
+])
+def test_scale_playbook_refuses_bad_batches_before_any_task(tmp_path, extra, fragment):
+    stack, inventory = scale_inventory(tmp_path)
+    before = stack.env_file.read_bytes()
+    proc = run(SCALE, inventory, dict({"qfc_worker_replicas": 3}, **extra))
+    assert proc.returncode != 0 and fragment in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr
+    assert "Nothing was changed." in proc.stdout + proc.stderr
+    assert "TASK [" not in proc.stdout
+    assert stack.env_file.read_bytes() == before and stack.backups() == []
+
+
 def test_scale_role_accepts_the_limits(tmp_path):
     """The ends of every range pass the role's checks (check mode, gate off: the module predicts the change)."""
     stack, inventory = scale_inventory(tmp_path)
