@@ -172,8 +172,11 @@ def run_with_deadline(cmd, cwd, env, timeout, kill_grace=KILL_GRACE):
                 break
             except subprocess.TimeoutExpired:
                 continue
-    decode = lambda data: (data or b"").decode("utf-8", errors="surrogateescape")  # noqa: E731
-    return proc.returncode, decode(out), decode(err), timed_out
+    return proc.returncode, _decode(out), _decode(err), timed_out
+
+
+def _decode(data):
+    return (data or b"").decode("utf-8", errors="surrogateescape")
 
 
 class Compose:
