@@ -428,6 +428,8 @@ def main(argv=None):
             record_failure(config, context, run, str(exc))
         return EXIT_TIMEOUT
     except OSError as exc:  # the lock cannot even be opened: record what can be recorded
+        if locked:
+            raise
         signal.setitimer(signal.ITIMER_REAL, 0)
         message = "cannot open the lock file: %s" % describe_error(exc)
         log(syslog.LOG_ERR, message)
