@@ -597,6 +597,7 @@ class Scaler:
             try:
                 self.result["backup_file"] = self.module.backup_local(self.env_file)
             except Exception as exc:  # backup_local raises a bare Exception (disk full, permissions)
+                self.remove_partial_backup()
                 raise ScaleFailure("Backing up %s failed: %s (%s). Nothing was changed."
                                    % (self.env_file, exc, exc.__cause__)) from exc
             self.done.append("backup %s written" % self.result["backup_file"])
@@ -617,6 +618,17 @@ class Scaler:
                 return handle.read()
         except OSError:
             return None
+
+    def remove_partial_backup(self):
+        """A failed copy leaves a truncated backup named after this process; remove it."""
+        directory, base = os.path.split(self.env_file)
+        pattern = re.compile(BACKUP_RE.replace(r"\d+", str(os.getpid()), 1) % re.escape(base))
+        for name in os.listdir(directory):
+            if pattern.match(name):
+                try:
+                    os.unlink(os.path.join(directory, name))
+                except OSError:
+                    pass
 
     def prune_backups(self, keep):
         """Keep the ``keep`` newest backups of .env (each holds every secret); older ones are removed."""

@@ -572,3 +572,17 @@ def test_kill_9_during_a_hung_compose_up_then_a_rerun_reconciles(stack, engine_s
     assert not rerun.failed, rerun
     assert rerun["changed"] is True and rerun["running"] == 3 == len(stack.running())
     assert time.monotonic() - start_time < 60  # the rerun did not wait for the orphan
+
+
+def test_a_full_disk_before_the_write_changes_nothing(tmp_path, tmpfs):
+    stack = instantiate(FIXTURE, tmpfs / "qfieldcloud", "qfct", {"QFIELDCLOUD_WORKER_REPLICAS": 2},
+                        {"QFC_SIM_OUT": tmp_path / "out"}, start=False)
+    before = sha(stack.env_file)
+    fill(tmpfs)
+    for backup in (True, False):
+        result, _took = run(scale_args(stack, 3, apply=False, backup=backup))
+        assert result.failed
+        assert ("Backing up" if backup else "Writing") in result["msg"] and "No space left" in result["msg"]
+        assert "Nothing was changed" in result["msg"] or ".env is unchanged" in result["msg"]
+        assert sha(stack.env_file) == before
+        assert not list(stack.path.glob("*.tmp")) and stack.backups() == []  # no truncated copy either
