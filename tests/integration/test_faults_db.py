@@ -482,9 +482,7 @@ def test_a_resolvable_dotless_postgres_host_is_refused(qfcdb, module):
     assert not explicit.failed, explicit
 
 
-
 # --- bad numbers: refused before any connection ------------------------------------------------------------------
-
 
 @pytest.mark.parametrize("module, args, fragment", [
     (CLEANUP, {"statement_timeout": 0}, "statement_timeout must be 1 to 2147483647 milliseconds"),

@@ -43,8 +43,8 @@ def ansible_cmd(module_args, verbose=False):
 
 def parse(proc):
     match = re.search(r"^localhost \| [A-Z!]+ => ", proc.stdout, re.M)
-    data = json.JSONDecoder().raw_decode(proc.stdout, match.end())[0] if match else {"failed": True,
-                                                                                      "msg": "no result line"}
+    data = (json.JSONDecoder().raw_decode(proc.stdout, match.end())[0] if match
+            else {"failed": True, "msg": "no result line"})
     return Result(proc, data)
 
 
