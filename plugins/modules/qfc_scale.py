@@ -497,7 +497,7 @@ class Scaler:
         if service is None:
             raise ScaleFailure("Service %s is not defined in the compose project (%s). Nothing was changed."
                                % (self.service, files))
-        problems = self.conflicts(env)
+        problems = ["%s." % p for p in self.conflicts(env)]
         if service.get("container_name") is not None:
             raise ScaleFailure("Service %s sets container_name, so it cannot run more than one container. %s "
                                "Nothing was changed." % (self.service, " ".join(problems)))
@@ -530,7 +530,7 @@ class Scaler:
         stderr = exc.stderr or ""
         if exc.timed_out:
             return "%s. .env was not changed." % exc.msg
-        problems = self.conflicts(env)
+        problems = ["%s." % p for p in self.conflicts(env)]
         if "can't set distinct values on 'scale' and 'deploy.replicas'" in stderr:
             hint = " ".join(problems) or ("Remove deploy.replicas from %s in the override files." % self.service)
             return ("The compose project does not load with %s=%d: %s sets both scale and a different "

@@ -273,7 +273,7 @@ def test_writeup_deploy_replicas_override_is_refused_before_any_change(tmp_path,
     assert result["msg"] == (
         "The compose project does not load with QFIELDCLOUD_WORKER_REPLICAS=2: worker_wrapper sets both scale and a "
         "different deploy.replicas. %s sets services.worker_wrapper.deploy.replicas; remove it, the count lives in "
-        "${QFIELDCLOUD_WORKER_REPLICAS} (scale:) .env was not changed." % override)
+        "${QFIELDCLOUD_WORKER_REPLICAS} (scale:). .env was not changed." % override)
     assert result["stderr"] == DISTINCT
     assert result["rc"] != 0 and result["cmd"].endswith(" config --format json")
     assert (result["changed"], result["previous_replicas"], result["previous_running"], result["running"]) == (
