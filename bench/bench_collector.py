@@ -27,7 +27,6 @@ from bench._docs import write_section  # noqa: E402
 from tests.support import datagen  # noqa: E402
 from tests.support.pgcluster import PgCluster  # noqa: E402
 from tests.support.project import copy_project  # noqa: E402
-from tests.support.qfc_schema import create_schema  # noqa: E402
 
 BIN = Path(sys.executable).parent
 MARK = ("<!-- bench_collector:begin -->", "<!-- bench_collector:end -->")
@@ -47,8 +46,8 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="qfc-collector-"))
     project_src = work / "qfieldcloud"
     with PgCluster() as pg:
+        pg.load_schema()  # the newest recorded QFieldCloud schema, with upstream's indexes
         conn = pg.connect()
-        create_schema(conn)
         datagen.bulk_history(conn, "project_project", jobs=opts.jobs)
         conn.close()
         settings = {"COMPOSE_PROJECT_NAME": "qfccb%s" % uuid.uuid4().hex[:6], "POSTGRES_PORT": pg.port,

@@ -144,6 +144,7 @@ def main():
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="qfc-bench-fleet-"))
     with PgCluster() as pg:
+        pg.schema_template()  # Fleet copies the newest recorded QFieldCloud schema from it
         fleet = Fleet(work / "fleet", {"host": pg.host, "port": pg.port, "user": pg.user, "password": pg.password},
                       servers=servers, workers=0, replicas=1)
         try:

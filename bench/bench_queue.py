@@ -1,4 +1,5 @@
-"""Benchmarks of the queue modules on 1,000,000 historical jobs with only upstream's indexes.
+"""Benchmarks of the queue modules on 1,000,000 historical jobs with only upstream's indexes: the database holds the
+newest recorded QFieldCloud schema (tests/fixtures/qfieldcloud-schema), indexes and constraints included.
 
 1. qfc_queue_facts: the facts query's database time, and the wall time of one gathering in a fresh process, against
    the seed's approach of one `docker exec ... psql` call per metric (and, kinder to the seed, one host `psql` call per
@@ -28,8 +29,7 @@ from ansible_collections.qfieldcloud.ops.plugins.module_utils import _queue  # n
 
 from bench._docs import write_section  # noqa: E402
 from tests.support import datagen  # noqa: E402
-from tests.support.pgcluster import PgCluster  # noqa: E402
-from tests.support.qfc_schema import create_schema  # noqa: E402
+from tests.support.pgcluster import NEWEST, PgCluster  # noqa: E402
 
 BIN = Path(sys.executable).parent
 CLIENT_IMAGE = "qfc-test/worker-sim:2"
@@ -103,12 +103,16 @@ def main():
     parser.add_argument("--write", action="store_true")
     opts = parser.parse_args()
     with PgCluster() as pg:
+        pg.load_schema()  # the newest recorded QFieldCloud schema, with upstream's indexes
         conn = pg.connect()
-        create_schema(conn)
         start = time.perf_counter()
         counts = datagen.bulk_history(conn, "project_project", jobs=opts.jobs)
         load_s = time.perf_counter() - start
         params = pg.params
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT tablename, count(*) FROM pg_indexes WHERE tablename IN ('core_job', 'core_delta')"
+                        " GROUP BY tablename")
+            n_indexes = dict(cur.fetchall())
 
         db_runs = []
         for _run in range(7):
@@ -151,6 +155,8 @@ def main():
         % (time.strftime("%Y-%m-%d"), os.cpu_count(), counts["jobs"], ", ".join(
             "%s %d" % (k, v) for k, v in counts.items() if k in ("finished", "failed", "pending", "queued", "started")),
            load_s),
+        "Schema: QFieldCloud %s as upstream's migrations leave it (core_job %d indexes, core_delta %d)."
+        % (NEWEST, n_indexes.get("core_job", 0), n_indexes.get("core_delta", 0)),
         "",
         "| measurement | value | target | verdict |",
         "|---|---|---|---|",

@@ -24,7 +24,6 @@ from bench._docs import write_section  # noqa: E402
 from tests.support import datagen  # noqa: E402
 from tests.support.pgcluster import PgCluster  # noqa: E402
 from tests.support.project import copy_project  # noqa: E402
-from tests.support.qfc_schema import create_schema  # noqa: E402
 
 BIN = Path(sys.executable).parent
 MARK = ("<!-- bench_throughput:begin -->", "<!-- bench_throughput:end -->")
@@ -63,8 +62,8 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="qfc-throughput-"))
     project_src = work / "qfieldcloud"
     with PgCluster() as pg:
+        pg.load_schema()  # the newest recorded QFieldCloud schema, with upstream's indexes
         conn = pg.connect()
-        create_schema(conn)
         (user,) = datagen.make_users(conn, 1)
         projects = datagen.make_projects(conn, "project_project", opts.projects, user)
         settings = {"COMPOSE_PROJECT_NAME": "qfctp%s" % uuid.uuid4().hex[:6], "POSTGRES_PORT": pg.port,

@@ -40,6 +40,16 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   apt_install postgresql
 fi
 
+# --- PostGIS for that server: the recorded QFieldCloud schemas (tests/fixtures/qfieldcloud-schema) create it ------
+# The package matching the newest installed server major, which is the one pgcluster.py uses.
+pg_major=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -type d -printf '%f\n' 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -1 || true)
+if [ -n "$pg_major" ] && [ ! -f "/usr/share/postgresql/$pg_major/extension/postgis.control" ]; then
+  log "installing PostGIS for PostgreSQL $pg_major"
+  apt_install "postgresql-$pg_major-postgis-3"
+elif [ -z "$pg_major" ] && ! ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1; then
+  log "PostGIS not found: the tests load QFieldCloud schemas that need it (install PostGIS 3 for your PostgreSQL)"
+fi
+
 # --- cron: the monitoring role's cron entries (ansible.builtin.cron needs the crontab binary) ------------
 if ! command -v crontab >/dev/null; then
   if is_debian_root; then apt_install cron; else log "crontab not found: the monitoring tests need the cron package"; fi

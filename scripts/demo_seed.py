@@ -1,4 +1,5 @@
-"""Seed the demo database: QFieldCloud's schema and a queue with some history, 30 pending jobs over 12 projects,
+"""Seed the demo database (it already holds QFieldCloud's recorded schema, loaded by tests/support/pgcluster.py):
+a queue with some history, 30 pending jobs over 12 projects,
 one job left `started` by a killed worker (stale) and one `queued` that never started (orphaned).
 
     python scripts/demo_seed.py '<psycopg2 params as JSON>'
@@ -13,14 +14,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support import datagen  # noqa: E402
-from tests.support.qfc_schema import create_schema  # noqa: E402
 
 import psycopg2  # noqa: E402
 
 
 def main():
     conn = psycopg2.connect(**json.loads(sys.argv[1]))
-    create_schema(conn, "project_project")
     users = datagen.make_users(conn, 3)
     projects = datagen.make_projects(conn, "project_project", 14, users)
     for i in range(40):  # the last hours' history

@@ -18,9 +18,8 @@ import docker
 import pytest
 from psycopg2 import sql
 
-from tests.support.pgcluster import PgCluster
+from tests.support.pgcluster import NEWEST, SCHEMA_VERSIONS, PgCluster, project_table
 from tests.support.project import copy_project
-from tests.support.qfc_schema import create_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -197,16 +196,19 @@ def assert_no_secrets(text, *more):
 def pg():
     """One throwaway PostgreSQL server for the session; each test gets its own database in it."""
     with PgCluster() as cluster:
+        cluster.schema_template(NEWEST)  # tests/support/fleet.py copies it by name
         yield cluster
 
 
 class QfcDb:
-    """A fresh database with QFieldCloud's schema and a .env that points at it."""
+    """A fresh database with a recorded QFieldCloud schema (tests/fixtures/qfieldcloud-schema) and a .env that
+    points at it."""
 
-    def __init__(self, pg, name, project_table, env_file):
+    def __init__(self, pg, name, version, env_file):
         self.pg = pg
         self.name = name
-        self.project_table = project_table
+        self.version = version
+        self.project_table = project_table(version)
         self.env_file = env_file
         self.conn = pg.connect(dbname=name)
 
@@ -235,16 +237,12 @@ class QfcDb:
 def make_db(pg, tmp_path):
     made = []
 
-    def factory(project_table="project_project"):
+    def factory(version=NEWEST):
+        """A database with the recorded schema of QFieldCloud ``version`` (one of SCHEMA_VERSIONS)."""
         name = "qfct_%s" % uuid.uuid4().hex[:10]
-        admin = pg.connect()
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        admin.close()
+        pg.create_database(name, version)
         env_file = tmp_path / ("%s.env" % name)
-        db = QfcDb(pg, name, project_table, env_file)
-        create_schema(db.conn, project_table)
+        db = QfcDb(pg, name, version, env_file)
         env_file.write_text(db.env_text())
         made.append(db)
         return db
@@ -259,9 +257,14 @@ def make_db(pg, tmp_path):
         admin.close()
 
 
+# The version matrix: a test marked @all_versions gets ``qfcdb`` once per recorded QFieldCloud schema; any other
+# test gets the newest. Core scenarios run on all versions, the rest on the newest only (time budget).
+all_versions = pytest.mark.parametrize("qfcdb", SCHEMA_VERSIONS, indirect=True)
+
+
 @pytest.fixture
-def qfcdb(make_db):
-    return make_db()
+def qfcdb(make_db, request):
+    return make_db(getattr(request, "param", NEWEST))
 
 
 FIXTURE_DB = ROOT / "tests" / "fixtures" / "stack-db"

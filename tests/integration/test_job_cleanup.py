@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import docker
 import pytest
-from conftest import run_module
+from conftest import all_versions, run_module
 
 from tests.support import datagen
+from tests.support.pgcluster import SCHEMA_VERSIONS
 
 CLEANUP = "qfieldcloud.ops.qfc_job_cleanup"
 UPSTREAM_FEEDBACK = {"error_stack": "", "error": "Job unexpectedly terminated.", "error_origin": "worker_wrapper",
@@ -37,9 +38,9 @@ def setup_jobs(db):
     return user, jobs, deltas
 
 
-@pytest.mark.parametrize("project_table", ["project_project", "core_project"])
-def test_stale_mirrors_upstream_cron_check_run_check_run(make_db, project_table):
-    db = make_db(project_table)
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_stale_mirrors_upstream_cron_check_run_check_run(make_db, version):
+    db = make_db(version)
     user, jobs, deltas = setup_jobs(db)
     stale = {jobs["stale_started"], jobs["stale_queued"], jobs["stale_delta_apply"]}
     check1 = cleanup(db, check=True)
@@ -82,6 +83,7 @@ def test_stale_threshold_follows_the_worker_timeout(qfcdb):
     assert cleanup(qfcdb, check=True)["threshold_s"] == 86410
 
 
+@all_versions
 def test_orphaned_queued_and_running_containers(qfcdb):
     _user, jobs, _deltas = setup_jobs(qfcdb)
     (user,) = datagen.make_users(qfcdb.conn, 1)
@@ -113,6 +115,7 @@ def test_age_mode_leaves_a_long_waiting_job_that_just_started(qfcdb):
     assert qfcdb.status(waited) == "started"
 
 
+@all_versions
 def test_age_mode_needs_opt_in_for_pending(qfcdb):
     _user, jobs, _deltas = setup_jobs(qfcdb)
     refused = cleanup(qfcdb, mode="age", older_than="24h", statuses=["pending", "queued"])

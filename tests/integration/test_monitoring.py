@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import BIN, ROOT, make_db_stack, run_playbook
+from conftest import BIN, ROOT, all_versions, make_db_stack, run_playbook
 
 from tests.support import datagen
 
@@ -119,6 +119,7 @@ def test_converge_is_idempotent_check_safe_and_removable(monitored):
     assert changed(purged) > 0 and not paths["qfc_monitoring_log"].exists() and not rotated.exists()
 
 
+@all_versions
 def test_cron_command_writes_csv_and_textfile_matching_the_database(monitored):
     inv, paths, db = monitored["inventory"], monitored["paths"], monitored["db"]
     assert changed(run_playbook(PLAYBOOK, inv)) > 0

@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_module
+from conftest import all_versions, run_module
 
 from tests.support import datagen
+from tests.support.pgcluster import PROJECT_TABLE, SCHEMA_VERSIONS
 
 FACTS = "qfieldcloud.ops.qfc_queue_facts"
 
@@ -48,9 +49,9 @@ def scenario(db):
     return ids
 
 
-@pytest.mark.parametrize("project_table", ["project_project", "core_project"])
-def test_facts_match_the_database(make_db, project_table):
-    db = make_db(project_table)
+@pytest.mark.parametrize("version, project_table", [(v, PROJECT_TABLE[v]) for v in SCHEMA_VERSIONS])
+def test_facts_match_the_database(make_db, version, project_table):
+    db = make_db(version)
     scenario(db)
     q = facts({"env_file": str(db.env_file)})
     assert q["project_table"] == project_table
@@ -77,6 +78,7 @@ def test_facts_match_the_database(make_db, project_table):
     assert q["query_ms"] < 1000
 
 
+@all_versions
 def test_thresholds_window_and_timeout_options(qfcdb):
     scenario(qfcdb)
     q = facts({"env_file": str(qfcdb.env_file), "window": "2h", "worker_timeout_s": 86400,
@@ -122,7 +124,7 @@ def test_unreachable_host(qfcdb):
 
 
 def test_before_v25_26_is_refused_clearly(make_db):
-    db = make_db("core_project")
+    db = make_db("v25.26")  # the first release with locked_at, turned back into the one before
     with db.conn, db.conn.cursor() as cur:
         cur.execute("ALTER TABLE core_project DROP COLUMN locked_at,"
                     " ADD COLUMN is_locked boolean NOT NULL DEFAULT false")

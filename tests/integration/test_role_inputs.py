@@ -20,7 +20,6 @@ import pytest
 from conftest import BIN, ROOT, ansible_env, make_stack
 
 from tests.support.pgcluster import PgCluster
-from tests.support.qfc_schema import create_schema
 
 SCALE = ROOT / "playbooks" / "scale.yml"
 CLEANUP = ROOT / "playbooks" / "cleanup.yml"
@@ -78,9 +77,7 @@ def test_health_gate_after_the_change_hangs_and_the_host_is_scaled_back(tmp_path
     gate_timeout = 4
     try:
         with PgCluster() as pg:
-            conn = pg.connect()
-            create_schema(conn, "project_project")
-            conn.close()
+            pg.load_schema()
             inventory = write_inventory(tmp_path, stack.path, qfc_db_host=pg.host, qfc_db_port=pg.port,
                                         qfc_db_user=pg.user, qfc_db_name=pg.dbname)
             postmaster = int((pg.datadir / "postmaster.pid").read_text().split()[0])

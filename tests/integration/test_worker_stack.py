@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import run_module
+from conftest import all_versions, run_module
 
 from tests.support import datagen
 
@@ -24,6 +24,7 @@ def live(db):
     return db.one("SELECT count(*) FROM core_job WHERE status IN ('pending', 'queued', 'started')")[0]
 
 
+@all_versions
 def test_workers_drain_the_queue_and_facts_match(db_stack):
     stack, db = db_stack
     (user,) = datagen.make_users(db.conn, 1)
@@ -48,6 +49,7 @@ def test_workers_drain_the_queue_and_facts_match(db_stack):
     assert overlaps == 0
 
 
+@all_versions
 def test_killed_worker_leaves_a_stale_job_that_cleanup_fails_and_the_project_runs_again(db_stack):
     stack, db = db_stack
     (user,) = datagen.make_users(db.conn, 1)

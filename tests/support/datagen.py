@@ -15,7 +15,48 @@ from collections.abc import Sequence
 from psycopg2 import sql
 from psycopg2.extras import Json
 
-from .qfc_schema import check_project_table
+PROJECT_TABLES = ("project_project", "core_project")  # v26.21+ and earlier (tests/fixtures/qfieldcloud-schema)
+
+# Values for the NOT NULL columns Django fills from the model (the database has no defaults). Upstream's model
+# defaults where it has them (qfieldcloud/core/models.py, project/models.py); a column the recorded schema marks NOT
+# NULL and this map lacks makes the insert fail loudly rather than guess.
+USER_COLUMNS = {"password": "'!'", "is_superuser": "false", "first_name": "''", "last_name": "''",
+                "is_staff": "false", "type": "1"}  # "!": Django's unusable password; type 1 = PERSON
+PROJECT_COLUMNS = {
+    "description": "''", "overwrite_conflicts": "true", "repackaging_cache_expire": "interval '60 minutes'",
+    "file_storage_bytes": "0", "packaging_offliner": "'pythonmini'", "has_restricted_projectfiles": "false",
+    "file_storage": "'default'", "attachments_file_storage": "'default'", "is_featured": "false",
+    "is_attachment_download_on_demand": "false",
+    "legacy_thumbnail_uri": "''",  # v25.26 only
+    "are_attachments_versioned": "true",  # v26.20+
+    "project_type": "'regular'",  # v26.21+ (project_project)
+}
+# Set by the INSERT itself.
+_PROJECT_SET = {"id", "name", "owner_id", "is_public", "created_at", "updated_at", "locked_at"}
+
+
+def check_project_table(project_table: str) -> str:
+    """Table names are pasted into SQL, so only the two real ones are accepted."""
+    if project_table not in PROJECT_TABLES:
+        raise ValueError("project_table must be one of %s, not %r" % (PROJECT_TABLES, project_table))
+    return project_table
+
+
+def _required_columns(cur, table: str, given: set[str]) -> list[str]:
+    """The table's NOT NULL columns without a database default that ``given`` does not set."""
+    cur.execute("""
+        SELECT column_name FROM information_schema.columns
+        WHERE table_schema = 'public' AND table_name = %s AND is_nullable = 'NO' AND column_default IS NULL
+          AND is_identity = 'NO'
+        ORDER BY ordinal_position""", [table])
+    return [name for (name,) in cur.fetchall() if name not in given]
+
+
+def _fill(table: str, columns: list[str], values: dict) -> list[str]:
+    missing = [c for c in columns if c not in values]
+    if missing:
+        raise ValueError("%s: no value for NOT NULL column(s) %s" % (table, ", ".join(missing)))
+    return [values[c] for c in columns]
 
 STATUSES = ("pending", "queued", "started", "finished", "stopped", "failed")
 TYPES = ("package", "delta_apply", "process_projectfile", "create_project")
@@ -34,13 +75,16 @@ STUCK_KINDS = {
 
 
 def make_users(conn, n: int) -> list[int]:
-    """n active users named user<id>."""
+    """n active users (persons) named user<id>."""
     with conn, conn.cursor() as cur:
-        cur.execute("""
-            INSERT INTO core_user (id, username, email, date_joined, is_active)
-            SELECT id, 'user' || id, 'user' || id || '@example.com', now() - random() * interval '3 years', true
+        extra = _required_columns(cur, "core_user", {"id", "username", "email", "date_joined", "is_active"})
+        cur.execute(sql.SQL("""
+            INSERT INTO core_user (id, username, email, date_joined, is_active{extra})
+            SELECT id, 'user' || id, 'user' || id || '@example.com', now() - random() * interval '3 years', true{values}
             FROM (SELECT nextval(pg_get_serial_sequence('core_user', 'id')) AS id FROM generate_series(1, %s)) AS s
-            RETURNING id""", [n])
+            RETURNING id""").format(
+                extra=sql.SQL("").join(sql.SQL(", ") + sql.Identifier(c) for c in extra),
+                values=sql.SQL("".join(", " + v for v in _fill("core_user", extra, USER_COLUMNS)))), [n])
         return sorted(row[0] for row in cur.fetchall())
 
 
@@ -48,15 +92,19 @@ def make_projects(conn, project_table: str, n: int, owner_id: int | Sequence[int
     """n projects; the first `locked` ones have locked_at set. owner_id may be a list, used round-robin."""
     owners = [owner_id] if isinstance(owner_id, int) else list(owner_id)
     ids = [str(uuid.uuid4()) for _i in range(n)]
-    query = sql.SQL("""
-        INSERT INTO {} (id, name, owner_id, is_public, created_at, updated_at, locked_at)
-        SELECT id, 'project-' || left(id::text, 8), (%(owners)s::int[])[1 + mod(i - 1, %(n_owners)s)], false,
-               created, created, CASE WHEN i <= %(locked)s THEN now() END
-        FROM (SELECT id, i, now() - random() * interval '2 years' AS created
-              FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS p(id, i) OFFSET 0) AS p""")
+    table = check_project_table(project_table)
     with conn, conn.cursor() as cur:
-        cur.execute(query.format(sql.Identifier(check_project_table(project_table))),
-                    {"ids": ids, "owners": owners, "n_owners": len(owners), "locked": locked})
+        extra = _required_columns(cur, table, _PROJECT_SET)
+        # The project name is the full id: unique per owner (project_owner_name_uniq) whatever the ids.
+        query = sql.SQL("""
+            INSERT INTO {table} (id, name, owner_id, is_public, created_at, updated_at, locked_at{extra})
+            SELECT id, 'project-' || id::text, (%(owners)s::int[])[1 + mod(i - 1, %(n_owners)s)], false,
+                   created, created, CASE WHEN i <= %(locked)s THEN now() END{values}
+            FROM (SELECT id, i, now() - random() * interval '2 years' AS created
+                  FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS p(id, i) OFFSET 0) AS p""").format(
+            table=sql.Identifier(table), extra=sql.SQL("").join(sql.SQL(", ") + sql.Identifier(c) for c in extra),
+            values=sql.SQL("".join(", " + v for v in _fill(table, extra, PROJECT_COLUMNS))))
+        cur.execute(query, {"ids": ids, "owners": owners, "n_owners": len(owners), "locked": locked})
     return ids
 
 

@@ -37,9 +37,8 @@ if str(ROOT) not in sys.path:
 import psycopg2  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 
-from tests.support.pgcluster import free_port  # noqa: E402
+from tests.support.pgcluster import NEWEST, free_port, template_name  # noqa: E402
 from tests.support.project import copy_project  # noqa: E402
-from tests.support.qfc_schema import create_schema  # noqa: E402
 
 IMAGE = os.environ.get("QFC_FLEET_NODE_IMAGE", "qfc-test/fleet-node:1")
 FIXTURE = ROOT / "tests" / "fixtures" / "stack"
@@ -188,12 +187,9 @@ class Fleet:
             for database in sorted({n.database for n in self.nodes}):
                 with admin.cursor() as cur:
                     cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-                conn = psycopg2.connect(dbname=database, **self.pg)
-                try:
-                    create_schema(conn)
-                finally:
-                    conn.close()
+                    # The cluster (pgcluster.py's CLI) keeps the newest recorded QFieldCloud schema as a template.
+                    cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(database), sql.Identifier(template_name(NEWEST))))
         finally:
             admin.close()
 

@@ -32,6 +32,30 @@ from psycopg2 import sql
 
 SERVER_USER = "postgres"  # the server refuses to run as root; this is the Debian package's system user
 
+# Recorded `pg_dump --schema-only` of upstream QFieldCloud's own `manage.py migrate` (see the README there).
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "qfieldcloud-schema"
+SCHEMA_VERSIONS = ("v25.26", "v26.20", "v26.23", "v26.25")
+NEWEST = SCHEMA_VERSIONS[-1]
+# v26.21 moved the project model into the `project` app (table project_project); the README has the details.
+PROJECT_TABLE = {"v25.26": "core_project", "v26.20": "core_project", "v26.23": "project_project",
+                 "v26.25": "project_project"}
+
+
+def check_version(version: str) -> str:
+    if version not in PROJECT_TABLE:
+        raise ValueError("unknown QFieldCloud schema version %r (known: %s)" % (version, ", ".join(SCHEMA_VERSIONS)))
+    return version
+
+
+def project_table(version: str) -> str:
+    """The project table of a recorded schema version."""
+    return PROJECT_TABLE[check_version(version)]
+
+
+def template_name(version: str) -> str:
+    """The template database that PgCluster.schema_template() makes for ``version``."""
+    return "qfc_template_%s" % check_version(version).replace(".", "_")
+
 
 def find_bindir() -> Path:
     """The newest /usr/lib/postgresql/<version>/bin, else the directory of pg_ctl on PATH."""
@@ -65,6 +89,7 @@ class PgCluster:
         self.port = port or free_port()
         self.bindir = find_bindir()
         self.directory: Path | None = None
+        self.templates: dict[str, str] = {}  # schema version -> template database, loaded on first use
 
     @property
     def datadir(self) -> Path:
@@ -132,6 +157,83 @@ class PgCluster:
         finally:
             conn.close()
 
+    def superuser_connect(self, dbname: str = "postgres"):
+        """A connection as the superuser over the server's Unix socket (trust)."""
+        return psycopg2.connect(host=str(self.datadir), port=self.port, user=self.superuser, dbname=dbname)
+
+    def psql_file(self, path: Path, dbname: str) -> None:
+        """Run an SQL file with psql as the superuser, stopping at the first error. The file goes in on stdin, so
+        the server user needs no access to it."""
+        cmd = [str(self.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.datadir),
+               "-p", str(self.port), "-U", self.superuser, "-d", dbname, "-f", "-"]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", SERVER_USER, "--", *cmd]
+        with open(path, "rb") as stdin:
+            proc = subprocess.run(cmd, cwd=self.directory, stdin=stdin, capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError("psql -f %s failed (rc=%s): %s" % (path, proc.returncode,
+                                                                  proc.stderr.decode(errors="replace")[-3000:]))
+
+    def load_schema(self, dbname: str | None = None, version: str = NEWEST) -> None:
+        """Load the recorded QFieldCloud schema ``version`` into an existing, empty database (default: the
+        cluster's own).
+
+        The dump is loaded as the superuser (it creates the postgis and btree_gist extensions), then every table,
+        view, sequence and function it made is handed to the application role, as on a real server where Django
+        migrated as that role.
+        """
+        dbname = dbname or self.dbname
+        self.psql_file(SCHEMA_DIR / ("%s.sql" % check_version(version)), dbname)
+        conn = self.superuser_connect(dbname)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(_HAND_OVER, {"owner": self.user})
+                for (stmt,) in cur.fetchall():
+                    cur.execute(stmt)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("VACUUM (ANALYZE)")
+        finally:
+            conn.close()
+
+    def schema_template(self, version: str = NEWEST) -> str:
+        """The template database (template_name(version)) holding the recorded schema ``version``, loaded once per
+        cluster; copying it is about ten times faster than loading the dump again."""
+        if version in self.templates:
+            return self.templates[version]
+        name = template_name(version)
+        conn = self.superuser_connect()
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name),
+                                                                         sql.Identifier(self.user)))
+        finally:
+            conn.close()
+        self.load_schema(name, version)
+        conn = self.superuser_connect()
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(name)))
+        finally:
+            conn.close()
+        self.templates[version] = name
+        return name
+
+    def create_database(self, name: str, version: str = NEWEST) -> None:
+        """A new database ``name`` with the recorded QFieldCloud schema ``version``, owned by the application role
+        and created by it (CREATEDB), the way QFieldCloud's own database is."""
+        template = self.schema_template(version)
+        conn = self.connect(dbname="postgres")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                            sql.Identifier(template)))
+        finally:
+            conn.close()
+
     def stop(self) -> None:
         """Immediate shutdown and removal of the directory; safe to call twice or after a failed start."""
         atexit.unregister(self.stop)
@@ -158,15 +260,41 @@ class PgCluster:
         self.stop()
 
 
+# Ownership of what the dump created goes to the application role; extension members (spatial_ref_sys, the postgis
+# functions) stay with the superuser. Sequences of identity columns follow their table.
+_HAND_OVER = """
+SELECT format('ALTER %%s %%s OWNER TO %%I',
+              CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+                             WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,
+              c.oid::regclass, %(owner)s)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype IN ('e', 'a', 'i'))
+UNION ALL
+SELECT format('ALTER FUNCTION %%s OWNER TO %%I', p.oid::regprocedure, %(owner)s)
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'public'
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                  AND d.deptype = 'e')
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run a throwaway PostgreSQL cluster until SIGTERM/SIGINT.")
     parser.add_argument("--port", type=int, default=None, help="loopback port (default: a free one)")
+    parser.add_argument("--schema", default=NEWEST, choices=[*SCHEMA_VERSIONS, "none"],
+                        help="recorded QFieldCloud schema to load into the database and to keep as template "
+                             "database template_name(VERSION) (default: %(default)s)")
     args = parser.parse_args()
     # Blocked from the start, so a stop request that arrives during startup waits until start() has finished instead
     # of interrupting initdb or pg_ctl halfway. The server sets its own signal mask, so it does not inherit this.
     signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     with PgCluster(port=args.port) as cluster:
+        if args.schema != "none":
+            cluster.load_schema(version=args.schema)
+            cluster.schema_template(args.schema)
         print(json.dumps(cluster.params), flush=True)
         signal.sigwait(signals)
 
