@@ -41,7 +41,9 @@ from ansible_collections.qfieldcloud.ops.plugins.module_utils import _queue
 COLUMNS = ("timestamp", "queue_depth", "pending", "queued", "started", "useful_backlog", "workers_configured",
            "workers_running", "workers_busy", "finished_last_hour", "failed_last_hour", "success_rate",
            "duration_p50_s", "duration_p95_s", "stuck_stale", "stuck_orphaned_queued", "stuck_old_pending", "status",
-           "error")
+           "error", "worker_timeout_source")
+# Rows written before worker_timeout_source was added end at error; they parse with worker_timeout_source None.
+TIMEOUT_SOURCES = ("option", "env", "constance", "default")
 NUMERIC_COLUMNS = COLUMNS[1:17]
 FLOAT_COLUMNS = ("success_rate", "duration_p50_s", "duration_p95_s")
 STATUS_INDEX = 17
@@ -88,7 +90,10 @@ def parse_line(line):
     fields = line.rstrip("\r\n").split(",")
     if len(fields) <= STATUS_INDEX:
         raise ValueError("%d columns, expected %d" % (len(fields), len(COLUMNS)))
-    if len(fields) > len(COLUMNS):  # an error message whose commas were not replaced
+    source = None
+    if len(fields) > STATUS_INDEX + 2 and fields[-1].strip() in TIMEOUT_SOURCES + ("",):
+        source = fields.pop().strip() or None  # the last column, absent from older rows
+    if len(fields) > STATUS_INDEX + 2:  # an error message whose commas were not replaced
         fields = fields[:STATUS_INDEX + 1] + [",".join(fields[STATUS_INDEX + 1:])]
     try:
         stamp = datetime.strptime(fields[0].strip(), TIMESTAMP_FORMAT)
@@ -97,7 +102,8 @@ def parse_line(line):
     status = fields[STATUS_INDEX].strip()
     if status not in ("ok", "error"):
         raise ValueError("status %r is neither ok nor error" % status[:40])
-    row = {"ts": stamp, "status": status, "error": fields[STATUS_INDEX + 1].strip() if len(fields) > 18 else ""}
+    row = {"ts": stamp, "status": status, "error": fields[STATUS_INDEX + 1].strip() if len(fields) > 18 else "",
+           "worker_timeout_source": source}
     for column, raw in zip(NUMERIC_COLUMNS, fields[1:STATUS_INDEX]):
         # Error rows carry no figures by contract; whatever is there is not trusted.
         row[column] = _number(raw, column) if status == "ok" else None

@@ -7,6 +7,10 @@ facts and the cleanup use."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import os
 import re
 
 STATUSES = ("pending", "queued", "started", "finished", "stopped", "failed")
@@ -80,17 +84,189 @@ def check_statuses(statuses):
                          % (", ".join(repr(s) for s in unknown), ", ".join(STATUSES)))
 
 
+# Schema markers, read in one round trip. v26.21 moved the project table to project_project. The worker timeout moved
+# from django-constance (WORKER_TIMEOUT_S) to the env var QFIELDCLOUD_WORKER_TIMEOUT_S in v26.24, which changed no
+# schema and added no migration (its migrations are v26.23's); the first schema change after it is v26.25's
+# project_qgisproject.area_of_interest (migration project 0010). So the schema says ">= v26.25" (env) or "<= v26.24";
+# v26.24 itself is told apart by its docker-compose.yml, the first to pass QFIELDCLOUD_WORKER_TIMEOUT_S to the Django
+# services (see timeout_home()).
+SCHEMA_SQL = ("SELECT to_regclass('core_job') IS NOT NULL, to_regclass('project_project') IS NOT NULL,"
+              " to_regclass('core_project') IS NOT NULL, current_database(),"
+              " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('project_qgisproject')"
+              " AND attname = 'area_of_interest' AND NOT attisdropped),"
+              " to_regclass('constance_constance') IS NOT NULL")
+
+ENV_TIMEOUT_KEY = "QFIELDCLOUD_WORKER_TIMEOUT_S"
+CONSTANCE_TIMEOUT_KEY = "WORKER_TIMEOUT_S"
+TIMEOUT_SOURCES = ("option", "env", "constance", "default")
+CONSTANCE_SQL = "SELECT value FROM constance_constance WHERE key = %s"
+# v26.24+ docker-compose.yml: `QFIELDCLOUD_WORKER_TIMEOUT_S: ${QFIELDCLOUD_WORKER_TIMEOUT_S}` in the Django services.
+COMPOSE_TIMEOUT_RE = re.compile(r"^[ \t]+-?[ \t]*[\"']?QFIELDCLOUD_WORKER_TIMEOUT_S[\"']?[ \t]*[:=]", re.M)
+
+
+def schema_facts(row):
+    """The schema query's row -> ``project_table``, ``release`` (the range of QFieldCloud releases the schema fits)
+    and ``has_constance``. Raises :class:`SchemaError` on a database without QFieldCloud."""
+    has_job, has_new, has_old, database, has_area_of_interest, has_constance = row
+    if not has_job or not (has_new or has_old):
+        raise SchemaError("Database %s has no QFieldCloud job tables (core_job and project_project or core_project). "
+                          "Check login_db/POSTGRES_DB, or run QFieldCloud's migrations." % database)
+    if not has_new:
+        release = "<= v26.20"
+    elif has_area_of_interest:
+        release = ">= v26.25"
+    else:
+        release = "v26.21 to v26.24"
+    return {"project_table": "project_project" if has_new else "core_project", "release": release,
+            "has_constance": bool(has_constance)}
+
+
+def detect_schema(cursor, prefix=""):
+    """:func:`schema_facts` of the connected database. ``prefix`` is SQL sent in the same round trip (a ``SET``)."""
+    cursor.execute(prefix + SCHEMA_SQL)
+    return schema_facts(cursor.fetchone())
+
+
 def detect_project_table(cursor, prefix=""):
     """``project_project`` from v26.21, ``core_project`` before. Fails clearly on a database without QFieldCloud.
 
     ``prefix`` is SQL sent in the same round trip (a ``SET LOCAL``)."""
-    cursor.execute(prefix + "SELECT to_regclass('core_job') IS NOT NULL, to_regclass('project_project') IS NOT NULL,"
-                   " to_regclass('core_project') IS NOT NULL, current_database()")
-    has_job, has_new, has_old, database = cursor.fetchone()
-    if not has_job or not (has_new or has_old):
-        raise SchemaError("Database %s has no QFieldCloud job tables (core_job and project_project or core_project). "
-                          "Check login_db/POSTGRES_DB, or run QFieldCloud's migrations." % database)
-    return "project_project" if has_new else "core_project"
+    return detect_schema(cursor, prefix)["project_table"]
+
+
+def compose_passes_timeout(compose_text):
+    """Whether a docker-compose.yml passes QFIELDCLOUD_WORKER_TIMEOUT_S to its services (upstream's from v26.24);
+    None when there is no file to read."""
+    if compose_text is None:
+        return None
+    return bool(COMPOSE_TIMEOUT_RE.search(compose_text))
+
+
+def read_compose(directory):
+    """The text of ``directory``/docker-compose.yml, or None."""
+    if not directory:
+        return None
+    try:
+        with open(os.path.join(directory, "docker-compose.yml"), encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def timeout_home(release, compose_passes=None):
+    """Where the release reads the worker timeout: ``env`` (v26.24+) or ``constance`` (v26.23 and before).
+
+    The schema of v26.24 is v26.23's; a docker-compose.yml that passes QFIELDCLOUD_WORKER_TIMEOUT_S (``compose_passes``)
+    marks v26.24 there. Without one, v26.21 to v26.24 is read as v26.23 (constance)."""
+    if release == ">= v26.25":
+        return "env"
+    if release == "v26.21 to v26.24" and compose_passes:
+        return "env"
+    return "constance"
+
+
+def _unpickle_small_int(data):
+    """The int a pickle of a plain int holds, parsed by hand (nothing is unpickled). ValueError for anything else."""
+    pos = 0
+    if data[:1] == b"\x80":  # PROTO
+        pos = 2
+        if data[pos:pos + 1] == b"\x95":  # FRAME + 8-byte length
+            pos += 9
+    op = data[pos:pos + 1]
+    if op == b"K":  # BININT1
+        value, pos = data[pos + 1], pos + 2
+    elif op == b"M":  # BININT2
+        value, pos = int.from_bytes(data[pos + 1:pos + 3], "little"), pos + 3
+    elif op == b"J":  # BININT
+        value, pos = int.from_bytes(data[pos + 1:pos + 5], "little", signed=True), pos + 5
+    elif op in (b"I", b"L"):  # protocol 0: I600\n or L600L\n
+        end = data.index(b"\n", pos)
+        text = data[pos + 1:end].decode("ascii").rstrip("L")
+        if text in ("00", "01"):  # protocol 0's booleans
+            raise ValueError("a boolean")
+        value, pos = int(text), end + 1
+    else:
+        raise ValueError("not a pickled integer")
+    if data[pos:pos + 1] == b"\x94":  # MEMOIZE (protocol 4+)
+        pos += 1
+    if data[pos:] != b".":
+        raise ValueError("not a pickled integer")
+    return value
+
+
+def decode_constance_int(raw):
+    """A django-constance DatabaseBackend value -> int, or None when the row holds no value (the default applies).
+
+    django-constance 4.x (QFieldCloud v25.26 and later pin 4.3.x) stores JSON through its codec:
+    ``{"__type__": "default", "__value__": 600}``; its migration 0003_drop_pickle rewrote older rows. Before 4.0 it
+    stored base64 of a pickle; a pickled plain int is parsed by hand (nothing is ever unpickled), anything else is
+    refused. Raises ValueError with the reason."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+        try:
+            value = _unpickle_small_int(base64.b64decode(text.encode("ascii"), validate=True))
+        except (ValueError, IndexError, UnicodeError, binascii.Error) as exc:
+            raise ValueError("%r is neither django-constance's JSON encoding nor a pickled integer (%s)"
+                             % (text[:60], exc)) from None
+    else:
+        if not (isinstance(data, dict) and set(data) == {"__type__", "__value__"}):
+            raise ValueError("%r is not django-constance's JSON encoding ({\"__type__\": ..., \"__value__\": ...})"
+                             % text[:60])
+        if data["__type__"] != "default":
+            raise ValueError("%r holds a %s, not an integer" % (text[:60], data["__type__"]))
+        value = data["__value__"]
+        if value is None:
+            return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("%r is not an integer" % text[:60])
+    return value
+
+
+def read_constance_timeout(cursor):
+    """WORKER_TIMEOUT_S from constance_constance (None: no row or no value). Raises SchemaError when the row cannot be
+    read as a number of seconds."""
+    cursor.execute(CONSTANCE_SQL, [CONSTANCE_TIMEOUT_KEY])
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    try:
+        value = decode_constance_int(row[0])
+        return None if value is None else check_worker_timeout(value)
+    except ValueError as exc:
+        raise SchemaError("constance_constance's %s cannot be used as the worker timeout: %s. Fix it in the Django "
+                          "admin (Constance, Worker) or pass worker_timeout_s."
+                          % (CONSTANCE_TIMEOUT_KEY, exc)) from None
+
+
+def resolve_worker_timeout(option, env, home, constance_value=None):
+    """(seconds, source): the option wins; then where the release reads it: the .env variable (``env``, v26.24+) or
+    the constance row (``constance``, v26.23 and before); else upstream's default, 600."""
+    if option is not None:
+        return option, "option"
+    if home == "env":
+        value = env.get(ENV_TIMEOUT_KEY)
+        if value and value.strip().isdigit() and int(value) >= 1:
+            return int(value), "env"
+    elif constance_value is not None:
+        return constance_value, "constance"
+    return DEFAULT_WORKER_TIMEOUT_S, "default"
+
+
+def worker_timeout_from_db(cursor, schema, option, env, compose_text=None):
+    """Resolve the worker timeout on an open connection: (seconds, source, home)."""
+    home = timeout_home(schema["release"], compose_passes_timeout(compose_text))
+    constance = None
+    if option is None and home == "constance" and schema["has_constance"]:
+        constance = read_constance_timeout(cursor)
+    seconds, source = resolve_worker_timeout(option, env, home, constance)
+    return seconds, source, home
 
 
 def check_locked_at(cursor, project_table):
@@ -101,10 +277,3 @@ def check_locked_at(cursor, project_table):
     if not cursor.fetchone()[0]:
         raise SchemaError("%s has no locked_at column: QFieldCloud before v25.26 (Project.is_locked) is not supported "
                           "by the queue facts. qfc_job_cleanup does not need it." % project_table)
-
-
-def worker_timeout(env, override=None):
-    if override is not None:
-        return override
-    value = env.get("QFIELDCLOUD_WORKER_TIMEOUT_S")
-    return int(value) if value and value.strip().isdigit() else DEFAULT_WORKER_TIMEOUT_S

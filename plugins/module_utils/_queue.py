@@ -22,38 +22,47 @@ DEFAULT_THRESHOLDS = {
     "pending_after_s": 86400,           # pending longer than this is reported as stuck (not failed: upstream runs it)
 }
 
-# Final statuses are counted over the window, not over the whole history: a lifetime count of finished jobs scans
-# every row of core_job (hundreds of ms at a million rows) and says nothing about today. finished_at has no index;
-# jobs that ended in the window were created before it, so the scan runs on the created_at index, back to the
-# window plus this margin for time spent waiting in the queue (a job that waited longer is an old_pending anomaly).
-QUEUE_WAIT_MARGIN_S = 86400
-
+# Final statuses are counted by when the job ENDED: every job whose finished_at (updated_at when a final job has no
+# finished_at) lies within the window, however long ago it was created. Upstream's cron and qfc_job_cleanup fail
+# jobs created days ago, and upstream's wrapper saves finished_at without touching updated_at
+# (save(update_fields=["status", "finished_at"])), so neither created_at nor updated_at can bound the scan; no
+# upstream index covers finished_at, and the query reads the final-status rows (see docs/performance.md for the cost
+# and the optional operator-created index that removes it).
+#
+# useful_backlog is what upstream's dequeue can start now: it takes the oldest pending job of a project with no
+# queued or started job and no locked_at, and once it is queued the project is busy, so free workers start at most one
+# job per eligible project. `startable` is that job for each such project (the same rule as
+# tests/fixtures/worker_sim/dequeue.py and upstream's `manage.py dequeue`).
 FACTS_SQL = """
 WITH live AS (
     SELECT status, count(*) AS n FROM core_job WHERE status IN ('pending', 'queued', 'started') GROUP BY status
 ), busy_projects AS (
     SELECT DISTINCT project_id FROM core_job WHERE status IN ('queued', 'started')
-), eligible AS (
-    SELECT j.project_id, j.created_at FROM core_job j JOIN {project_table} p ON p.id = j.project_id
-    WHERE j.status = 'pending' AND p.locked_at IS NULL
-      AND j.project_id NOT IN (SELECT project_id FROM busy_projects)
+), startable AS (
+    SELECT DISTINCT ON (j.project_id) j.project_id, j.created_at
+      FROM core_job j JOIN {project_table} p ON p.id = j.project_id
+     WHERE j.status = 'pending' AND p.locked_at IS NULL
+       AND j.project_id NOT IN (SELECT project_id FROM busy_projects)
+     ORDER BY j.project_id, j.created_at
 ), recent AS (
     SELECT status, started_at, coalesce(finished_at, updated_at) AS ended_at FROM core_job
-    WHERE created_at >= now() - make_interval(secs => %(history_scan_s)s)
-      AND status IN ('finished', 'stopped', 'failed')
-      AND coalesce(finished_at, updated_at) >= now() - make_interval(secs => %(window_s)s)
+    WHERE status IN ('finished', 'stopped', 'failed')
+      AND (finished_at >= now() - make_interval(secs => %(scan_s)s)
+           OR finished_at IS NULL AND updated_at >= now() - make_interval(secs => %(scan_s)s))
+), in_window AS (
+    SELECT * FROM recent WHERE ended_at >= now() - make_interval(secs => %(window_s)s)
 ), durations AS (
-    SELECT extract(epoch FROM ended_at - started_at) AS d FROM recent
+    SELECT extract(epoch FROM ended_at - started_at) AS d FROM in_window
     WHERE status = 'finished' AND started_at IS NOT NULL
 )
 SELECT json_build_object(
     'by_status', (SELECT coalesce(json_object_agg(status, n), '{{}}') FROM (
                     SELECT status, n FROM live
-                    UNION ALL SELECT status, count(*) FROM recent GROUP BY status) s),
+                    UNION ALL SELECT status, count(*) FROM in_window GROUP BY status) s),
     'oldest_pending_age_s', (SELECT extract(epoch FROM now() - min(created_at)) FROM core_job WHERE status = 'pending'),
-    'useful_backlog', (SELECT count(*) FROM eligible),
-    'eligible_projects', (SELECT count(DISTINCT project_id) FROM eligible),
-    'oldest_eligible_age_s', (SELECT extract(epoch FROM now() - min(created_at)) FROM eligible),
+    'useful_backlog', (SELECT count(*) FROM startable),
+    'eligible_projects', (SELECT count(*) FROM startable),
+    'oldest_eligible_age_s', (SELECT extract(epoch FROM now() - min(created_at)) FROM startable),
     'busy_projects', (SELECT count(*) FROM busy_projects),
     'locked_projects_waiting', (SELECT count(DISTINCT j.project_id) FROM core_job j
                                 JOIN {project_table} p ON p.id = j.project_id
@@ -78,10 +87,16 @@ def facts_sql(project_table):
 
 
 def gather(conn_params, worker_timeout, window_s, pending_after_s, statement_timeout_ms, call_timeout=None,
-           deadline=None):
-    """Connect, detect the schema and run FACTS_SQL in one read-only transaction; returns the shaped facts.
+           deadline=None, env=None, compose_text=None):
+    """Connect, detect the schema, resolve the worker timeout and run FACTS_SQL in one read-only transaction; returns
+    the shaped facts.
 
-    Round trips: the statement timeout with the schema query, every metric in one statement, the rollback.
+    ``worker_timeout``: the explicit option (it wins), or None to read it where the detected release reads it
+    (``env``: the .env variables; ``compose_text``: the deployment's docker-compose.yml, which tells v26.24 from
+    v26.23, see :func:`_jobs.timeout_home`). The facts say which in ``worker_timeout_source``.
+
+    Round trips: the statement timeout with the schema query, the constance row (only on releases that read it and
+    without the option), every metric in one statement, the rollback.
 
     Deadlines: the login waits at most ``conn_params["connect_timeout"]`` seconds; every later call at most
     ``call_timeout`` seconds (default: ``statement_timeout_ms`` plus :data:`_postgres.CANCEL_GRACE_S`, so that a live
@@ -96,16 +111,18 @@ def gather(conn_params, worker_timeout, window_s, pending_after_s, statement_tim
     try:
         conn.set_session(readonly=True)
         with conn.cursor() as cursor:
-            project_table = _jobs.detect_project_table(
-                cursor, "SET LOCAL statement_timeout = %d; " % int(statement_timeout_ms))
+            schema = _jobs.detect_schema(cursor, "SET LOCAL statement_timeout = %d; " % int(statement_timeout_ms))
+            project_table = schema["project_table"]
             _jobs.check_locked_at(cursor, project_table)
+            timeout, source, _home = _jobs.worker_timeout_from_db(cursor, schema, worker_timeout, env or {},
+                                                                   compose_text)
             started = time.monotonic()
             cursor.execute(facts_sql(project_table), {
-                "stale_after_s": worker_timeout + _jobs.STALE_MARGIN_S,
-                "orphan_after_s": worker_timeout + _jobs.STALE_MARGIN_S,
+                "stale_after_s": timeout + _jobs.STALE_MARGIN_S,
+                "orphan_after_s": timeout + _jobs.STALE_MARGIN_S,
                 "pending_after_s": pending_after_s,
                 "window_s": window_s,
-                "history_scan_s": max(window_s, 3600) + QUEUE_WAIT_MARGIN_S,
+                "scan_s": max(window_s, 3600),  # the window, and at least the last hour
             })
             raw = cursor.fetchone()[0]
             query_ms = (time.monotonic() - started) * 1000.0
@@ -115,7 +132,8 @@ def gather(conn_params, worker_timeout, window_s, pending_after_s, statement_tim
     if isinstance(raw, str):
         raw = json.loads(raw)
     facts = shape(raw, window_s)
-    facts.update(project_table=project_table, worker_timeout_s=worker_timeout, query_ms=round(query_ms, 1))
+    facts.update(project_table=project_table, release=schema["release"], worker_timeout_s=timeout,
+                 worker_timeout_source=source, query_ms=round(query_ms, 1))
     return facts
 
 

@@ -56,7 +56,14 @@ options:
     default: stale
   worker_timeout_s:
     description:
-      - QFieldCloud's worker timeout. Defaults to C(QFIELDCLOUD_WORKER_TIMEOUT_S) from C(.env), else 600.
+      - QFieldCloud's worker timeout. When set it wins (RV(worker_timeout_source=option)).
+      - Otherwise it is read where the database's release reads it, as upstream's cron does. From v26.24,
+        C(QFIELDCLOUD_WORKER_TIMEOUT_S) from C(.env) (V(env)); up to v26.23 the django-constance row
+        C(WORKER_TIMEOUT_S) in C(constance_constance) (V(constance)), whatever C(.env) says; else 600 (V(default)).
+      - The release is told by the schema (C(project_qgisproject.area_of_interest) means v26.25 or later). v26.24 has
+        v26.23's schema; it is recognised by its C(docker-compose.yml) in O(project_src) (or beside O(env_file)),
+        which passes C(QFIELDCLOUD_WORKER_TIMEOUT_S) to the services. Without that file a v26.24 database is read as
+        v26.23.
       - O(mode=stale) uses timeout + 10 s, as upstream; it is also the default O(older_than) of O(mode=orphaned_queued).
     type: int
   older_than:
@@ -174,6 +181,19 @@ threshold_s:
   returned: always
   type: int
   sample: 610
+worker_timeout_s:
+  description: The worker timeout used, in seconds (null when the run failed before it was read).
+  returned: always
+  type: int
+  sample: 600
+worker_timeout_source:
+  description:
+    - Where RV(worker_timeout_s) came from. V(option) (O(worker_timeout_s)), V(env) (C(QFIELDCLOUD_WORKER_TIMEOUT_S)
+      in C(.env), v26.24 and later), V(constance) (the C(WORKER_TIMEOUT_S) row, v26.23 and earlier) or V(default)
+      (600, upstream's default).
+  returned: always
+  type: str
+  sample: env
 left_alone:
   description:
     - Candidates left alone, by reason. C(running_container) has a running QGIS container. C(changed_meanwhile)
@@ -213,6 +233,7 @@ failed_batch_outcome:
 """
 
 import json
+import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -273,35 +294,28 @@ QUERY_CANCELED = "57014"
 
 
 class Plan:
-    """What to fail and why, from the options: the WHERE clause, its parameters, and the notes written."""
+    """What to fail and why, from the options: the WHERE clause, its parameters, and the notes written.
+
+    The options are checked at once, before any connection; the thresholds that depend on the worker timeout are set
+    by :meth:`resolve` once the database has told where the release reads it."""
 
     def __init__(self, params, env):
         self.mode = params["mode"]
-        if params["worker_timeout_s"] is not None:
-            _jobs.check_worker_timeout(params["worker_timeout_s"])
-        timeout = _jobs.worker_timeout(env, params["worker_timeout_s"])
+        self.option = params["worker_timeout_s"]
+        self.env = env
+        if self.option is not None:
+            _jobs.check_worker_timeout(self.option)
         if params["batch_size"] < 1:
             raise ValueError("batch_size must be 1 or more, got %d" % params["batch_size"])
         _postgres.check_timeout_ms("lock_timeout", params["lock_timeout"])
         _postgres.check_timeout_ms("statement_timeout", params["statement_timeout"])
         if params["max_jobs_listed"] < 0:
             raise ValueError("max_jobs_listed must be 0 or more, got %d" % params["max_jobs_listed"])
+        self.older_than = str(params["older_than"]).strip() if params["older_than"] else None
+        self.older_than_s = _jobs.parse_duration(params["older_than"]) if params["older_than"] else None
+        self.worker_timeout_s = self.worker_timeout_source = self.threshold_s = None
         self.params = {}
-        if self.mode == "stale":
-            self.threshold_s = timeout + _jobs.STALE_MARGIN_S
-            self.where = _jobs.STUCK_SQL["stale"]
-            self.params["stale_after_s"] = self.threshold_s
-            self.feedback = dict(_jobs.TERMINATED_FEEDBACK)
-            self.output = _jobs.TERMINATED_OUTPUT
-            self.reason = "started_at older than the worker timeout + %ds (upstream's cron rule)" % _jobs.STALE_MARGIN_S
-            return
-        if self.mode == "orphaned_queued":
-            self.threshold_s = _jobs.parse_duration(params["older_than"] or timeout + _jobs.STALE_MARGIN_S)
-            self.where = _jobs.STUCK_SQL["orphaned_queued"]
-            self.params["orphan_after_s"] = self.threshold_s
-            given = str(params["older_than"]).strip() if params["older_than"] else None
-            label = "queued but never started >%s" % (given or _jobs.format_duration(self.threshold_s))
-        else:
+        if self.mode == "age":
             if not params["older_than"]:
                 raise ValueError("mode=age needs older_than, for example 24h or 2d")
             statuses = params["statuses"]
@@ -315,16 +329,36 @@ class Plan:
             if "pending" in statuses and not params["allow_pending"]:
                 raise ValueError("failing pending jobs needs allow_pending=true: upstream still runs pending jobs "
                                  "once their project is free")
-            self.threshold_s = _jobs.parse_duration(params["older_than"])
+            self.threshold_s = self.older_than_s
             # started_at too: a job created long ago that a worker took a minute ago is running, not stuck
             self.where = ("status = ANY(%(statuses)s) AND created_at < now() - make_interval(secs => %(older_than_s)s)"
                           " AND (started_at IS NULL OR started_at < now() - make_interval(secs => %(older_than_s)s))")
             self.params.update(statuses=list(statuses), older_than_s=self.threshold_s)
-            label = "stuck >%s" % str(params["older_than"]).strip()
+            self._notes("stuck >%s" % self.older_than)
+
+    def _notes(self, label):
         self.output = "Auto-cleanup: %s" % label
         self.reason = label
         self.feedback = {"error_stack": "", "error": self.output, "error_origin": "qfieldcloud.ops",
                          "container_exit_code": -2}
+
+    def resolve(self, cursor, schema, compose_text=None):
+        """The worker timeout from where the release reads it (the option wins), and the thresholds that use it."""
+        self.worker_timeout_s, self.worker_timeout_source, _home = _jobs.worker_timeout_from_db(
+            cursor, schema, self.option, self.env, compose_text)
+        timeout = self.worker_timeout_s
+        if self.mode == "stale":
+            self.threshold_s = timeout + _jobs.STALE_MARGIN_S
+            self.where = _jobs.STUCK_SQL["stale"]
+            self.params["stale_after_s"] = self.threshold_s
+            self.feedback = dict(_jobs.TERMINATED_FEEDBACK)
+            self.output = _jobs.TERMINATED_OUTPUT
+            self.reason = "started_at older than the worker timeout + %ds (upstream's cron rule)" % _jobs.STALE_MARGIN_S
+        elif self.mode == "orphaned_queued":
+            self.threshold_s = self.older_than_s or timeout + _jobs.STALE_MARGIN_S
+            self.where = _jobs.STUCK_SQL["orphaned_queued"]
+            self.params["orphan_after_s"] = self.threshold_s
+            self._notes("queued but never started >%s" % (self.older_than or _jobs.format_duration(self.threshold_s)))
 
 
 def running_job_ids(module):
@@ -367,14 +401,16 @@ class Cleanup:
         self.left_alone = {"running_container": 0, "changed_meanwhile": 0, "locked_deltas": 0}
         self.max_batch_ms = 0.0
 
-    def setup(self):
+    def setup(self, compose_text=None):
         """Session-wide timeouts (every later statement, the selection included) and the schema check, one round
-        trip, committed so that the settings outlive the transaction."""
+        trip; then the worker timeout where the release reads it (the constance row, one more round trip, only on
+        v26.23 and before without the option). Committed so that the settings outlive the transaction."""
         p = self.module.params
         self.step = "select"
         with self.conn.cursor() as cursor:
-            _jobs.detect_project_table(cursor, "SET statement_timeout = %d; SET lock_timeout = %d; "
-                                       % (p["statement_timeout"], p["lock_timeout"]))
+            schema = _jobs.detect_schema(cursor, "SET statement_timeout = %d; SET lock_timeout = %d; "
+                                         % (p["statement_timeout"], p["lock_timeout"]))
+            self.plan.resolve(cursor, schema, compose_text)
         self.conn.commit()
 
     def select(self):
@@ -429,6 +465,8 @@ class Cleanup:
     def result(self, jobs, count):
         limit = self.module.params["max_jobs_listed"]
         out = {"changed": bool(count), "count": count, "mode": self.plan.mode, "threshold_s": self.plan.threshold_s,
+               "worker_timeout_s": self.plan.worker_timeout_s,
+               "worker_timeout_source": self.plan.worker_timeout_source,
                "left_alone": self.left_alone, "batches": self.batch, "max_batch_ms": self.max_batch_ms}
         out.update(listed(jobs, limit))
         return out
@@ -520,15 +558,17 @@ def main():
     cleanup = None
     conn_params = {}
     try:
-        env, _path = _postgres.load_env(module)
+        env, env_path = _postgres.load_env(module)
         plan = Plan(module.params, env)
+        compose_text = _jobs.read_compose(module.params["project_src"]
+                                          or (os.path.dirname(env_path) if env_path else None))
         conn_params = _postgres.connection_params(module.params, env)
         call_timeout = _postgres.call_timeout_for(module.params["statement_timeout"])
         conn = _postgres.connect(conn_params, call_timeout=call_timeout)
         if module.check_mode:
             conn.set_session(readonly=True)
         cleanup = Cleanup(module, plan, conn)
-        cleanup.setup()
+        cleanup.setup(compose_text)
         cleanup.select()
         if not module.check_mode:
             cleanup.run_batches()

@@ -11,10 +11,11 @@ version_added: 0.1.0
 description:
   - Reads QFieldCloud's C(core_job) table in one read-only transaction with a C(statement_timeout), all metrics in one
     SQL statement (after one query that detects the schema), and returns them as C(ansible_facts.qfc_queue).
-  - Counts by status (C(pending), C(queued) and C(started) now; C(finished), C(stopped) and C(failed) within
-    O(window)), queue depth, the useful backlog (pending jobs whose project has no queued or started job and is
-    not locked, which is what more workers could start now), stuck jobs by kind, the last hour's success rate, job
-    durations over a window, and the worker count configured in C(.env) and running by Compose labels.
+  - Counts by status (C(pending), C(queued) and C(started) now; C(finished), C(stopped) and C(failed) that ended
+    within O(window)), queue depth, the useful backlog (the jobs free workers could start now: upstream's dequeue
+    starts the oldest pending job of each project that has no queued or started job and no C(locked_at), one per
+    project), stuck jobs by kind, the last hour's success rate, job durations over a window, and the worker count
+    configured in C(.env) and running by Compose labels.
   - Adds alerts with the operations guideline's thresholds, the capacity decision matrix and a recommended worker count.
   - Read-only. Every failure (database down, wrong password, a server that stops answering, a lock held past
     O(statement_timeout)) fails the task with a message that names the server (never the password), and changes
@@ -37,14 +38,23 @@ options:
   worker_timeout_s:
     description:
       - QFieldCloud's worker timeout, for the stale definition (C(started_at) older than timeout + 10 s, as upstream's
-        cron).
-      - Defaults to C(QFIELDCLOUD_WORKER_TIMEOUT_S) from C(.env), else 600.
+        cron). When set it wins (C(worker_timeout_source=option)).
+      - Otherwise it is read where the database's release reads it, as upstream's cron does. From v26.24,
+        C(QFIELDCLOUD_WORKER_TIMEOUT_S) from C(.env) (C(env)); up to v26.23 the django-constance row
+        C(WORKER_TIMEOUT_S) in C(constance_constance) (C(constance)), whatever C(.env) says; else 600 (C(default)).
+      - The release is told by the schema (C(project_qgisproject.area_of_interest) means v26.25 or later). v26.24 has
+        v26.23's schema; it is recognised by its C(docker-compose.yml) in O(project_src) (or beside O(env_file)),
+        which passes C(QFIELDCLOUD_WORKER_TIMEOUT_S) to the services. Without that file a v26.24 database is read as
+        v26.23.
     type: int
   window:
     description:
       - Window for the final-status counts and the job durations (C(24h), C(2d), C(90m), or seconds).
-      - Jobs are found through the C(created_at) index back to the window plus one day, so a job that waited more
-        than a day in the queue before it ended is not counted (it shows as C(old_pending) while it waits).
+      - A job counts when it ended within the window (C(finished_at), or C(updated_at) for a final job without one),
+        however long ago it was created, so jobs failed now by upstream's cron or M(qfieldcloud.ops.qfc_job_cleanup)
+        count now. No upstream index covers C(finished_at), so this reads every row of C(core_job) (about 0.4 s on a
+        million jobs); an index on C(core_job.finished_at) that the operator creates brings it back to milliseconds
+        (see docs/queue.md).
     type: str
     default: 24h
   thresholds:
@@ -132,7 +142,9 @@ ansible_facts:
         decision: {action: stop, reason: configuration is sufficient (queue < 5, success > 90%)}
         recommended_replicas: 5
         project_table: project_project
+        release: ">= v26.25"
         worker_timeout_s: 600
+        worker_timeout_source: env
         query_ms: 38.1
 """
 
@@ -202,15 +214,16 @@ def main():
         module.fail_json(msg="Invalid option: %s" % exc)
     conn_params = None
     try:
-        env, _path = _postgres.load_env(module)
-        worker_timeout = _jobs.worker_timeout(env, p["worker_timeout_s"])
+        env, env_path = _postgres.load_env(module)
+        compose_text = _jobs.read_compose(p["project_src"] or (os.path.dirname(env_path) if env_path else None))
         conn_params = _postgres.connection_params(p, env)
         # The whole database part: the login (connect_timeout) and then the statements, each cancelled by the
         # server at statement_timeout; the client gives up a little later, when the server does not answer at all.
         call_timeout = _postgres.call_timeout_for(statement_timeout)
         deadline = time.monotonic() + p["connect_timeout"] + call_timeout
-        facts = _queue.gather(conn_params, worker_timeout, window_s, thresholds_["pending_after_s"],
-                              statement_timeout, call_timeout=call_timeout, deadline=deadline)
+        facts = _queue.gather(conn_params, p["worker_timeout_s"], window_s, thresholds_["pending_after_s"],
+                              statement_timeout, call_timeout=call_timeout, deadline=deadline, env=env,
+                              compose_text=compose_text)
     except ValueError as exc:
         module.fail_json(msg="Invalid option: %s" % exc)
     except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:

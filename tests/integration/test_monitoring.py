@@ -127,17 +127,22 @@ def test_cron_command_writes_csv_and_textfile_matching_the_database(monitored):
     assert proc.returncode == 0, proc.stderr
     assert len(rows(paths)) == 2  # the role's own first run, then cron's
     row = rows(paths)[-1]
-    assert len(row) == 19 and re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", row[0])
+    assert len(row) == 20 and re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", row[0])
     live = dict(db.all("SELECT status, count(*) FROM core_job GROUP BY status"))
     assert int(row[1]) == live.get("pending", 0) + live.get("queued", 0) == 2
     assert row[2:9] == ["1", "1", "1", "0", "1", "1", "0"]  # pending queued started backlog configured running busy
     assert row[14:19] == ["1", "1", "0", "ok", ""]
+    # The worker timeout's source, last column: .env on v26.24+ (the stack's compose file passes the variable, as
+    # upstream's does from v26.24, which tells a v26.23-shaped schema apart); no constance row on the older ones.
+    source = "env" if db.version not in ("v25.26", "v26.20") else "default"
+    assert row[19] == source
     prom = paths["qfc_monitoring_textfile"].read_text()
     project = monitored["stack"].project
     assert "# HELP qfieldcloud_queue_depth " in prom and "# TYPE qfieldcloud_queue_depth gauge" in prom
     assert 'qfieldcloud_queue_depth{project="%s"} 2' % project in prom
     assert 'qfieldcloud_stuck_jobs{kind="stale",project="%s"} 1' % project in prom
     assert 'qfieldcloud_workers_running{project="%s"} 1' % project in prom
+    assert 'qfieldcloud_worker_timeout_seconds{project="%s",source="%s"} 600' % (project, source) in prom
     assert 'qfieldcloud_collector_up{project="%s"} 1' % project in prom
     # the seed's awk one-liner still reads the log
     awk = subprocess.run(["awk", "-F,", "{sum+=$2; count++} END {print sum/count}", str(paths["qfc_monitoring_log"])],
@@ -197,7 +202,7 @@ def test_timeout_and_concurrent_runs(monitored):
     command = cron_command(paths).replace(">/dev/null 2>&1", "")
     procs = [subprocess.Popen(["sh", "-c", command]) for _n in range(6)]
     assert [p.wait(timeout=60) for p in procs] == [0] * 6
-    assert len(rows(paths)) == 8 and all(len(r) == 19 and r[17] == "ok" for r in rows(paths))
+    assert len(rows(paths)) == 8 and all(len(r) == 20 and r[17] == "ok" for r in rows(paths))
 
 
 def test_argument_spec_rejects_bad_state(monitored):

@@ -61,8 +61,9 @@ def test_facts_match_the_database(make_db, version, project_table):
         "SELECT status, count(*) FROM core_job WHERE status IN ('pending', 'queued', 'started')"
         " OR coalesce(finished_at, updated_at) >= now() - interval '24 hours' GROUP BY status"), stopped=0)
     assert q["queue_depth"] == 7
-    # free (2 jobs) + free2 (1) + old_pending (1); not the locked project, not the busy ones
-    assert (q["useful_backlog"], q["eligible_projects"]) == (4, 3)
+    # one per eligible project, as upstream's dequeue: free (its older of 2 jobs), free2, old_pending; not the
+    # locked project, not the busy ones
+    assert (q["useful_backlog"], q["eligible_projects"]) == (3, 3)
     assert q["busy_projects"] == 3 and q["locked_projects_waiting"] == 1
     assert q["oldest_pending_age_s"] == pytest.approx(3 * 86400, abs=5)
     assert q["stuck"] == {"stale": 1, "orphaned_queued": 1, "old_pending": 1}

@@ -43,7 +43,7 @@ from ansible_collections.qfieldcloud.ops.plugins.module_utils import _envfile, _
 COLUMNS = ("timestamp", "queue_depth", "pending", "queued", "started", "useful_backlog", "workers_configured",
            "workers_running", "workers_busy", "finished_last_hour", "failed_last_hour", "success_rate",
            "duration_p50_s", "duration_p95_s", "stuck_stale", "stuck_orphaned_queued", "stuck_old_pending", "status",
-           "error")
+           "error", "worker_timeout_source")
 DOCKER_SOCKET = "/var/run/docker.sock"
 GRACE_S = 3.0  # the SIGALRM backstop fires this long after the run's deadline
 WRITE_RESERVE_S = 1.0  # the database must give up this long before the deadline: the sinks still need writing
@@ -135,14 +135,14 @@ def fmt(value):
 
 def csv_row(stamp, facts=None, workers=None, error=None):
     if facts is None:
-        values = [stamp] + [""] * 16 + ["error", (error or "").replace(",", ";").replace("\n", " ")]
+        values = [stamp] + [""] * 16 + ["error", (error or "").replace(",", ";").replace("\n", " "), ""]
     else:
         by = facts["by_status"]
         values = [stamp, facts["queue_depth"], by["pending"], by["queued"], by["started"], facts["useful_backlog"],
                   workers["configured"], workers["running"], workers["busy"], facts["last_hour"]["finished"],
                   facts["last_hour"]["failed"], facts["last_hour"]["success_rate"], facts["duration"]["p50_s"],
                   facts["duration"]["p95_s"], facts["stuck"]["stale"], facts["stuck"]["orphaned_queued"],
-                  facts["stuck"]["old_pending"], "ok", ""]
+                  facts["stuck"]["old_pending"], "ok", "", facts["worker_timeout_source"]]
     return ",".join(fmt(v) for v in values) + "\n"
 
 
@@ -166,8 +166,8 @@ def prom_text(project, facts, workers, up, last_success, duration):
         metric("qfieldcloud_queue_depth", "Jobs pending or queued.", [({}, facts["queue_depth"])])
         metric("qfieldcloud_jobs", "Jobs now in a live status.",
                [({"status": s}, by[s]) for s in ("pending", "queued", "started")])
-        metric("qfieldcloud_useful_backlog", "Pending jobs whose project is free and unlocked.",
-               [({}, facts["useful_backlog"])])
+        metric("qfieldcloud_useful_backlog", "Jobs free workers could start now: one per project with a pending "
+               "job, no queued or started job and no lock (upstream's dequeue rule).", [({}, facts["useful_backlog"])])
         metric("qfieldcloud_oldest_pending_age_seconds", "Age of the oldest pending job.",
                [({}, facts["oldest_pending_age_s"])])
         metric("qfieldcloud_workers_configured", "QFIELDCLOUD_WORKER_REPLICAS in .env.", [({}, workers["configured"])])
@@ -183,6 +183,10 @@ def prom_text(project, facts, workers, up, last_success, duration):
                [({"percentile": "50"}, facts["duration"]["p50_s"]), ({"percentile": "95"}, facts["duration"]["p95_s"])])
         metric("qfieldcloud_stuck_jobs", "Stuck jobs by kind.",
                [({"kind": k}, facts["stuck"][k]) for k in ("stale", "orphaned_queued", "old_pending")])
+    if facts is not None:
+        metric("qfieldcloud_worker_timeout_seconds", "Worker timeout of the stale rule; source: option, env "
+               "(.env, v26.24+), constance (WORKER_TIMEOUT_S row, v26.23 and before) or default (600).",
+               [({"source": facts["worker_timeout_source"]}, facts["worker_timeout_s"])])
     metric("qfieldcloud_collector_up", "1 when the last collection succeeded.", [({}, 1 if up else 0)])
     metric("qfieldcloud_collector_last_success_timestamp_seconds", "Unix time of the last successful collection.",
            [({}, last_success)])
@@ -290,7 +294,7 @@ def notify(config, url, event, alert, project, run):
     return True
 
 
-def gather(params, run, worker_timeout, config):
+def gather(params, run, worker_timeout, config, env=None):
     """_queue.gather with every database call capped by the run's deadline, less the time the sinks need.
 
     The server's statement timeout is half the run's; each call's client-side limit is _queue's default (that plus a
@@ -298,7 +302,7 @@ def gather(params, run, worker_timeout, config):
     the login and then never answers cannot hold the run."""
     deadline = run.deadline - min(WRITE_RESERVE_S, run.timeout / 4)
     return _queue.gather(params, worker_timeout, 86400, config["pending_after_s"], int(run.timeout * 500),
-                         deadline=deadline)
+                         deadline=deadline, env=env, compose_text=_jobs.read_compose(config.get("project_src")))
 
 
 def collect(config, context, run):
@@ -314,8 +318,8 @@ def collect(config, context, run):
         if not _postgres.HAS_PSYCOPG2:
             raise RuntimeError("psycopg2 is missing from %s; install python3-psycopg2" % sys.executable)
         params = _postgres.connection_params({"connect_timeout": max(int(run.timeout / 2), 1)}, env)
-        facts = gather(params, run, _jobs.worker_timeout(env, config.get("worker_timeout_s")),
-                       dict(config, pending_after_s=thresholds["pending_after_s"]))
+        facts = gather(params, run, config.get("worker_timeout_s"),
+                       dict(config, pending_after_s=thresholds["pending_after_s"]), env)
         configured = env.get(config.get("env_var") or "QFIELDCLOUD_WORKER_REPLICAS", "")
         workers = {"configured": int(configured) if configured.strip().isdigit() else None,
                    "running": running_workers(context["project"], config.get("service") or "worker_wrapper",

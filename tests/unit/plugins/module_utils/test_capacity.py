@@ -67,9 +67,34 @@ def one(text, window_s=7 * 86400):
 # ---------------------------------------------------------------------------------------------------------- parsing
 
 def test_columns_match_the_collector_contract():
-    assert len(_capacity.COLUMNS) == 19
+    assert len(_capacity.COLUMNS) == 20
     assert _capacity.COLUMNS[1] == "queue_depth"  # the seed's awk one-liners read $2
-    assert _capacity.COLUMNS[17:] == ("status", "error")
+    assert _capacity.COLUMNS[5] == "useful_backlog"  # position kept when its meaning was fixed
+    assert _capacity.COLUMNS[17:] == ("status", "error", "worker_timeout_source")
+    assert _capacity.COLUMNS == _load_collector().COLUMNS
+
+
+@pytest.mark.parametrize("source", ["option", "env", "constance", "default"])
+def test_rows_with_the_timeout_source_column(source):
+    collector = _load_collector()
+    facts = {"by_status": {"pending": 3, "queued": 1, "started": 1}, "queue_depth": 4, "useful_backlog": 2,
+             "last_hour": {"finished": 9, "failed": 1, "success_rate": 0.9}, "duration": {"p50_s": 3.0, "p95_s": 9.5},
+             "stuck": {"stale": 0, "orphaned_queued": 0, "old_pending": 0}, "worker_timeout_source": source}
+    line = collector.csv_row(T0.strftime(FMT), facts, {"configured": 2, "running": 2, "busy": 1})
+    assert line.count(",") == len(_capacity.COLUMNS) - 1
+    row = _capacity.parse_line(line)
+    assert (row["status"], row["error"], row["worker_timeout_source"]) == ("ok", "", source)
+    assert (row["useful_backlog"], row["success_rate"]) == (2, 0.9)
+    error = _capacity.parse_line(collector.csv_row(T0.strftime(FMT), error="could not connect, host db"))
+    assert (error["status"], error["error"], error["worker_timeout_source"]) == (
+        "error", "could not connect; host db", None)
+
+
+def test_rows_written_before_the_timeout_source_column_still_parse():
+    row = _capacity.parse_line(ok_row(T0, useful_backlog=3))
+    assert (row["status"], row["useful_backlog"], row["worker_timeout_source"]) == ("ok", 3, None)
+    old_error = _capacity.parse_line(error_row(T0, "could not connect, host db, port 5432"))
+    assert (old_error["error"], old_error["worker_timeout_source"]) == ("could not connect, host db, port 5432", None)
 
 
 def test_parse_an_ok_row():

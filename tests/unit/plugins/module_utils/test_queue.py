@@ -43,11 +43,13 @@ def test_check_statuses():
         _jobs.check_statuses(["queued", "running"])
 
 
-def test_worker_timeout_from_env():
-    assert _jobs.worker_timeout({}) == 600
-    assert _jobs.worker_timeout({"QFIELDCLOUD_WORKER_TIMEOUT_S": "900"}) == 900
-    assert _jobs.worker_timeout({"QFIELDCLOUD_WORKER_TIMEOUT_S": "x"}) == 600
-    assert _jobs.worker_timeout({"QFIELDCLOUD_WORKER_TIMEOUT_S": "900"}, 30) == 30
+def test_worker_timeout_from_env_on_v26_24_and_later():
+    resolve = _jobs.resolve_worker_timeout
+    assert resolve(None, {}, "env") == (600, "default")
+    assert resolve(None, {"QFIELDCLOUD_WORKER_TIMEOUT_S": "900"}, "env") == (900, "env")
+    assert resolve(None, {"QFIELDCLOUD_WORKER_TIMEOUT_S": "x"}, "env") == (600, "default")
+    assert resolve(None, {"QFIELDCLOUD_WORKER_TIMEOUT_S": "900"}, "env", 1800) == (900, "env")  # a stale row
+    assert resolve(30, {"QFIELDCLOUD_WORKER_TIMEOUT_S": "900"}, "env") == (30, "option")
 
 
 @pytest.mark.parametrize("host, service", [
