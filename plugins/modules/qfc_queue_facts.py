@@ -12,7 +12,7 @@ description:
   - Reads QFieldCloud's C(core_job) table in one read-only transaction with a C(statement_timeout), all metrics in one
     SQL statement (after one query that detects the schema), and returns them as C(ansible_facts.qfc_queue).
   - Counts by status (C(pending), C(queued) and C(started) now; C(finished), C(stopped) and C(failed) that ended
-    within O(window)), queue depth, the useful backlog (the jobs free workers could start now: upstream's dequeue
+    within O(window)), queue depth, the useful backlog (the jobs free workers could start now; upstream's dequeue
     starts the oldest pending job of each project that has no queued or started job and no C(locked_at), one per
     project), stuck jobs by kind, the last hour's success rate, job durations over a window, and the worker count
     configured in C(.env) and running by Compose labels.
