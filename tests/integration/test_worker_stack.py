@@ -49,7 +49,6 @@ def test_workers_drain_the_queue_and_facts_match(db_stack):
     assert overlaps == 0
 
 
-@all_versions
 def test_killed_worker_leaves_a_stale_job_that_cleanup_fails_and_the_project_runs_again(db_stack):
     stack, db = db_stack
     (user,) = datagen.make_users(db.conn, 1)
