@@ -311,8 +311,9 @@ class Plan:
         _postgres.check_timeout_ms("statement_timeout", params["statement_timeout"])
         if params["max_jobs_listed"] < 0:
             raise ValueError("max_jobs_listed must be 0 or more, got %d" % params["max_jobs_listed"])
-        self.older_than = str(params["older_than"]).strip() if params["older_than"] else None
-        self.older_than_s = _jobs.parse_duration(params["older_than"]) if params["older_than"] else None
+        given = params["older_than"] if self.mode != "stale" else None  # stale has no age option (as before)
+        self.older_than = str(given).strip() if given else None
+        self.older_than_s = _jobs.parse_duration(given) if given else None
         self.worker_timeout_s = self.worker_timeout_source = self.threshold_s = None
         self.params = {}
         if self.mode == "age":
