@@ -77,7 +77,7 @@ def test_queue_report(qfcdb, tmp_path):
     assert proc.returncode == 0, proc.stdout
     out = proc.stdout
     assert "queue depth 2 (pending 1, queued 1, started 1)" in out
-    assert "useful backlog 1 in 1" in out
+    assert "1 could start now (one per free project)" in out
     assert "stuck: 1 stale, 1 queued never started, 1 old pending" in out
     assert "warning: 1 jobs queued/started past the worker timeout" in out
     assert "workers: 0 running of 0 configured, 0 busy; recommended 1" in out
