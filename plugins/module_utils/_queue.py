@@ -114,8 +114,8 @@ def gather(conn_params, worker_timeout, window_s, pending_after_s, statement_tim
             schema = _jobs.detect_schema(cursor, "SET LOCAL statement_timeout = %d; " % int(statement_timeout_ms))
             project_table = schema["project_table"]
             _jobs.check_locked_at(cursor, project_table)
-            timeout, source, _home = _jobs.worker_timeout_from_db(cursor, schema, worker_timeout, env or {},
-                                                                   compose_text)
+            timeout, source, _home = _jobs.worker_timeout_from_db(
+                cursor, schema, worker_timeout, env or {}, compose_text)
             started = time.monotonic()
             cursor.execute(facts_sql(project_table), {
                 "stale_after_s": timeout + _jobs.STALE_MARGIN_S,

@@ -58,6 +58,7 @@ def _fill(table: str, columns: list[str], values: dict) -> list[str]:
         raise ValueError("%s: no value for NOT NULL column(s) %s" % (table, ", ".join(missing)))
     return [values[c] for c in columns]
 
+
 STATUSES = ("pending", "queued", "started", "finished", "stopped", "failed")
 TYPES = ("package", "delta_apply", "process_projectfile", "create_project")
 # Multi-table inheritance: create_project jobs are plain Job rows (facts §3).
@@ -83,8 +84,8 @@ def make_users(conn, n: int) -> list[int]:
             SELECT id, 'user' || id, 'user' || id || '@example.com', now() - random() * interval '3 years', true{values}
             FROM (SELECT nextval(pg_get_serial_sequence('core_user', 'id')) AS id FROM generate_series(1, %s)) AS s
             RETURNING id""").format(
-                extra=sql.SQL("").join(sql.SQL(", ") + sql.Identifier(c) for c in extra),
-                values=sql.SQL("".join(", " + v for v in _fill("core_user", extra, USER_COLUMNS)))), [n])
+            extra=sql.SQL("").join(sql.SQL(", ") + sql.Identifier(c) for c in extra),
+            values=sql.SQL("".join(", " + v for v in _fill("core_user", extra, USER_COLUMNS)))), [n])
         return sorted(row[0] for row in cur.fetchall())
 
 

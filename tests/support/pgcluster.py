@@ -206,8 +206,8 @@ class PgCluster:
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name),
-                                                                         sql.Identifier(self.user)))
+                create = sql.SQL("CREATE DATABASE {} OWNER {}")
+                cur.execute(create.format(sql.Identifier(name), sql.Identifier(self.user)))
         finally:
             conn.close()
         self.load_schema(name, version)
@@ -230,7 +230,7 @@ class PgCluster:
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
-                                                                            sql.Identifier(template)))
+                                                                             sql.Identifier(template)))
         finally:
             conn.close()
 
