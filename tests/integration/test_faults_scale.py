@@ -359,8 +359,11 @@ def test_compose_up_hung_is_killed_at_its_deadline_and_rolled_back(stack, engine
 # -- 12, 13, 15: bad numbers and names ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def idle_stack(tmp_path_factory):
-    """A project that is never started: the inputs are refused before anything runs."""
-    return make_stack(tmp_path_factory.mktemp("idle"), start=False)
+    """A project that is never started: the inputs are refused before anything runs (taken down anyway, so a
+    regression that does start workers leaves nothing behind)."""
+    created = make_stack(tmp_path_factory.mktemp("idle"), start=False)
+    yield created
+    created.down()
 
 
 BIG = 10 ** 12
