@@ -193,7 +193,8 @@ def alerts(facts, workers, thresholds):
     waited = facts["oldest_eligible_age_s"]
     if facts["useful_backlog"] and idle and waited is not None and waited > thresholds["idle_grace_s"]:
         out.append(("error", "workers_idle_with_jobs_waiting",
-                    "%d of %d workers idle while %d eligible jobs wait (oldest %ds): jobs are not being processed"
+                    "%d of %d workers idle while %d job(s) could start now (oldest waiting %ds): jobs are not being "
+                    "processed"
                     % (idle, running, facts["useful_backlog"], waited)))
     last = facts["last_hour"]
     total = last["finished"] + last["failed"]
