@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import socket
@@ -67,14 +68,11 @@ class DeadlineConnection(_Connection):
     when one is set for the whole run. psycopg2 then closes the connection: nothing is left waiting.
     """
 
-    def __init__(self, dsn, *args, **kwargs):
+    def __init__(self, dsn, *args, call_timeout=None, deadline=None, **kwargs):
         # set before the (waiting) connect inside __init__: the login has the same kind of deadline
-        self.call_timeout = _CONNECT[0]
-        self.deadline = _CONNECT[1]
+        self.call_timeout = call_timeout
+        self.deadline = deadline
         super().__init__(dsn, *args, **kwargs)
-
-
-_CONNECT = [None, None]  # call timeout and run deadline for the connection being opened (one thread per process)
 
 
 def _wait(conn):
@@ -233,13 +231,11 @@ def connect(conn_params, call_timeout=None, deadline=None):
     """
     login_timeout = conn_params.get("connect_timeout") or None
     psycopg2.extensions.set_wait_callback(_wait)
-    _CONNECT[:] = [login_timeout, deadline]
+    factory = functools.partial(DeadlineConnection, call_timeout=login_timeout, deadline=deadline)
     try:
-        conn = psycopg2.connect(connection_factory=DeadlineConnection, **conn_params)
+        conn = psycopg2.connect(connection_factory=factory, **conn_params)
     except psycopg2.Error as exc:
         message = str(exc).strip().replace(conn_params.get("password") or "\0", "********")
         raise ConnectionError_("Cannot connect to PostgreSQL at %s: %s" % (describe(conn_params), message)) from None
-    finally:
-        _CONNECT[:] = [None, None]
     conn.call_timeout = call_timeout or login_timeout
     return conn
