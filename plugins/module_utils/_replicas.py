@@ -40,6 +40,9 @@ def check_name(name, value, pattern, what):
     return value
 
 
+DEFAULT_MAX_REPLICAS_PER_CORE = 2.5  # the operations guideline: workers per CPU core (the one place it is defined)
+
+
 def core_limit(cores, per_core):
     """The operations guideline as a count: 2 cores x 2.5 = 5 workers, 4 cores = 10."""
     return int(min((cores or 1) * per_core, MAX_REPLICAS))

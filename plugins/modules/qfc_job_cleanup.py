@@ -238,7 +238,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _jobs, _postgres, _workers
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _jobs, _postgres, _engine
 
 SELECT_SQL = "SELECT id::text, project_id::text, type, status, created_at FROM core_job WHERE %s ORDER BY created_at"
 
@@ -364,13 +364,13 @@ class Plan:
 
 def running_job_ids(module):
     """job_id labels of running containers (QFieldCloud labels each QGIS job container with its job_id)."""
-    if not _workers.HAS_DOCKER_SDK:
+    if not _engine.HAS_DOCKER_SDK:
         module.warn("Docker SDK for Python not found: queued jobs are not checked for running containers.")
         return set()
     try:
-        client = _workers.engine_client()
+        client = _engine.engine_client()
         containers = client.containers(filters={"label": "job_id", "status": "running"})
-    except _workers.DockerException as exc:
+    except _engine.DockerException as exc:
         module.warn("Docker Engine not reachable (%s): queued jobs are not checked for running containers." % exc)
         return set()
     return {(c.get("Labels") or {}).get("job_id") for c in containers}

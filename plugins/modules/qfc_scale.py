@@ -339,7 +339,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _envfile, _files, _replicas, _workers
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _envfile, _files, _replicas, _engine
 
 try:
     import yaml
@@ -573,9 +573,9 @@ class Scaler:
                 where = "%s (docker context %s)" % (context["host"], context["name"])
             started = time.time()
             try:
-                client = _workers.engine_client(context, timeout=timeout)
-                _workers.ping(client)
-            except (_workers.DockerException, OSError) as exc:
+                client = _engine.engine_client(context, timeout=timeout)
+                _engine.ping(client)
+            except (_engine.DockerException, OSError) as exc:
                 raise ScaleFailure("The Docker SDK cannot reach the Docker Engine at %s within %ss (%.1fs): %s. The "
                                    "docker CLI reaches it, but containers are verified through the SDK, so nothing "
                                    "was changed." % (where, timeout, time.time() - started, to_native(exc))) from exc
@@ -586,7 +586,7 @@ class Scaler:
         """compose up for the service only, then wait until the count is running and stable."""
         self.compose.scale(self.service, replicas, {self.env_var: str(replicas)})
         self.done.append("docker compose up ran with %s=%d" % (self.env_var, replicas))
-        return _workers.wait_for_replicas(self.engine(), project, self.service, replicas,
+        return _engine.wait_for_replicas(self.engine(), project, self.service, replicas,
                                           self.module.params["wait_timeout"], self.module.params["settle_time"])
 
     # -- .env -----------------------------------------------------------------------------------
@@ -669,8 +669,8 @@ class Scaler:
     def run(self):
         p = self.module.params
         self.validate()
-        if p["apply"] and not _workers.HAS_DOCKER_SDK:
-            self.module.fail_json(msg=missing_required_lib("docker"), exception=_workers.DOCKER_SDK_IMPORT_ERROR)
+        if p["apply"] and not _engine.HAS_DOCKER_SDK:
+            self.module.fail_json(msg=missing_required_lib("docker"), exception=_engine.DOCKER_SDK_IMPORT_ERROR)
         with ProjectLock(os.path.dirname(self.env_file), p["lock_timeout"]):
             self.run_locked()
         return self.result
@@ -695,7 +695,7 @@ class Scaler:
         if p["apply"]:
             before = self.current_containers()
             self.engine()  # the SDK reaches the engine, before any write
-            self.result["previous_running"] = self.result["running"] = _workers.count_running(before)
+            self.result["previous_running"] = self.result["running"] = _engine.count_running(before)
             needs_apply = env_changes or self.result["running"] != self.replicas or len(before) != self.replicas
         else:
             needs_apply = False
@@ -721,10 +721,10 @@ class Scaler:
             containers = self.apply(project, self.replicas)
         # After the write, whatever failed is rolled back: Compose, the wait, the Engine API (requests' errors are
         # OSErrors), an unreachable engine (ScaleFailure).
-        except (_compose.ComposeError, _workers.VerifyError, _workers.DockerException, ScaleFailure, OSError) as exc:
+        except (_compose.ComposeError, _engine.VerifyError, _engine.DockerException, ScaleFailure, OSError) as exc:
             self.fail_and_roll_back(exc, raw, desired, env_changes, previous, project)
         self.result["containers"] = self.public(containers)
-        self.result["running"] = _workers.count_running(containers)
+        self.result["running"] = _engine.count_running(containers)
 
     def fail_and_roll_back(self, exc, raw, desired, env_changes, previous, project):
         """Restore .env and the previous count; the result keeps the first failure (msg, cmd, rc, stderr) and says
@@ -737,7 +737,7 @@ class Scaler:
             self.done.append("docker compose up failed (rc=%s)" % exc.rc)
         fields = exc.result() if isinstance(exc, _compose.ComposeError) else {}
         fields.pop("msg", None)
-        if isinstance(exc, _workers.VerifyError):
+        if isinstance(exc, _engine.VerifyError):
             fields["containers"] = self.public(exc.containers)
         if not self.module.params["rollback"]:
             fields.update(self.final_state())
@@ -767,9 +767,9 @@ class Scaler:
             try:
                 containers = self.apply(project, target)
                 fields["containers"] = self.public(containers)
-                running = _workers.count_running(containers)
+                running = _engine.count_running(containers)
                 restored.append("%d %s containers running again (verified)" % (running, self.service))
-            except (_compose.ComposeError, _workers.VerifyError, _workers.DockerException, ScaleFailure,
+            except (_compose.ComposeError, _engine.VerifyError, _engine.DockerException, ScaleFailure,
                     OSError) as again:
                 problem = "re-applying %d workers failed too: %s" % (target, getattr(again, "msg", again))
         # Only a rollback whose previous count runs again (verified) counts as one.
@@ -790,7 +790,7 @@ class Scaler:
     def final_state(self):
         state = {"env_value": self.env_value_on_disk()}
         try:
-            state["running"] = _workers.count_running(self.compose.ps(self.service))
+            state["running"] = _engine.count_running(self.compose.ps(self.service))
         except _compose.ComposeError:
             state["running"] = None
         return state

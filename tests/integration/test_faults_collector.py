@@ -36,7 +36,7 @@ COLLECTOR = Path(os.environ.get("QFC_TEST_COLLECTOR") or ROOT / "roles/monitorin
 MODULE_UTILS = Path(os.environ.get("QFC_TEST_MODULE_UTILS") or ROOT / "plugins" / "module_utils")
 sys.path.insert(0, str(ROOT / "roles" / "monitoring" / "files"))
 sys.path.insert(0, str(ROOT / ".collections"))
-import qfc_queue_collector  # noqa: E402
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _engine  # noqa: E402
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
@@ -46,7 +46,7 @@ def install(base, env_file, project_src, **config):
     lib = mon / "lib" / "ansible_collections" / "qfieldcloud" / "ops" / "plugins" / "module_utils"
     lib.mkdir(parents=True)
     (mon / "bin").mkdir()
-    for name in ("_envfile.py", "_jobs.py", "_postgres.py", "_queue.py"):
+    for name in ("_engine.py", "_envfile.py", "_jobs.py", "_postgres.py", "_queue.py"):
         shutil.copy(MODULE_UTILS / name, lib / name)
     shutil.copy(COLLECTOR, mon / "bin" / "qfc-queue-collector")
     settings = {"project_src": str(project_src), "env_file": str(env_file), "csv_log": str(base / "log" / "q.log"),
@@ -345,8 +345,8 @@ def test_project_name_normalisation_matches_the_compose_cli(tmp_path, directory)
     env = {k: v for k, v in os.environ.items() if k != "COMPOSE_PROJECT_NAME"}
     out = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=path, capture_output=True,
                          text=True, check=True, env=env)
-    assert qfc_queue_collector.normalize_project_name(directory) == json.loads(out.stdout)["name"]
-    assert qfc_queue_collector.project_name({}, str(path)) == json.loads(out.stdout)["name"]
+    assert _engine.normalize_project_name(directory) == json.loads(out.stdout)["name"]
+    assert _engine.project_name({}, str(path), environ=env) == json.loads(out.stdout)["name"]
 
 
 def monitoring_inventory(tmp_path, project_src, **overrides):

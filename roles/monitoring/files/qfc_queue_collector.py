@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
-import http.client
 import json
 import os
 import signal
@@ -33,18 +32,17 @@ import syslog
 import tempfile
 import time
 import urllib.request
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _envfile, _jobs, _postgres, _queue  # noqa: E402
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _engine, _envfile, _jobs, _postgres, _queue  # noqa: E402
 
 COLUMNS = ("timestamp", "queue_depth", "pending", "queued", "started", "useful_backlog", "workers_configured",
            "workers_running", "workers_busy", "finished_last_hour", "failed_last_hour", "success_rate",
            "duration_p50_s", "duration_p95_s", "stuck_stale", "stuck_orphaned_queued", "stuck_old_pending", "status",
            "error", "worker_timeout_source")
-DOCKER_SOCKET = "/var/run/docker.sock"
 GRACE_S = 3.0  # the SIGALRM backstop fires this long after the run's deadline
 WRITE_RESERVE_S = 1.0  # the database must give up this long before the deadline: the sinks still need writing
 EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT, EXIT_NO_PSYCOPG2 = 0, 1, 2, 3
@@ -52,19 +50,6 @@ EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT, EXIT_NO_PSYCOPG2 = 0, 1, 2, 3
 
 class Timeout(BaseException):
     """The run's deadline passed. A BaseException, so no ``except Exception`` on the way can swallow it."""
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """The Docker Engine API over its unix socket, with the standard library only (no SDK import, no CLI spawn)."""
-
-    def __init__(self, path, timeout):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
 
 
 class Run:
@@ -81,43 +66,6 @@ class Run:
 
     def elapsed(self):
         return time.monotonic() - self.monotonic
-
-
-def running_workers(project, service, timeout=3.0):
-    """Running containers of the service by Compose labels; None when the engine cannot be asked."""
-    if not os.path.exists(DOCKER_SOCKET) or timeout <= 0:
-        return None
-    filters = json.dumps({"label": ["com.docker.compose.project=%s" % project,
-                                    "com.docker.compose.service=%s" % service,
-                                    "com.docker.compose.oneoff=False"], "status": ["running"]})
-    conn = UnixHTTPConnection(DOCKER_SOCKET, timeout)
-    try:
-        conn.request("GET", "/containers/json?filters=%s" % quote(filters))
-        response = conn.getresponse()
-        if response.status != 200:
-            return None
-        return len(json.loads(response.read()))
-    except (OSError, ValueError):
-        return None
-    finally:
-        conn.close()
-
-
-def normalize_project_name(name):
-    """Compose's own normalisation (compose-go ``loader.NormalizeProjectName``): lowercase, keep only [a-z0-9_-],
-    then strip leading '_' and '-'. ``_Rel-Qfc.Été`` becomes ``rel-qfct``."""
-    kept = "".join(ch for ch in name.lower() if ch in "abcdefghijklmnopqrstuvwxyz0123456789_-")
-    return kept.lstrip("_-")
-
-
-def project_name(env, project_src, configured=None):
-    """Compose's project name. COMPOSE_PROJECT_NAME (the environment, then .env) wins, as it does for Compose; then
-    the name Compose itself gave at install time (``compose_project``, from ``docker compose config``: it knows a
-    top-level ``name:``); else the directory name, normalised as Compose does."""
-    name = os.environ.get("COMPOSE_PROJECT_NAME") or env.get("COMPOSE_PROJECT_NAME") or configured
-    if not name:
-        name = normalize_project_name(os.path.basename(os.path.normpath(project_src)))
-    return name
 
 
 def read_env(path):
@@ -313,7 +261,7 @@ def collect(config, context, run):
     thresholds = dict(_queue.DEFAULT_THRESHOLDS)
     try:
         env, secrets = read_env(config["env_file"])
-        context["project"] = project_name(env, config["project_src"], config.get("compose_project"))
+        context["project"] = _engine.project_name(env, config["project_src"], config.get("compose_project"))
         thresholds.update({k: float(v) for k, v in config.get("thresholds", {}).items()})
         if not _postgres.HAS_PSYCOPG2:
             raise RuntimeError("psycopg2 is missing from %s; install python3-psycopg2" % sys.executable)
@@ -322,8 +270,9 @@ def collect(config, context, run):
                        dict(config, pending_after_s=thresholds["pending_after_s"]), env)
         configured = env.get(config.get("env_var") or "QFIELDCLOUD_WORKER_REPLICAS", "")
         workers = {"configured": int(configured) if configured.strip().isdigit() else None,
-                   "running": running_workers(context["project"], config.get("service") or "worker_wrapper",
-                                              min(3.0, max(run.left() - WRITE_RESERVE_S, 0.1))),
+                   "running": _engine.count_running_stdlib(
+                       context["project"], config.get("service") or "worker_wrapper",
+                       min(3.0, max(run.left() - WRITE_RESERVE_S, 0.1))),
                    "busy": _queue.busy_workers(facts)}
     except Exception as exc:  # noqa: BLE001  any failure is recorded as a failed run, never a silent crash
         error = describe_error(exc, secrets)
@@ -410,7 +359,7 @@ def main(argv=None):
     with open(parser.parse_args(argv).config) as handle:
         config = json.load(handle)
     run = Run(config["timeout"])
-    context = {"project": project_name({}, config["project_src"], config.get("compose_project"))}
+    context = {"project": _engine.project_name({}, config["project_src"], config.get("compose_project"))}
     lock_dir = os.path.dirname(config["lock_file"])
 
     def on_alarm(_signum, _frame):

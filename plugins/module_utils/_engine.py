@@ -2,14 +2,23 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""Find a Compose service's containers by label through the Docker Engine API and wait until they are stable."""
+"""The Docker Engine: the one place that asks it anything.
+
+A Compose service's containers are found by Compose's labels (``label_filters``), under Compose's project name
+(``project_name``), through the Docker SDK (``engine_client``, ``snapshot``, ``wait_for_replicas``: qfc_scale) or, where
+the SDK may be missing (the cron collector, the queue modules), through the standard library over the unix socket
+(``count_running_stdlib``, ``running_job_ids_stdlib``)."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import socket
 import time
 import traceback
 from datetime import datetime, timezone
+from urllib.parse import quote
 
 try:
     import docker  # noqa: F401  (the Docker SDK for Python)
@@ -29,6 +38,7 @@ except ImportError:
         pass
 
 POLL_INTERVAL = 0.2
+DOCKER_SOCKET = "/var/run/docker.sock"
 DEFAULT_API_TIMEOUT = 60  # seconds per Engine API request (docker-py's own default)
 
 
@@ -70,9 +80,72 @@ def ping(client):
 
 
 def label_filters(project, service):
+    """Engine filters for a Compose service's own containers (one-off ``run`` containers excluded)."""
     return {"label": ["com.docker.compose.project=%s" % project,
                       "com.docker.compose.service=%s" % service,
                       "com.docker.compose.oneoff=False"]}
+
+
+def normalize_project_name(name):
+    """Compose's own normalisation (compose-go ``loader.NormalizeProjectName``): lowercase, keep only [a-z0-9_-],
+    then strip leading '_' and '-'. ``_Rel-Qfc.Été`` becomes ``rel-qfct``."""
+    kept = "".join(ch for ch in name.lower() if ch in "abcdefghijklmnopqrstuvwxyz0123456789_-")
+    return kept.lstrip("_-")
+
+
+def project_name(env, project_src, configured=None, environ=None):
+    """Compose's project name. COMPOSE_PROJECT_NAME (the environment, then .env) wins, as it does for Compose; then
+    the name Compose itself gave (``configured``, from ``docker compose config``: it knows a top-level ``name:``);
+    else the directory name, normalised as Compose does."""
+    environ = os.environ if environ is None else environ
+    name = environ.get("COMPOSE_PROJECT_NAME") or env.get("COMPOSE_PROJECT_NAME") or configured
+    if not name:
+        name = normalize_project_name(os.path.basename(os.path.normpath(project_src)))
+    return name
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """The Engine API over its unix socket with the standard library only (no SDK import, no CLI spawn)."""
+
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def list_containers_stdlib(filters, timeout, socket_path=DOCKER_SOCKET):
+    """``GET /containers/json`` over the unix socket; None when the engine cannot be asked within ``timeout``."""
+    if not os.path.exists(socket_path) or timeout <= 0:
+        return None
+    conn = UnixHTTPConnection(socket_path, timeout)
+    try:
+        conn.request("GET", "/containers/json?filters=%s" % quote(json.dumps(filters)))
+        response = conn.getresponse()
+        if response.status != 200:
+            return None
+        return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+    finally:
+        conn.close()
+
+
+def count_running_stdlib(project, service, timeout=3.0, socket_path=DOCKER_SOCKET):
+    """Running containers of the service by Compose labels; None when the engine cannot be asked."""
+    filters = dict(label_filters(project, service), status=["running"])
+    containers = list_containers_stdlib(filters, timeout, socket_path)
+    return None if containers is None else len(containers)
+
+
+def running_job_ids_stdlib(timeout=5.0, socket_path=DOCKER_SOCKET):
+    """``job_id`` labels of running containers (QFieldCloud labels each QGIS job container with its job id);
+    None when the engine cannot be asked."""
+    containers = list_containers_stdlib({"label": ["job_id"], "status": ["running"]}, timeout, socket_path)
+    return None if containers is None else {(c.get("Labels") or {}).get("job_id") for c in containers}
 
 
 def parse_docker_time(value):

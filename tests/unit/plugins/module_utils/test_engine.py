@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _workers
-from ansible_collections.qfieldcloud.ops.plugins.module_utils._workers import (
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _engine
+from ansible_collections.qfieldcloud.ops.plugins.module_utils._engine import (
     VerifyError, evaluate, parse_docker_time, summarize, wait_for_replicas)
 
 
@@ -63,7 +63,7 @@ class FakeClock:
 
 def test_wait_for_replicas_times_out_with_the_reason(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(_workers, "snapshot", lambda *a: [c("w1", state="restarting", restarts=2)])
+    monkeypatch.setattr(_engine, "snapshot", lambda *a: [c("w1", state="restarting", restarts=2)])
     with pytest.raises(VerifyError) as err:
         wait_for_replicas(None, "p", "worker_wrapper", 1, 5, 1.5, clock=clock, sleep=clock.sleep)
     assert "w1 restarting" in err.value.msg and clock.t >= 104.8
@@ -78,8 +78,8 @@ def test_engine_client_follows_the_cli_context(monkeypatch, tmp_path):
         def __init__(self, **kwargs):
             calls.append(kwargs)
 
-    monkeypatch.setattr(_workers.docker, "APIClient", FakeAPIClient)
-    _workers.engine_client({"name": "moved", "host": "unix://%s" % dead, "skip_tls_verify": False,
+    monkeypatch.setattr(_engine.docker, "APIClient", FakeAPIClient)
+    _engine.engine_client({"name": "moved", "host": "unix://%s" % dead, "skip_tls_verify": False,
                             "tls_path": None}, timeout=7)
     assert calls == [{"base_url": "unix://%s" % dead, "version": "auto", "timeout": 7, "tls": False}]
 
@@ -87,18 +87,18 @@ def test_engine_client_follows_the_cli_context(monkeypatch, tmp_path):
 def test_engine_client_prefers_docker_host(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     seen = []
-    monkeypatch.setattr(_workers.docker, "from_env", lambda **kw: seen.append(kw) or type("C", (), {"api": "api"})())
-    assert _workers.engine_client({"name": "other", "host": "unix:///x"}, timeout=5) == "api"
+    monkeypatch.setattr(_engine.docker, "from_env", lambda **kw: seen.append(kw) or type("C", (), {"api": "api"})())
+    assert _engine.engine_client({"name": "other", "host": "unix:///x"}, timeout=5) == "api"
     assert seen == [{"version": "auto", "timeout": 5}]
 
 
 def test_context_tls(tmp_path):
     for name in ("ca", "cert", "key"):
         (tmp_path / (name + ".pem")).write_text("x")
-    tls = _workers.context_tls({"tls_path": str(tmp_path), "skip_tls_verify": False})
+    tls = _engine.context_tls({"tls_path": str(tmp_path), "skip_tls_verify": False})
     assert tls.cert == (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
     assert tls.ca_cert == str(tmp_path / "ca.pem") and tls.verify is True
-    assert _workers.context_tls({"tls_path": None, "skip_tls_verify": True}).verify is False
+    assert _engine.context_tls({"tls_path": None, "skip_tls_verify": True}).verify is False
 
 
 def test_an_unreachable_engine_fails_within_the_timeout(tmp_path):
@@ -107,7 +107,7 @@ def test_an_unreachable_engine_fails_within_the_timeout(tmp_path):
     server.bind(str(path))
     server.listen(1)  # accepts (the kernel does) and never answers
     started = time.monotonic()
-    with pytest.raises(_workers.DockerException):
-        _workers.engine_client({"name": "hung", "host": "unix://%s" % path}, timeout=1)
+    with pytest.raises(_engine.DockerException):
+        _engine.engine_client({"name": "hung", "host": "unix://%s" % path}, timeout=1)
     assert time.monotonic() - started < 5
     server.close()
