@@ -272,3 +272,105 @@ def test_collection_ee_metadata():
     ]
     packages = {line.split(">")[0].split("=")[0].split("<")[0] for line in requirements if line}
     assert packages <= {"docker", "psycopg2-binary"}, packages
+
+
+# --- launches: AWX's rules for a launch (awx/main/models/mixins.py, SurveyJobTemplateMixin) --------------------------
+def awx_element_errors(question, data):
+    """AWX's ``_survey_element_validation`` for the question types our surveys use (password placeholders aside)."""
+    var = question["variable"]
+    if var not in data:
+        return ["'%s' value missing" % var] if question["required"] else []
+    value, qtype = data[var], question["type"]
+    low, high = question.get("min"), question.get("max")
+    if qtype in ("text", "textarea", "password"):
+        if not isinstance(value, str):
+            return ["Value %s for '%s' expected to be a string." % (value, var)]
+        return (["'%s' too short" % var] if low not in ("", None) and len(value) < int(low) else []) + \
+            (["'%s' too long" % var] if high not in ("", None) and len(value) > int(high) else [])
+    if qtype == "integer":
+        if type(value) is not int:
+            return ["Value %s for '%s' expected to be an integer." % (value, var)]
+        return (["'%s' too small" % var] if low not in ("", None) and value < int(low) else []) + \
+            (["'%s' too large" % var] if high not in ("", None) and value > int(high) else [])
+    if qtype == "float":
+        if type(value) not in (float, int):
+            return ["Value %s for '%s' expected to be a numeric type." % (value, var)]
+        return []
+    choices = choice_list(question.get("choices", []))
+    if qtype == "multiselect":
+        if type(value) is not list:
+            return ["'%s' value is expected to be a list." % var]
+        return ["Value %s for '%s' expected to be one of %s." % (v, var, choices) for v in value if v not in choices]
+    if qtype == "multiplechoice":
+        return [] if value in choices else ["Value %s for '%s' expected to be one of %s." % (value, var, choices)]
+    raise AssertionError("question type %s not modelled" % qtype)
+
+
+def awx_launch(survey, answers):
+    """(extra_vars, errors) of a launch: survey defaults that pass validation (``_update_unified_job_kwargs``), then
+    the launch's own answers, then every question validated against the result (``variables_needed_to_start``)."""
+    extra_vars = {}
+    for question in survey["spec"]:
+        default = question.get("default")
+        if default is not None and not awx_element_errors(question, {question["variable"]: default}):
+            extra_vars[question["variable"]] = default
+    extra_vars.update(answers)
+    errors = [e for question in survey["spec"] for e in awx_element_errors(question, extra_vars)]
+    return extra_vars, errors
+
+
+# Questions a launch must answer (required, no default), with a sample answer.
+MUST_ANSWER = {"scale.json": {"qfc_worker_replicas": "4"}}
+
+
+def ui_answers(survey):
+    """What the AWX UI sends when the user accepts every default: a multiselect default is one choice per line."""
+    answers = {}
+    for question in survey["spec"]:
+        default = question.get("default")
+        if default is None or (default == "" and not question["required"]):
+            continue
+        answers[question["variable"]] = choice_list(default) if question["type"] == "multiselect" else default
+    return answers
+
+
+def test_awx_launch_model_rejects_a_required_multiselect_with_a_string_default():
+    """The model reproduces the reported failure: AWX cannot apply a multiselect default to a launch without answers."""
+    question = {"variable": "modes", "type": "multiselect", "required": True, "default": "a\nb", "choices": ["a", "b"]}
+    _vars, errors = awx_launch({"spec": [question]}, {})
+    assert errors == ["'modes' value missing"]
+    assert awx_launch({"spec": [question]}, {"modes": ["a"]})[1] == []
+    assert awx_launch({"spec": [question]}, {"modes": "a"})[1] == ["'modes' value is expected to be a list."]
+
+
+@pytest.mark.parametrize("survey_name", sorted(SURVEY_PLAYBOOKS))
+def test_survey_launches_without_answers(survey_name):
+    """API launches, awx.awx.job_launch and schedules send no answers: the survey's defaults must carry the launch."""
+    survey = load_survey(survey_name)
+    extra_vars, errors = awx_launch(survey, {})
+    # Only a question with no default may be missing, on purpose: scale's worker count must be named at each launch.
+    assert errors == ["'%s' value missing" % v for v in MUST_ANSWER.get(survey_name, {})], errors
+    extra_vars, errors = awx_launch(survey, MUST_ANSWER.get(survey_name, {}))
+    assert errors == [], errors
+    for question in survey["spec"]:
+        if question["type"] == "multiselect":
+            assert question["variable"] not in extra_vars or isinstance(extra_vars[question["variable"]], list)
+
+
+@pytest.mark.parametrize("survey_name", sorted(SURVEY_PLAYBOOKS))
+def test_survey_launches_with_the_ui_defaults(survey_name):
+    survey = load_survey(survey_name)
+    extra_vars, errors = awx_launch(survey, dict(ui_answers(survey), **MUST_ANSWER.get(survey_name, {})))
+    assert errors == [], errors
+    for question in survey["spec"]:
+        if question["type"] == "multiselect" and question.get("default"):
+            assert extra_vars[question["variable"]] == choice_list(question["default"])
+
+
+def test_cleanup_modes_left_out_of_a_launch_fall_back_to_the_role_default():
+    """Where AWX leaves the multiselect out, the role's default is the survey's default: the same two modes."""
+    survey = load_survey("cleanup.json")
+    modes = {q["variable"]: q for q in survey["spec"]}["qfc_cleanup_modes"]
+    defaults = load_yaml(ROLES / "job_cleanup" / "defaults" / "main.yml")
+    assert "qfc_cleanup_modes" not in awx_launch(survey, {})[0]
+    assert choice_list(modes["default"]) == defaults["qfc_cleanup_modes"]
