@@ -2,20 +2,36 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""Replace a small file atomically, through a symlink, keeping the target's mode, owner and SELinux context.
+"""Files the collection writes: atomic replacement and the project lock. Standard library only, so the cron
+collector (no Ansible on its path at run time) uses it as the modules do.
 
-The file is written beside its target and renamed over it, so a reader (Compose) sees the old or the new bytes,
-never a mix. What a rename cannot do safely is refused before any change (:func:`replace_problem`): a file with
-other hard links (the rename would split them: the other names keep the old bytes) and a bind-mounted file (a
-mount point cannot be renamed over: EBUSY).
+API:
+
+- ``write_atomically(path, data, mode=None, tmpdir=None, module=None)`` -> the path written (symlinks resolved).
+  Replaces the file ``path`` points to by ``data`` (bytes, or str written as UTF-8): written and fsynced in a
+  temporary file, renamed over the target, directory fsynced. A reader sees the old or the new bytes, never a mix.
+  A symlink is followed and kept. An existing target keeps its owner and, unless ``mode`` is given, its mode; a new
+  file gets ``mode`` or 0o666 minus the umask. ``tmpdir``: where the temporary file is made (default: beside the
+  target; it must be on the target's file system). ``module``: an AnsibleModule, only to give the temporary file
+  the target's SELinux context. On failure the target is untouched, the temporary file removed and the OSError
+  (ENOSPC, EBUSY, ...) propagates. No AnsibleModule is needed.
+- ``check_replaceable(path)``: raise :class:`FileWriteError` before any change when a rename cannot replace the
+  file safely (:func:`replace_problem`): a file with other hard links (the other names would keep the old bytes)
+  or a bind-mounted file (a mount point cannot be renamed over: EBUSY).
+- ``remove_stale_temporaries(path)``: the temporary files a killed writer left (call it under the lock).
+- ``ProjectLock(directory, timeout)``: a context manager holding an exclusive ``flock`` on a directory (for
+  qfc_scale, the one holding ``.env``); waits up to ``timeout`` seconds, then raises :class:`LockTimeout`. Nothing
+  is left on disk, and a killed holder releases it.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import tempfile
+import time
 
 TMP_SUFFIX = ".tmp"
 
@@ -75,26 +91,35 @@ def check_replaceable(path):
     return target
 
 
-def write_atomically(module, path, data):
+def write_atomically(path, data, mode=None, tmpdir=None, module=None):
     """Replace the file ``path`` points to (symlinks followed) by ``data``; the link itself is kept.
 
-    The new bytes are written and fsynced in a temporary file beside the target, which takes the target's mode,
-    owner and SELinux context, then renamed over it; the directory is fsynced. On failure the target is untouched
-    and the temporary file removed; the OSError (ENOSPC, EBUSY, ...) propagates.
+    ``data``: bytes, or str (written as UTF-8). The new bytes are written and fsynced in a temporary file (in
+    ``tmpdir``, default beside the target), which takes the target's owner, its mode (or ``mode`` when given; a new
+    file: ``mode`` or 0o666 minus the umask) and, with ``module`` (an AnsibleModule), its SELinux context; it is then
+    renamed over the target and the directory fsynced. On failure the target is untouched and the temporary file
+    removed; the OSError (ENOSPC, EBUSY, ...) propagates. Returns the target's path.
     """
+    if isinstance(data, str):
+        data = data.encode("utf-8", errors="surrogateescape")
     target = os.path.realpath(path)
-    st = os.stat(target)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
     directory = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(target), suffix=TMP_SUFFIX)
+    fd, tmp = tempfile.mkstemp(dir=tmpdir or directory, prefix=".%s." % os.path.basename(target), suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+        if st is not None and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
             os.chown(tmp, st.st_uid, st.st_gid)
-        os.chmod(tmp, st.st_mode & 0o7777)
-        if module is not None and module.selinux_enabled():
+        if mode is None:
+            mode = st.st_mode & 0o7777 if st is not None else 0o666 & ~_umask()
+        os.chmod(tmp, mode)
+        if st is not None and module is not None and module.selinux_enabled():
             module.set_context_if_different(tmp, module.selinux_context(target), False)
         os.rename(tmp, target)
         _fsync_dir(directory)
@@ -102,6 +127,12 @@ def write_atomically(module, path, data):
         if os.path.lexists(tmp):
             os.unlink(tmp)
     return target
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temporaries(path):
@@ -132,3 +163,46 @@ def _fsync_dir(directory):
         pass
     finally:
         os.close(dfd)
+
+
+class LockTimeout(Exception):
+    """The lock stayed taken for ``timeout`` seconds; ``msg`` says so (and that nothing was changed)."""
+
+    def __init__(self, path, timeout):
+        self.path = path
+        self.timeout = timeout
+        self.msg = "Another run holds the lock on %s for more than %ss. Nothing was changed." % (path, timeout)
+        super().__init__(self.msg)
+
+
+class ProjectLock:
+    """An exclusive flock on a directory (the one holding .env): one writer per project at a time, nothing left
+    behind, released by the kernel when its holder dies. ``with ProjectLock(directory, timeout):`` waits up to
+    ``timeout`` seconds (polling every 0.1 s), then raises :class:`LockTimeout`."""
+
+    def __init__(self, path, timeout, clock=time.time, sleep=time.sleep):
+        self.path = path
+        self.timeout = timeout
+        self.clock = clock
+        self.sleep = sleep
+        self.fd = None
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDONLY)
+        deadline = self.clock() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(self.fd)
+                    raise
+                if self.clock() >= deadline:
+                    os.close(self.fd)
+                    raise LockTimeout(self.path, self.timeout) from exc
+                self.sleep(0.1)
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+        self.fd = None

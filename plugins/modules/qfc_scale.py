@@ -329,8 +329,6 @@ stderr:
   sample: "services.worker_wrapper: can't set distinct values on 'scale' and 'deploy.replicas': invalid compose project"
 """
 
-import errno
-import fcntl
 import os
 import re
 import time
@@ -359,34 +357,6 @@ class ScaleFailure(Exception):
     def __init__(self, message, **result):
         super().__init__(message)
         self.result = dict(result, msg=message)
-
-
-class ProjectLock:
-    """An exclusive flock on the directory holding .env: one scale per project at a time, nothing left behind."""
-
-    def __init__(self, path, timeout):
-        self.path = path
-        self.timeout = timeout
-        self.fd = None
-
-    def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDONLY)
-        deadline = time.time() + self.timeout
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.time() >= deadline:
-                    os.close(self.fd)
-                    raise ScaleFailure("Another run holds the lock on %s for more than lock_timeout=%ss. Nothing "
-                                       "was changed." % (self.path, self.timeout)) from exc
-                time.sleep(0.1)
-
-    def __exit__(self, *exc):
-        os.close(self.fd)
 
 
 def printable(text):
@@ -606,7 +576,7 @@ class Scaler:
             raise ScaleFailure("%s was changed by something else while this run checked the project; it was not "
                                "written, so that edit is kept. %s Run again." % (self.env_file, self.changed_so_far()))
         try:
-            _files.write_atomically(self.module, self.env_file, data)
+            _files.write_atomically(self.env_file, data, module=self.module)
         except OSError as exc:
             raise ScaleFailure("Writing %s failed: %s. .env is unchanged. %s"
                                % (self.env_file, to_native(exc), self.changed_so_far())) from exc
@@ -671,8 +641,12 @@ class Scaler:
         self.validate()
         if p["apply"] and not _engine.HAS_DOCKER_SDK:
             self.module.fail_json(msg=missing_required_lib("docker"), exception=_engine.DOCKER_SDK_IMPORT_ERROR)
-        with ProjectLock(os.path.dirname(self.env_file), p["lock_timeout"]):
-            self.run_locked()
+        try:
+            with _files.ProjectLock(os.path.dirname(self.env_file), p["lock_timeout"]):
+                self.run_locked()
+        except _files.LockTimeout as exc:
+            raise ScaleFailure("Another run holds the lock on %s for more than lock_timeout=%ss. Nothing was changed."
+                               % (exc.path, exc.timeout)) from exc
         return self.result
 
     def run_locked(self):
@@ -753,7 +727,7 @@ class Scaler:
                            "edit is kept) and the previous count was not re-applied")
             else:
                 try:
-                    _files.write_atomically(self.module, self.env_file, raw)
+                    _files.write_atomically(self.env_file, raw, module=self.module)
                 except OSError as again:
                     problem = ("restoring .env failed: %s; .env still holds %s=%d and the previous count was not "
                                "re-applied" % (to_native(again), self.env_var, self.replicas))
