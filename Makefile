@@ -3,17 +3,18 @@
 #   make test   - bootstrap, then ruff, ansible-lint, ansible-test sanity, molecule, unit and integration tests
 SHELL := /bin/bash
 REPLICAS ?= 4
+NAME ?= qfcdemo
 
-.PHONY: bootstrap demo demo-down test lint sanity molecule pytest bench
+.PHONY: bootstrap demo demo-down test lint sanity molecule pytest bench ee release
 
 bootstrap:
 	bash scripts/bootstrap.sh
 
 demo: bootstrap
-	bash scripts/demo.sh $(REPLICAS)
+	bash scripts/demo.sh --name $(NAME) $(REPLICAS)
 
 demo-down:
-	bash scripts/demo.sh --down
+	bash scripts/demo.sh --name $(NAME) --down
 
 test: bootstrap
 	bash scripts/test.sh
@@ -35,3 +36,11 @@ bench: bootstrap
 	.venv/bin/python bench/bench_queue.py --write
 	.venv/bin/python bench/bench_throughput.py --write
 	.venv/bin/python bench/bench_fleet.py --write
+
+# The execution environment's build context (./context) from a tarball of this checkout; see execution-environment.yml.
+ee: bootstrap
+	bash scripts/ee.sh
+
+# A release: VERSION=x.y.z make release -> galaxy.yml version, changelog from changelogs/fragments, tarball in dist/.
+release: bootstrap
+	bash scripts/release.sh $(VERSION)
