@@ -2,25 +2,17 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""Queue facts: one SQL statement for every metric, and pure functions for alerts, the capacity decision and the
-recommended worker count. The metrics collector uses the same code."""
+"""Queue facts: one SQL statement for every metric (with _jobs, the collection's SQL home) and the shaping of its
+answer into the documented ``qfc_queue`` structure. qfc_queue_facts and the metrics collector use the same code; the
+alerts, the decision and the recommended worker count on top of these facts are _policy's."""
 
 from __future__ import annotations
 
 import json
-import math
 import time
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _jobs, _postgres
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._jobs import STUCK_SQL
-
-# The seed write-up's thresholds, overridable per call.
-DEFAULT_THRESHOLDS = {
-    "queue_depth_warning": 10,          # queue depth > 10: possible saturation
-    "failed_ratio_critical": 0.30,      # failed > 30% of the last hour's finished + failed: systemic issue
-    "idle_grace_s": 60,                 # a worker may be idle this long while an eligible job waits (poll interval)
-    "pending_after_s": 86400,           # pending longer than this is reported as stuck (not failed: upstream runs it)
-}
 
 # Final statuses are counted by when the job ENDED: every job whose finished_at (updated_at when a final job has no
 # finished_at) lies within the window, however long ago it was created. Upstream's cron and qfc_job_cleanup fail
@@ -179,59 +171,3 @@ def busy_workers(facts):
     """Stuck jobs occupy no worker: busy counts the queued and started jobs that are not stale or orphaned."""
     active = facts["by_status"]["queued"] + facts["by_status"]["started"]
     return max(active - facts["stuck"]["stale"] - facts["stuck"]["orphaned_queued"], 0)
-
-
-def alerts(facts, workers, thresholds):
-    """The seed's alert rules as a list of {severity, code, message}."""
-    out = []
-    depth = facts["queue_depth"]
-    if depth > thresholds["queue_depth_warning"]:
-        out.append(("warning", "queue_depth_high", "queue depth %d is above %d: possible saturation"
-                    % (depth, thresholds["queue_depth_warning"])))
-    running = workers.get("running")
-    idle = None if running is None else max(running - workers["busy"], 0)
-    waited = facts["oldest_eligible_age_s"]
-    if facts["useful_backlog"] and idle and waited is not None and waited > thresholds["idle_grace_s"]:
-        out.append(("error", "workers_idle_with_jobs_waiting",
-                    "%d of %d workers idle while %d job(s) could start now (oldest waiting %ds): jobs are not being "
-                    "processed"
-                    % (idle, running, facts["useful_backlog"], waited)))
-    last = facts["last_hour"]
-    total = last["finished"] + last["failed"]
-    if total and last["failed"] / total > thresholds["failed_ratio_critical"]:
-        out.append(("critical", "failure_rate_high", "%d of %d jobs failed in the last hour (%.0f%%, limit %.0f%%)"
-                    % (last["failed"], total, 100.0 * last["failed"] / total,
-                       100.0 * thresholds["failed_ratio_critical"])))
-    stuck = facts["stuck"]
-    for kind, label in (("stale", "queued/started past the worker timeout (upstream's cron should fail them)"),
-                        ("orphaned_queued", "queued but never started (upstream never sweeps them; they block "
-                                            "their project)"),
-                        ("old_pending", "pending for more than %s s" % thresholds["pending_after_s"])):
-        if stuck[kind]:
-            out.append(("warning", "stuck_" + kind, "%d jobs %s" % (stuck[kind], label)))
-    configured = workers.get("configured")
-    if running is not None and configured is not None and running < configured:
-        out.append(("error", "workers_missing", "%d of %d configured workers are running" % (running, configured)))
-    return [{"severity": s, "code": c, "message": m} for s, c, m in out]
-
-
-def decision(facts):
-    """The seed's capacity decision matrix on the current queue depth and last hour's success rate."""
-    depth = facts["queue_depth"]
-    rate = facts["last_hour"]["success_rate"]
-    if rate is not None and depth < 5 and rate > 0.90:
-        return {"action": "stop", "reason": "configuration is sufficient (queue < 5, success > 90%)"}
-    if rate is not None and 5 <= depth <= 10 and rate > 0.80:
-        return {"action": "consider", "reason": "queue 5-10 with success > 80%: consider database indexes or caching"}
-    if depth > 10 or (rate is not None and rate < 0.80):
-        return {"action": "investigate", "reason": "queue > 10 or success < 80%: root-cause analysis needed"}
-    return {"action": "monitor", "reason": "not enough data in the last hour: keep collecting"}
-
-
-def recommended_replicas(facts, workers, cores, per_core=2.5):
-    """Enough workers for the jobs running now plus every project that could start one, never fewer than configured,
-    never more than the core-count guideline. A single snapshot never recommends scaling down."""
-    limit = max(int(math.floor(cores * per_core)), 1)
-    demand = workers["busy"] + facts["eligible_projects"]
-    current = workers.get("configured") or workers.get("running") or 1
-    return min(max(current, demand), limit)

@@ -175,7 +175,8 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _capacity, _jobs
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _capacity_model, _capacity_render, _jobs
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _metrics_log
 
 FILES = {"markdown": "capacity_report.md", "html": "capacity_report.html"}
 
@@ -217,7 +218,7 @@ def load_logs(module, logs):
         if not os.path.isfile(path):
             module.fail_json(msg="Log of %s not found: %s (use null for a host without log)" % (host, path))
         try:
-            parsed[str(host)] = _capacity.parse(read_text(path))
+            parsed[str(host)] = _metrics_log.parse(read_text(path))
         except OSError as exc:
             module.fail_json(msg="Cannot read the log of %s: %s" % (host, to_native(exc)))
     return parsed
@@ -244,8 +245,8 @@ def main():
     if os.path.exists(dest) and not os.path.isdir(dest):
         module.fail_json(msg="dest %s exists and is not a directory" % dest)
 
-    model = _capacity.build(load_logs(module, p["logs"]), window_s, p["title"], duration_window_s)
-    rendered = {"markdown": _capacity.markdown(model), "html": _capacity.html_page(model)}
+    model = _capacity_model.build(load_logs(module, p["logs"]), window_s, p["title"], duration_window_s)
+    rendered = {"markdown": _capacity_render.markdown(model), "html": _capacity_render.html_page(model)}
     paths = {kind: os.path.join(dest, name) for kind, name in FILES.items()}
     before = {kind: current(path) for kind, path in paths.items()}
     stale = [kind for kind in FILES if before[kind] != rendered[kind]]
@@ -259,7 +260,7 @@ def main():
         except OSError as exc:
             module.fail_json(msg="Cannot write the report in %s: %s" % (dest, to_native(exc)))
 
-    figures = _capacity.result(model)
+    figures = _capacity_model.result(model)
     decisions = {host: f["decision"]["action"] for host, f in figures["hosts"].items()}
     decisions["_fleet"] = figures["fleet"]["decision"]["action"]
     result = dict(changed=bool(stale), files=paths, decisions=decisions, **figures)

@@ -16,6 +16,10 @@ description:
     starts the oldest pending job of each project that has no queued or started job and no C(locked_at), one per
     project), stuck jobs by kind, the last hour's success rate, job durations over a window, and the worker count
     configured in C(.env) and running by Compose labels.
+  - Running workers are counted with O(project_src) only, through the local Docker Engine socket
+    (C(/var/run/docker.sock)) under Compose's project name (C(COMPOSE_PROJECT_NAME) from the environment or C(.env),
+    else the directory name), as the monitoring collector counts them; no Docker SDK is needed. When the Engine does
+    not answer, or the directory has no Compose file, the count is null and the task warns.
   - Adds alerts with the operations guideline's thresholds, the capacity decision matrix and a recommended worker count.
   - Read-only. Every failure (database down, wrong password, a server that stops answering, a lock held past
     O(statement_timeout)) fails the task with a message that names the server (never the password), and changes
@@ -84,7 +88,9 @@ options:
     type: str
     default: QFIELDCLOUD_WORKER_REPLICAS
   docker_cli:
-    description: Path to the Docker CLI, used with O(project_src) to count workers.
+    description:
+      - Not used since running workers are counted through the Docker Engine's socket (as the metrics collector
+        counts them) instead of C(docker compose ps); accepted so that existing tasks keep working.
     type: path
   max_replicas_per_core:
     description: Upper bound of the recommended worker count per CPU core of the target. Above 0, at most 64.
@@ -154,24 +160,34 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _jobs, _postgres, _queue
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _engine, _jobs, _policy, _postgres
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _queue
 
-
+# The option's ceiling: far above any real guideline (2.5, _replicas.DEFAULT_MAX_REPLICAS_PER_CORE), it only refuses
+# typos; the count itself is capped by _replicas.MAX_REPLICAS whatever the cores.
 MAX_REPLICAS_PER_CORE = 64
+ENGINE_TIMEOUT_S = 5.0  # the Engine's answer to one container listing
 
 
 def count_workers(module, env):
-    """Configured (.env) and running (Compose labels) workers; None where the source is not given."""
+    """Configured (.env) and running workers; None where the source is not given or cannot answer.
+
+    Running workers are counted the way the metrics collector counts them (one method for both): the Engine's
+    containers with the service's Compose labels, over the local Engine socket with the standard library, so the
+    queue modules need no Docker SDK and spawn no CLI."""
     p = module.params
     value = env.get(p["env_var"])
     workers = {"configured": int(value) if value and value.strip().isdigit() else None, "running": None}
     if p["project_src"]:
-        # Monitoring degrades instead of failing: the queue facts stay useful when Compose cannot answer.
-        try:
-            compose = _compose.Compose(module, p["project_src"], p["env_file"], p["docker_cli"])
-            workers["running"] = sum(1 for c in compose.ps(p["service"]) if c["state"] == "running")
-        except _compose.ComposeError as exc:
-            module.warn("Running workers unknown: %s" % exc.msg)
+        # Monitoring degrades instead of failing: the queue facts stay useful when the Engine cannot answer.
+        if not _compose.compose_files(p["project_src"], env):
+            module.warn("Running workers unknown: no Compose file in %s" % p["project_src"])
+            return workers
+        project = _engine.project_name(env, p["project_src"])
+        workers["running"] = _engine.count_running_stdlib(project, p["service"], ENGINE_TIMEOUT_S)
+        if workers["running"] is None:
+            module.warn("Running workers unknown: the Docker Engine at %s did not answer within %ss"
+                        % (_engine.DOCKER_SOCKET, ENGINE_TIMEOUT_S))
     return workers
 
 
@@ -185,23 +201,20 @@ def main():
         service=dict(type="str", default="worker_wrapper"),
         env_var=dict(type="str", default="QFIELDCLOUD_WORKER_REPLICAS"),
         docker_cli=dict(type="path"),
-        max_replicas_per_core=dict(type="float", default=2.5),
+        max_replicas_per_core=dict(type="float", default=_policy.DEFAULT_MAX_REPLICAS_PER_CORE),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     if not _postgres.HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=_postgres.PSYCOPG2_IMPORT_ERROR)
     p = module.params
-    unknown = sorted(set(p["thresholds"]) - set(_queue.DEFAULT_THRESHOLDS))
-    if unknown:
-        known = ", ".join(sorted(_queue.DEFAULT_THRESHOLDS))
-        module.fail_json(msg="Unknown thresholds: %s. Known: %s." % (", ".join(unknown), known))
-    thresholds_ = dict(_queue.DEFAULT_THRESHOLDS)
     try:
-        thresholds_.update({k: float(v) for k, v in p["thresholds"].items()})
-        bad = sorted(k for k, v in thresholds_.items() if not math.isfinite(v) or v < 0)
-        if bad:
-            raise ValueError("thresholds must be finite and not negative: %s"
-                             % ", ".join("%s=%s" % (k, p["thresholds"][k]) for k in bad))
+        thresholds_ = _policy.check_thresholds(p["thresholds"])
+    except KeyError as exc:
+        module.fail_json(msg="Unknown thresholds: %s. Known: %s." % (exc.args[0], ", ".join(sorted(
+            _policy.DEFAULT_THRESHOLDS))))
+    except (TypeError, ValueError) as exc:
+        module.fail_json(msg="Invalid option: %s" % exc)
+    try:
         window_s = _jobs.parse_duration(p["window"])
         if p["worker_timeout_s"] is not None:
             _jobs.check_worker_timeout(p["worker_timeout_s"])
@@ -237,10 +250,10 @@ def main():
     workers = count_workers(module, env)
     workers["busy"] = _queue.busy_workers(facts)
     facts["workers"] = workers
-    facts["alerts"] = _queue.alerts(facts, workers, thresholds_)
-    facts["decision"] = _queue.decision(facts)
-    facts["recommended_replicas"] = _queue.recommended_replicas(facts, workers, os.cpu_count() or 1,
-                                                                p["max_replicas_per_core"])
+    facts["alerts"] = _policy.alerts(facts, workers, thresholds_)
+    facts["decision"] = _policy.decision(facts)
+    facts["recommended_replicas"] = _policy.recommended_replicas(facts, workers, os.cpu_count() or 1,
+                                                                 p["max_replicas_per_core"])
     module.exit_json(changed=False, ansible_facts={"qfc_queue": facts})
 
 

@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import BIN, FIXTURE_DB, ROOT, WORKER_SIM, ansible_env, make_db_stack, run_playbook
 
 from tests.support import datagen
@@ -34,6 +35,9 @@ PLAYBOOK = ROOT / "playbooks" / "monitoring.yml"
 # QFC_TEST_COLLECTOR: run these tests against another collector script (e.g. an older one, to see them fail)
 COLLECTOR = Path(os.environ.get("QFC_TEST_COLLECTOR") or ROOT / "roles/monitoring/files/qfc_queue_collector.py")
 MODULE_UTILS = Path(os.environ.get("QFC_TEST_MODULE_UTILS") or ROOT / "plugins" / "module_utils")
+# What the role copies beside the collector: its one list (roles/monitoring/vars/main.yml)
+ROLE_VARS = yaml.safe_load((ROOT / "roles" / "monitoring" / "vars" / "main.yml").read_text())
+COPIED_MODULE_UTILS = ROLE_VARS["_qfc_monitoring_module_utils"]
 sys.path.insert(0, str(ROOT / "roles" / "monitoring" / "files"))
 sys.path.insert(0, str(ROOT / ".collections"))
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _engine  # noqa: E402
@@ -46,7 +50,7 @@ def install(base, env_file, project_src, **config):
     lib = mon / "lib" / "ansible_collections" / "qfieldcloud" / "ops" / "plugins" / "module_utils"
     lib.mkdir(parents=True)
     (mon / "bin").mkdir()
-    for name in ("_engine.py", "_envfile.py", "_jobs.py", "_postgres.py", "_queue.py"):
+    for name in COPIED_MODULE_UTILS:
         shutil.copy(MODULE_UTILS / name, lib / name)
     shutil.copy(COLLECTOR, mon / "bin" / "qfc-queue-collector")
     settings = {"project_src": str(project_src), "env_file": str(env_file), "csv_log": str(base / "log" / "q.log"),

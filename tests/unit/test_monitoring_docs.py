@@ -7,6 +7,7 @@ always run, are what guards the files: YAML structure, metric names, `for:` dura
 collection's thresholds, and the dashboard's JSON, panel ids, queries and templated datasource.
 """
 
+import importlib.util
 import json
 import os
 import re
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _policy, _queue
+
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "docs" / "monitoring"
 RULES = MONITORING / "prometheus-rules.yml"
@@ -24,31 +27,53 @@ RULE_TESTS = MONITORING / "prometheus-rules.test.yml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 PROMTOOL_FALLBACK = Path("/usr/local/bin/promtool")
 
-# What the collector writes to qfieldcloud_queue.prom: the only names the rules and the dashboard may query.
-KNOWN_METRICS = frozenset({
-    "qfieldcloud_queue_depth",
-    "qfieldcloud_jobs",
-    "qfieldcloud_useful_backlog",
-    "qfieldcloud_oldest_pending_age_seconds",
-    "qfieldcloud_workers_configured",
-    "qfieldcloud_workers_running",
-    "qfieldcloud_workers_busy",
-    "qfieldcloud_jobs_last_hour",
-    "qfieldcloud_success_ratio_last_hour",
-    "qfieldcloud_job_duration_seconds",
-    "qfieldcloud_stuck_jobs",
-    "qfieldcloud_collector_up",
-    "qfieldcloud_collector_last_success_timestamp_seconds",
-    "qfieldcloud_collector_duration_seconds",
-})
+COLLECTOR = ROOT / "roles" / "monitoring" / "files" / "qfc_queue_collector.py"
+
+
+def load_collector():
+    spec = importlib.util.spec_from_file_location("qfc_queue_collector", COLLECTOR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def collector_metrics():
+    """The metric names the collector writes to qfieldcloud_queue.prom: its own prom_text on facts shaped by
+    _queue.shape from a query answer where every figure is known (a metric whose value is unknown is left out of the
+    textfile), so a metric added to the collector is in this set without anyone listing it."""
+    answer = {"by_status": {"pending": 3, "queued": 1, "started": 2, "finished": 100, "failed": 5},
+              "oldest_pending_age_s": 42.0, "useful_backlog": 2, "eligible_projects": 2,
+              "oldest_eligible_age_s": 5.0, "busy_projects": 3, "locked_projects_waiting": 0, "stuck_stale": 1,
+              "stuck_orphaned_queued": 1, "stuck_old_pending": 1, "last_hour_finished": 19, "last_hour_failed": 1,
+              "duration_count": 20, "duration_avg_s": 10.0, "duration_p50_s": 9.0, "duration_p95_s": 30.0}
+    facts = dict(_queue.shape(answer, 86400), worker_timeout_s=600, worker_timeout_source="env")
+    workers = {"configured": 2, "running": 2, "busy": 1}
+    text = load_collector().prom_text("qfieldcloud", facts, workers, True, 1764700000.0, 0.4)
+    names = re.findall(r"^# TYPE (\S+) gauge$", text, re.M)
+    samples = {line.split("{", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+    assert set(names) == samples, "every sample has HELP and TYPE"
+    return frozenset(names)
+
+
+# What the collector writes to qfieldcloud_queue.prom: the only names the rules and the dashboard may query, and
+# every one of them must be shown on the dashboard.
+KNOWN_METRICS = collector_metrics()
 SEVERITIES = frozenset({"warning", "critical"})
 
-# alert -> (severity, `for`, fragments its expr must hold): the collection's thresholds (docs/queue.md).
+
+def policy_threshold(name, digits):
+    """One of _policy's default thresholds, as the rules write it."""
+    return "%.*f" % (digits, _policy.DEFAULT_THRESHOLDS[name])
+
+
+# alert -> (severity, `for`, fragments its expr must hold): the collection's thresholds (_policy, docs/queue.md).
 EXPECTED_ALERTS = {
-    "QFieldCloudQueueDepthHigh": ("warning", "10m", ["qfieldcloud_queue_depth > 10"]),
+    "QFieldCloudQueueDepthHigh": ("warning", "10m", ["qfieldcloud_queue_depth > " + policy_threshold(
+        "queue_depth_warning", 0)]),
     "QFieldCloudWorkersIdleWithJobsWaiting": (
         "critical", "5m", ["qfieldcloud_useful_backlog > 0", "qfieldcloud_workers_busy < qfieldcloud_workers_running"]),
-    "QFieldCloudJobFailureRateHigh": ("critical", "5m", ['result="failed"', "> 0.30", "> 0"]),
+    "QFieldCloudJobFailureRateHigh": ("critical", "5m", ['result="failed"', "> " + policy_threshold(
+        "failed_ratio_critical", 2), "> 0"]),
     "QFieldCloudStuckJobs": ("warning", None, ["qfieldcloud_stuck_jobs > 0"]),
     "QFieldCloudWorkersMissing": ("critical", "5m", ["qfieldcloud_workers_configured - qfieldcloud_workers_running"]),
     "QFieldCloudCollectorFailing": ("warning", "15m", ["qfieldcloud_collector_up == 0"]),
@@ -397,3 +422,12 @@ def test_dashboard_queries_parse_with_promtool(tmp_path):
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     out = run_promtool("check", "rules", str(path))
     assert "SUCCESS: %d rules found" % len(rules) in out
+
+
+def test_known_metrics_come_from_the_collector():
+    """The set is the collector's output, not a list kept by hand: it holds the metrics known to exist, and a name
+    the collector does not write is not in it."""
+    assert {"qfieldcloud_queue_depth", "qfieldcloud_worker_timeout_seconds", "qfieldcloud_collector_up",
+            "qfieldcloud_stuck_jobs", "qfieldcloud_jobs_last_hour"} <= KNOWN_METRICS
+    assert len(KNOWN_METRICS) == 15
+    assert "qfieldcloud_queue_length" not in KNOWN_METRICS

@@ -37,12 +37,10 @@ from urllib.parse import urlsplit
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _engine, _envfile, _jobs, _postgres, _queue  # noqa: E402
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import (  # noqa: E402
+    _engine, _envfile, _jobs, _metrics_log, _policy, _postgres, _queue)
 
-COLUMNS = ("timestamp", "queue_depth", "pending", "queued", "started", "useful_backlog", "workers_configured",
-           "workers_running", "workers_busy", "finished_last_hour", "failed_last_hour", "success_rate",
-           "duration_p50_s", "duration_p95_s", "stuck_stale", "stuck_orphaned_queued", "stuck_old_pending", "status",
-           "error", "worker_timeout_source")
+fmt = _metrics_log.fmt
 GRACE_S = 3.0  # the SIGALRM backstop fires this long after the run's deadline
 WRITE_RESERVE_S = 1.0  # the database must give up this long before the deadline: the sinks still need writing
 EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT, EXIT_NO_PSYCOPG2 = 0, 1, 2, 3
@@ -71,27 +69,6 @@ class Run:
 def read_env(path):
     _raw, _text, entries = _envfile.read(path)
     return {e.key: e.value for e in entries}, _envfile.secret_values(entries)
-
-
-def fmt(value):
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return ("%.4f" % value).rstrip("0").rstrip(".")
-    return str(value)
-
-
-def csv_row(stamp, facts=None, workers=None, error=None):
-    if facts is None:
-        values = [stamp] + [""] * 16 + ["error", (error or "").replace(",", ";").replace("\n", " "), ""]
-    else:
-        by = facts["by_status"]
-        values = [stamp, facts["queue_depth"], by["pending"], by["queued"], by["started"], facts["useful_backlog"],
-                  workers["configured"], workers["running"], workers["busy"], facts["last_hour"]["finished"],
-                  facts["last_hour"]["failed"], facts["last_hour"]["success_rate"], facts["duration"]["p50_s"],
-                  facts["duration"]["p95_s"], facts["stuck"]["stale"], facts["stuck"]["orphaned_queued"],
-                  facts["stuck"]["old_pending"], "ok", "", facts["worker_timeout_source"]]
-    return ",".join(fmt(v) for v in values) + "\n"
 
 
 def prom_text(project, facts, workers, up, last_success, duration):
@@ -255,10 +232,10 @@ def gather(params, run, worker_timeout, config, env=None):
 
 def collect(config, context, run):
     """One gathering. ``context["project"]`` is set as soon as it is known, for a timeout's report."""
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    stamp = time.strftime(_metrics_log.TIMESTAMP_FORMAT)
     facts = workers = error = None
     secrets = []
-    thresholds = dict(_queue.DEFAULT_THRESHOLDS)
+    thresholds = dict(_policy.DEFAULT_THRESHOLDS)
     try:
         env, secrets = read_env(config["env_file"])
         context["project"] = _engine.project_name(env, config["project_src"], config.get("compose_project"))
@@ -334,7 +311,7 @@ def record_failure(config, context, run, message):
     """A run that cannot go on (out of time): a CSV error row and collector_up 0, best effort."""
     sinks = Sinks(config)
     sinks.make_dirs()
-    sinks.csv(csv_row(time.strftime("%Y-%m-%d %H:%M:%S"), error=message))
+    sinks.csv(_metrics_log.format_row(time.strftime(_metrics_log.TIMESTAMP_FORMAT), error=message))
     state = load_state(config["state_file"])
     sinks.textfile(prom_text(context["project"], None, None, False, state.get("last_success"), run.elapsed()), False)
 
@@ -399,7 +376,7 @@ def after_lock(config, context, run):
     project = context["project"]
     sinks = Sinks(config)
     sinks.make_dirs()
-    sinks.csv(csv_row(stamp, facts, workers, error))
+    sinks.csv(_metrics_log.format_row(stamp, facts, workers, error))
     state = load_state(config["state_file"])
     if error is None:
         last_success = time.time()
@@ -409,7 +386,7 @@ def after_lock(config, context, run):
     sinks.textfile(prom_text(project, facts, workers, up, last_success, run.elapsed()), up)
     previous = state["alerts"]
     if error is None:
-        active = {a["code"]: a for a in _queue.alerts(facts, workers, thresholds)}
+        active = {a["code"]: a for a in _policy.alerts(facts, workers, thresholds)}
     else:  # the queue cannot be seen: its alerts stay as they were
         active = {k: v for k, v in previous.items() if k != "collector_failed"}
     problems = ([error] if error else []) + sinks.errors

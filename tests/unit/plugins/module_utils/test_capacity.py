@@ -1,4 +1,5 @@
-"""Capacity report from the queue metrics log: parsing, windows, figures, the decision matrix, Markdown and HTML."""
+"""Capacity report from the queue metrics log: parsing (_metrics_log), windows and figures (_capacity_model), the
+decision matrix on a window (_policy.decide), Markdown and HTML (_capacity_render, _capacity_charts)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _capacity
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import (
+    _capacity_charts, _capacity_model, _capacity_render, _metrics_log, _policy)
 
 T0 = datetime(2025, 12, 12, 0, 0, 3)
 FMT = "%Y-%m-%d %H:%M:%S"
@@ -30,7 +32,7 @@ def _load_collector():
     return module
 
 
-fmt = _load_collector().fmt  # empty for None, floats without trailing zeros
+fmt = _metrics_log.fmt  # what the collector writes with: empty for None, floats without trailing zeros
 
 
 def ok_row(stamp, **values):
@@ -38,7 +40,7 @@ def ok_row(stamp, **values):
     if "success_rate" not in values:
         total = row["finished_last_hour"] + row["failed_last_hour"]
         row["success_rate"] = round(row["finished_last_hour"] / total, 4) if total else None
-    return ",".join([stamp.strftime(FMT)] + [fmt(row[c]) for c in _capacity.NUMERIC_COLUMNS] + ["ok", ""])
+    return ",".join([stamp.strftime(FMT)] + [fmt(row[c]) for c in _metrics_log.NUMERIC_COLUMNS] + ["ok", ""])
 
 
 def error_row(stamp, message="connection to server at 127.0.0.1; port 5433 failed: Connection refused"):
@@ -55,9 +57,9 @@ def history(n, start=T0, interval_s=300, **values):
 
 
 def model_of(*texts, window_s=7 * 86400, **named):
-    logs = {"qfc%d" % (i + 1): _capacity.parse(t) if t is not None else None for i, t in enumerate(texts)}
-    logs.update({k: _capacity.parse(v) if v is not None else None for k, v in named.items()})
-    return _capacity.build(logs, window_s)
+    logs = {"qfc%d" % (i + 1): _metrics_log.parse(t) if t is not None else None for i, t in enumerate(texts)}
+    logs.update({k: _metrics_log.parse(v) if v is not None else None for k, v in named.items()})
+    return _capacity_model.build(logs, window_s)
 
 
 def one(text, window_s=7 * 86400):
@@ -67,11 +69,15 @@ def one(text, window_s=7 * 86400):
 # ---------------------------------------------------------------------------------------------------------- parsing
 
 def test_columns_match_the_collector_contract():
-    assert len(_capacity.COLUMNS) == 20
-    assert _capacity.COLUMNS[1] == "queue_depth"  # the seed's awk one-liners read $2
-    assert _capacity.COLUMNS[5] == "useful_backlog"  # position kept when its meaning was fixed
-    assert _capacity.COLUMNS[17:] == ("status", "error", "worker_timeout_source")
-    assert _capacity.COLUMNS == _load_collector().COLUMNS
+    assert len(_metrics_log.COLUMNS) == 20
+    assert _metrics_log.COLUMNS[1] == "queue_depth"  # the seed's awk one-liners read $2
+    assert _metrics_log.COLUMNS[5] == "useful_backlog"  # position kept when its meaning was fixed
+    assert _metrics_log.COLUMNS[17:] == ("status", "error", "worker_timeout_source")
+    assert _metrics_log.STATUS_INDEX == 17 and _metrics_log.NUMERIC_COLUMNS == _metrics_log.COLUMNS[1:17]
+    # The collector keeps no column list of its own: it writes its rows with _metrics_log (the rows a real run writes
+    # are parsed back in tests/integration/test_monitoring.py).
+    collector = _load_collector()
+    assert not hasattr(collector, "COLUMNS") and collector._metrics_log is _metrics_log
 
 
 @pytest.mark.parametrize("source", ["option", "env", "constance", "default"])
@@ -80,25 +86,26 @@ def test_rows_with_the_timeout_source_column(source):
     facts = {"by_status": {"pending": 3, "queued": 1, "started": 1}, "queue_depth": 4, "useful_backlog": 2,
              "last_hour": {"finished": 9, "failed": 1, "success_rate": 0.9}, "duration": {"p50_s": 3.0, "p95_s": 9.5},
              "stuck": {"stale": 0, "orphaned_queued": 0, "old_pending": 0}, "worker_timeout_source": source}
-    line = collector.csv_row(T0.strftime(FMT), facts, {"configured": 2, "running": 2, "busy": 1})
-    assert line.count(",") == len(_capacity.COLUMNS) - 1
-    row = _capacity.parse_line(line)
+    line = collector._metrics_log.format_row(T0.strftime(FMT), facts, {"configured": 2, "running": 2, "busy": 1})
+    assert line.count(",") == len(_metrics_log.COLUMNS) - 1
+    row = _metrics_log.parse_line(line)
     assert (row["status"], row["error"], row["worker_timeout_source"]) == ("ok", "", source)
     assert (row["useful_backlog"], row["success_rate"]) == (2, 0.9)
-    error = _capacity.parse_line(collector.csv_row(T0.strftime(FMT), error="could not connect, host db"))
+    error = _metrics_log.parse_line(collector._metrics_log.format_row(T0.strftime(FMT),
+                                                                      error="could not connect, host db"))
     assert (error["status"], error["error"], error["worker_timeout_source"]) == (
         "error", "could not connect; host db", None)
 
 
 def test_rows_written_before_the_timeout_source_column_still_parse():
-    row = _capacity.parse_line(ok_row(T0, useful_backlog=3))
+    row = _metrics_log.parse_line(ok_row(T0, useful_backlog=3))
     assert (row["status"], row["useful_backlog"], row["worker_timeout_source"]) == ("ok", 3, None)
-    old_error = _capacity.parse_line(error_row(T0, "could not connect, host db, port 5432"))
+    old_error = _metrics_log.parse_line(error_row(T0, "could not connect, host db, port 5432"))
     assert (old_error["error"], old_error["worker_timeout_source"]) == ("could not connect, host db, port 5432", None)
 
 
 def test_parse_an_ok_row():
-    row = _capacity.parse_line(ok_row(T0, queue_depth=7, workers_running=None, success_rate=0.9756,
+    row = _metrics_log.parse_line(ok_row(T0, queue_depth=7, workers_running=None, success_rate=0.9756,
                                       finished_last_hour=40, failed_last_hour=1))
     assert row["ts"] == T0 and row["status"] == "ok" and row["error"] == ""
     assert row["queue_depth"] == 7 and isinstance(row["queue_depth"], int)
@@ -107,26 +114,26 @@ def test_parse_an_ok_row():
 
 
 def test_parse_an_error_row():
-    row = _capacity.parse_line(error_row(T0))
+    row = _metrics_log.parse_line(error_row(T0))
     assert row["status"] == "error"
     assert row["error"].startswith("connection to server")
-    assert all(row[c] is None for c in _capacity.NUMERIC_COLUMNS)
+    assert all(row[c] is None for c in _metrics_log.NUMERIC_COLUMNS)
 
 
 def test_error_message_with_commas_left_in_is_kept_whole():
-    row = _capacity.parse_line(T0.strftime(FMT) + "," * 16 + ",error,could not connect, host db, port 5432")
+    row = _metrics_log.parse_line(T0.strftime(FMT) + "," * 16 + ",error,could not connect, host db, port 5432")
     assert row["error"] == "could not connect, host db, port 5432"
 
 
 def test_error_row_figures_are_not_trusted():
     line = T0.strftime(FMT) + ",99" + "," * 15 + ",error,boom"
-    assert _capacity.parse_line(line)["queue_depth"] is None
+    assert _metrics_log.parse_line(line)["queue_depth"] is None
 
 
 def test_crlf_and_a_missing_error_column_are_accepted():
     line = ok_row(T0)
-    assert _capacity.parse_line(line + "\r\n")["status"] == "ok"
-    assert _capacity.parse_line(line.rsplit(",", 1)[0])["error"] == ""
+    assert _metrics_log.parse_line(line + "\r\n")["status"] == "ok"
+    assert _metrics_log.parse_line(line.rsplit(",", 1)[0])["error"] == ""
 
 
 @pytest.mark.parametrize("line", [
@@ -146,13 +153,13 @@ def test_crlf_and_a_missing_error_column_are_accepted():
 ])
 def test_garbled_lines_are_rejected(line):
     with pytest.raises(ValueError):
-        _capacity.parse_line(line)
+        _metrics_log.parse_line(line)
 
 
 def test_parse_skips_and_counts_blank_and_garbled_lines():
     text = "\n".join([ok_row(T0), "", "   ", "garbage", ok_row(T0 + timedelta(minutes=5)), "2025-12-12 00:10:03,3",
                       error_row(T0 + timedelta(minutes=10))]) + "\n"
-    parsed = _capacity.parse(text)
+    parsed = _metrics_log.parse(text)
     assert len(parsed["rows"]) == 3
     assert (parsed["lines"], parsed["blank"], parsed["garbled"]) == (7, 2, 2)
     assert parsed["first_garbled"].startswith("line 4: ")
@@ -161,32 +168,32 @@ def test_parse_skips_and_counts_blank_and_garbled_lines():
 def test_parse_sorts_rows_by_time():
     text = "\n".join([ok_row(T0 + timedelta(minutes=10), queue_depth=3), ok_row(T0, queue_depth=1),
                       ok_row(T0 + timedelta(minutes=5), queue_depth=2)])
-    assert [r["queue_depth"] for r in _capacity.parse(text)["rows"]] == [1, 2, 3]
+    assert [r["queue_depth"] for r in _metrics_log.parse(text)["rows"]] == [1, 2, 3]
 
 
 def test_parse_accepts_lines_from_a_file_object(tmp_path):
     path = tmp_path / "queue_metrics.log"
     path.write_text(history(3))
     with open(path) as handle:
-        assert len(_capacity.parse(handle)["rows"]) == 3
+        assert len(_metrics_log.parse(handle)["rows"]) == 3
 
 
 # ----------------------------------------------------------------------------------------------------------- window
 
 def test_window_last_seconds_excludes_the_start():
-    rows = _capacity.parse(history(48))["rows"]
-    assert len(_capacity.window(rows, last_s=3600)) == 12
-    assert _capacity.window(rows, last_s=3600)[-1] is rows[-1]
-    assert len(_capacity.window(rows, last_s=86400)) == 48
+    rows = _metrics_log.parse(history(48))["rows"]
+    assert len(_capacity_model.window(rows, last_s=3600)) == 12
+    assert _capacity_model.window(rows, last_s=3600)[-1] is rows[-1]
+    assert len(_capacity_model.window(rows, last_s=86400)) == 48
 
 
 def test_window_since_until_inclusive_with_strings_or_datetimes():
-    rows = _capacity.parse(history(12))["rows"]
-    picked = _capacity.window(rows, since="2025-12-12 00:10:03", until=T0 + timedelta(minutes=20))
+    rows = _metrics_log.parse(history(12))["rows"]
+    picked = _capacity_model.window(rows, since="2025-12-12 00:10:03", until=T0 + timedelta(minutes=20))
     assert [r["ts"].minute for r in picked] == [10, 15, 20]
-    assert len(_capacity.window(rows, since=T0 + timedelta(minutes=50))) == 2
-    assert len(_capacity.window(rows, until=T0)) == 1
-    assert _capacity.window([], last_s=60) == []
+    assert len(_capacity_model.window(rows, since=T0 + timedelta(minutes=50))) == 2
+    assert len(_capacity_model.window(rows, until=T0)) == 1
+    assert _capacity_model.window([], last_s=60) == []
 
 
 def test_report_window_ends_at_the_newest_row_of_the_fleet():
@@ -201,8 +208,8 @@ def test_host_with_only_older_rows_has_no_data_in_the_window():
     model = model_of(history(3), history(3, start=T0 + timedelta(days=10)), window_s=86400)
     first = model["hosts"][0]
     assert first["rows"] == [] and first["newest"] == "2025-12-12 00:10:03"
-    assert _capacity.result(model)["hosts"]["qfc1"]["log"] == "outside_window"
-    assert "no data in the window: the newest row is from 2025-12-12 00:10:03" in _capacity.markdown(model)
+    assert _capacity_model.result(model)["hosts"]["qfc1"]["log"] == "outside_window"
+    assert "no data in the window: the newest row is from 2025-12-12 00:10:03" in _capacity_render.markdown(model)
 
 
 # ---------------------------------------------------------------------------------------------- empty and one row
@@ -213,17 +220,17 @@ def test_empty_log():
     assert f["samples"] == 0 and f["availability"] is None and f["queue_depth"]["avg"] is None
     assert f["jobs"] == {"finished": 0, "failed": 0, "success_rate": None, "hours_covered": 0}
     assert f["decision"]["action"] == "monitor"
-    md, page = _capacity.markdown(model), _capacity.html_page(model)
+    md, page = _capacity_render.markdown(model), _capacity_render.html_page(model)
     assert "Period: no data." in md and "no data: the log is empty" in md
     assert page.count("<svg") == 0 and "No data: the log is empty" in page
-    assert _capacity.result(model)["hosts"]["qfc1"]["log"] == "empty"
+    assert _capacity_model.result(model)["hosts"]["qfc1"]["log"] == "empty"
 
 
 def test_no_log_at_all():
     model = model_of(None)
-    assert _capacity.result(model)["hosts"]["qfc1"]["log"] == "missing"
-    assert "no data: no log was fetched from this host" in _capacity.markdown(model)
-    assert _capacity.build({}, 3600)["fleet"]["samples"] == 0
+    assert _capacity_model.result(model)["hosts"]["qfc1"]["log"] == "missing"
+    assert "no data: no log was fetched from this host" in _capacity_render.markdown(model)
+    assert _capacity_model.build({}, 3600)["fleet"]["samples"] == 0
 
 
 def test_one_row_log():
@@ -234,8 +241,8 @@ def test_one_row_log():
     assert f["jobs"] == {"finished": 19, "failed": 1, "success_rate": 0.95, "hours_covered": 1}
     assert f["duration"]["p95_s"] == 90.0 and f["largest_gap_s"] is None
     assert f["decision"]["action"] == "stop"
-    assert "a single sample (2025-12-12 00:00:03)" in _capacity.markdown(model)
-    page = _capacity.html_page(model)
+    assert "a single sample (2025-12-12 00:00:03)" in _capacity_render.markdown(model)
+    page = _capacity_render.html_page(model)
     assert page.count("<svg") == 3
     assert "<circle" in page and "<polyline" not in page  # a single point is drawn as a dot
 
@@ -247,7 +254,7 @@ def test_only_error_rows():
     assert f["queue_depth"]["avg"] is None and f["decision"]["action"] == "monitor"
     assert f["last_error"] == {"at": "2025-12-12 00:15:03",
                                "message": "connection to server at 127.0.0.1; port 5433 failed: Connection refused"}
-    assert _capacity.html_page(model_of(text)).count("<svg") == 3
+    assert _capacity_render.html_page(model_of(text)).count("<svg") == 3
 
 
 # ---------------------------------------------------------------------------------------------------------- figures
@@ -282,9 +289,9 @@ def simulate_jobs(hours, seed=7, fail_p=0.1, jitter_s=20):
 
 def test_jobs_are_counted_once_from_rows_an_hour_apart():
     ends, text = simulate_jobs(48)
-    rows = _capacity.parse(text)["rows"]
+    rows = _metrics_log.parse(text)["rows"]
     f = one(text)
-    picks = _capacity.hourly_samples(rows)
+    picks = _capacity_model.hourly_samples(rows)
     assert len(picks) == f["jobs"]["hours_covered"] == 48
     covered = [ok for end, ok in ends if picks[-1]["ts"] - timedelta(hours=1) < end <= picks[0]["ts"]]
     # The overlap allowed for jitter (at most JITTER_S per hour) may count a job twice; here it is exact or close.
@@ -311,20 +318,20 @@ def test_success_rate_is_weighted_by_jobs_not_by_hours():
 
 
 def test_mixture_quantile_of_one_period_is_its_own():
-    assert _capacity.mixture_quantile([(10, 30.0, 90.0)], 0.95) == pytest.approx(90.0, rel=1e-6)
-    assert _capacity.mixture_quantile([(10, 30.0, 90.0)], 0.5) == pytest.approx(30.0, rel=1e-6)
-    assert _capacity.mixture_quantile([], 0.95) is None
+    assert _capacity_model.mixture_quantile([(10, 30.0, 90.0)], 0.95) == pytest.approx(90.0, rel=1e-6)
+    assert _capacity_model.mixture_quantile([(10, 30.0, 90.0)], 0.5) == pytest.approx(30.0, rel=1e-6)
+    assert _capacity_model.mixture_quantile([], 0.95) is None
 
 
 def test_mixture_quantile_lies_between_the_periods_and_follows_the_weights():
-    light_slow = _capacity.mixture_quantile([(100, 30.0, 90.0), (1, 60.0, 300.0)], 0.95)
-    heavy_slow = _capacity.mixture_quantile([(1, 30.0, 90.0), (100, 60.0, 300.0)], 0.95)
+    light_slow = _capacity_model.mixture_quantile([(100, 30.0, 90.0), (1, 60.0, 300.0)], 0.95)
+    heavy_slow = _capacity_model.mixture_quantile([(1, 30.0, 90.0), (100, 60.0, 300.0)], 0.95)
     assert 90.0 <= light_slow < heavy_slow <= 300.0
     assert light_slow < 120 and heavy_slow > 280
-    assert _capacity.mixture_quantile([(5, 30.0, 90.0), (5, 30.0, 90.0)], 0.95) == pytest.approx(90.0, rel=1e-6)
+    assert _capacity_model.mixture_quantile([(5, 30.0, 90.0), (5, 30.0, 90.0)], 0.95) == pytest.approx(90.0, rel=1e-6)
     # zero weights everywhere: equal weights; degenerate fits (p50 missing or = p95) are point masses
-    assert 90.0 <= _capacity.mixture_quantile([(0, 30.0, 90.0), (0, None, 120.0)], 0.95) <= 120.0
-    assert _capacity.mixture_quantile([(1, 50.0, 50.0)], 0.95) == 50.0
+    assert 90.0 <= _capacity_model.mixture_quantile([(0, 30.0, 90.0), (0, None, 120.0)], 0.95) <= 120.0
+    assert _capacity_model.mixture_quantile([(1, 50.0, 50.0)], 0.95) == 50.0
 
 
 def test_p95_over_a_week_uses_rows_a_day_apart():
@@ -365,36 +372,44 @@ def test_gaps_and_stale_hosts_are_noted():
     del lines[5:15]                                                     # 55 minutes without a row
     model = model_of("\n".join(lines), history(48))
     assert model["hosts"][0]["figures"]["largest_gap_s"] == 55 * 60
-    md = _capacity.markdown(model)
+    md = _capacity_render.markdown(model)
     assert "largest gap between samples: 55 s" not in md and "largest gap between samples: 55.0 min" in md
     assert "the newest sample is 2.0 h older than the fleet's newest" in md
 
 
 # --------------------------------------------------------------------------------------------------------- decision
 
-@pytest.mark.parametrize("depth, rate, action", [
-    (2.0, 0.95, "stop"),
-    (4.99, 0.9001, "stop"),
-    (5.0, 0.95, "consider"),
-    (7.5, 0.85, "consider"),
-    (10.0, 0.81, "consider"),
-    (10.01, 0.99, "investigate"),
-    (2.0, 0.79, "investigate"),
-    (7.0, 0.5, "investigate"),
-    (2.0, 0.85, "monitor"),      # depth fine but success between 80% and 90%
-    (7.0, 0.80, "monitor"),      # success exactly 80%: neither > 80% nor < 80%
-    (3.0, None, "monitor"),      # no job ended
-    (None, None, "monitor"),     # no data
+@pytest.mark.parametrize("depth, rate, action, reason", [
+    (2.0, 0.95, "stop", "average queue depth 2.00 < 5 and success 95.0% > 90%: configuration is sufficient"),
+    (4.99, 0.9001, "stop", "average queue depth 4.99 < 5 and success 90.0% > 90%: configuration is sufficient"),
+    (5.0, 0.95, "consider",
+     "average queue depth 5.00 is 5-10 and success 95.0% > 80%: consider database indexes or caching"),
+    (7.5, 0.85, "consider",
+     "average queue depth 7.50 is 5-10 and success 85.0% > 80%: consider database indexes or caching"),
+    (10.0, 0.81, "consider",
+     "average queue depth 10.00 is 5-10 and success 81.0% > 80%: consider database indexes or caching"),
+    (10.01, 0.99, "investigate", "average queue depth 10.01 > 10: root-cause analysis needed"),
+    (2.0, 0.79, "investigate", "success 79.0% < 80%: root-cause analysis needed"),
+    (7.0, 0.5, "investigate", "success 50.0% < 80%: root-cause analysis needed"),
+    # depth fine but success between 80% and 90%
+    (2.0, 0.85, "monitor",
+     "average queue depth 2.00 with success 85.0% lies between the matrix's bands: keep collecting"),
+    # success exactly 80%: neither > 80% nor < 80%
+    (7.0, 0.80, "monitor",
+     "average queue depth 7.00 with success 80.0% lies between the matrix's bands: keep collecting"),
+    # no job ended
+    (3.0, None, "monitor", "average queue depth 3.00, but no job ended in the sampled hours: keep collecting"),
+    (None, None, "monitor", "no samples in the window: keep collecting"),     # no data
 ])
-def test_decision_matrix(depth, rate, action):
-    decision = _capacity.decide(depth, rate)
-    assert decision["action"] == action
-    assert decision["reason"] == "%s: %s" % (decision["basis"], decision["summary"])
+def test_decision_matrix(depth, rate, action, reason):
+    decision = _policy.decide(depth, rate)
+    assert (decision["action"], decision["reason"]) == (action, reason)
+    assert reason.startswith(decision["basis"] + ": ") and reason.endswith(": " + decision["summary"])
 
 
 def test_decision_reasons_name_the_figures():
-    assert _capacity.decide(12.345, 0.5)["basis"] == "average queue depth 12.35 > 10 and success 50.0% < 80%"
-    assert _capacity.decide(None, None)["basis"] == "no samples in the window"
+    assert _policy.decide(12.345, 0.5)["basis"] == "average queue depth 12.35 > 10 and success 50.0% < 80%"
+    assert _policy.decide(None, None)["basis"] == "no samples in the window"
 
 
 @pytest.mark.parametrize("values, action", [
@@ -421,7 +436,7 @@ def test_html_has_one_svg_per_chart_and_no_external_resources():
     lines = week().splitlines()
     lines[100] = error_row(datetime.strptime(lines[100][:19], FMT))
     model = model_of("\n".join(lines), week(4), "", None)
-    page = _capacity.html_page(model)
+    page = _capacity_render.html_page(model)
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert page.count("<svg") == page.count("</svg>") == 6      # three charts for each host with data
     assert page.count("<figure>") == 6
@@ -431,41 +446,41 @@ def test_html_has_one_svg_per_chart_and_no_external_resources():
 
 
 def test_long_histories_are_down_sampled():
-    page = _capacity.html_page(model_of(history(12 * 24 * 30, queue_depth=lambda i: i % 7), window_s=None))
+    page = _capacity_render.html_page(model_of(history(12 * 24 * 30, queue_depth=lambda i: i % 7), window_s=None))
     for points in re.findall(r'<polyline points="([^"]*)"', page):
-        assert len(points.split()) <= _capacity.MAX_POINTS
+        assert len(points.split()) <= _capacity_charts.MAX_POINTS
     assert len(page) < 400_000
 
 
 def test_output_is_deterministic_and_embeds_no_clock_time():
     text = week()
     first, second = model_of(text), model_of(text)
-    assert _capacity.markdown(first) == _capacity.markdown(second)
-    assert _capacity.html_page(first) == _capacity.html_page(second)
+    assert _capacity_render.markdown(first) == _capacity_render.markdown(second)
+    assert _capacity_render.html_page(first) == _capacity_render.html_page(second)
     today = datetime.now().strftime("%Y-%m-%d")
-    assert today not in _capacity.markdown(first) + _capacity.html_page(first)
+    assert today not in _capacity_render.markdown(first) + _capacity_render.html_page(first)
 
 
 def test_markdown_summary_table_and_escaping():
     model = model_of(week(), **{"odd|host": ""})
-    md = _capacity.markdown(model)
+    md = _capacity_render.markdown(model)
     assert md.startswith("# QFieldCloud capacity report\n")
     assert "| odd\\|host | 0 |" in md
     assert "| **all hosts** |" in md
     assert "## How the figures are computed" in md
     header = [line for line in md.splitlines() if line.startswith("| host |")][0]
-    assert header.count("|") == len(_capacity.SUMMARY_HEADER) + 2
+    assert header.count("|") == len(_capacity_render.SUMMARY_HEADER) + 2
 
 
 def test_html_escapes_host_names_and_messages():
     model = model_of(error_row(T0, "<b>bad</b>"), **{"<host>": history(2)})
-    page = _capacity.html_page(model)
+    page = _capacity_render.html_page(model)
     assert "<b>bad</b>" not in page and "&lt;b&gt;bad&lt;/b&gt;" in page
     assert "<host>" not in page and "&lt;host&gt;" in page
 
 
 def test_result_has_no_rows_and_is_json_serialisable():
-    data = _capacity.result(model_of(week(), ""))
+    data = _capacity_model.result(model_of(week(), ""))
     assert set(data["hosts"]) == {"qfc1", "qfc2"}
     assert data["hosts"]["qfc1"]["rows_in_window"] == 2016 and data["hosts"]["qfc2"]["log"] == "empty"
     json.dumps(data)

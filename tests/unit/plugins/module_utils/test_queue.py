@@ -1,4 +1,5 @@
-"""Pure parts of the queue modules: durations, statuses, connection resolution, alerts, decision, recommendation."""
+"""Pure parts of the queue modules: durations, statuses, connection resolution, the shaping of the facts (alerts,
+decision and recommendation: test_policy.py)."""
 
 from __future__ import annotations
 
@@ -104,61 +105,3 @@ def test_shape():
     assert facts["duration"]["avg_s"] == 10.0 and facts["stuck"] == {"stale": 0, "orphaned_queued": 0,
                                                                      "old_pending": 0}
     assert _queue.shape(raw(last_hour_finished=0, last_hour_failed=0), 60)["last_hour"]["success_rate"] is None
-
-
-def codes(facts, workers, **thresholds):
-    t = dict(_queue.DEFAULT_THRESHOLDS, **thresholds)
-    return {a["code"]: a["severity"] for a in _queue.alerts(facts, workers, t)}
-
-
-def test_alerts_quiet_when_healthy():
-    assert codes(_queue.shape(raw(), 60), {"configured": 4, "running": 4, "busy": 3}) == {}
-
-
-def test_alerts_fire_on_each_threshold():
-    facts = _queue.shape(raw(by_status={"pending": 12, "queued": 0, "started": 0}, useful_backlog=12,
-                             oldest_eligible_age_s=300.0, last_hour_failed=10, last_hour_finished=10,
-                             stuck_stale=1, stuck_orphaned_queued=2, stuck_old_pending=3), 60)
-    got = codes(facts, {"configured": 4, "running": 3, "busy": 0})
-    assert got == {"queue_depth_high": "warning", "workers_idle_with_jobs_waiting": "error",
-                   "failure_rate_high": "critical", "stuck_stale": "warning", "stuck_orphaned_queued": "warning",
-                   "stuck_old_pending": "warning", "workers_missing": "error"}
-
-
-def test_idle_alert_waits_for_the_grace_period_and_needs_workers():
-    facts = _queue.shape(raw(useful_backlog=1, oldest_eligible_age_s=10.0), 60)
-    assert "workers_idle_with_jobs_waiting" not in codes(facts, {"configured": 2, "running": 2, "busy": 0})
-    facts = _queue.shape(raw(useful_backlog=1, oldest_eligible_age_s=100.0), 60)
-    assert "workers_idle_with_jobs_waiting" in codes(facts, {"configured": 2, "running": 2, "busy": 0})
-    assert "workers_idle_with_jobs_waiting" not in codes(facts, {"configured": 2, "running": 2, "busy": 2})
-    assert "workers_idle_with_jobs_waiting" not in codes(facts, {"configured": None, "running": None, "busy": 0})
-
-
-def test_failure_rate_threshold_is_exceeded_not_equalled():
-    facts = _queue.shape(raw(last_hour_finished=7, last_hour_failed=3), 60)
-    assert "failure_rate_high" not in codes(facts, {"busy": 0})
-    assert "failure_rate_high" in codes(facts, {"busy": 0}, failed_ratio_critical=0.25)
-
-
-@pytest.mark.parametrize("pending, finished, failed, action", [
-    (2, 95, 5, "stop"),
-    (2, 90, 10, "monitor"),       # success exactly 90% is not > 90%, and depth < 5 is not 5-10
-    (2, 99, 1, "stop"),
-    (7, 90, 10, "consider"),
-    (12, 99, 1, "investigate"),
-    (1, 70, 30, "investigate"),
-    (2, 0, 0, "monitor"),
-    (7, 75, 25, "investigate"),
-])
-def test_decision_matrix(pending, finished, failed, action):
-    facts = _queue.shape(raw(by_status={"pending": pending}, last_hour_finished=finished, last_hour_failed=failed), 60)
-    assert _queue.decision(facts)["action"] == action
-
-
-def test_recommended_replicas_bounds():
-    facts = _queue.shape(raw(eligible_projects=6), 60)
-    assert _queue.recommended_replicas(facts, {"configured": 2, "running": 2, "busy": 2}, cores=2) == 5
-    assert _queue.recommended_replicas(facts, {"configured": 2, "running": 2, "busy": 2}, cores=4) == 8
-    idle = _queue.shape(raw(eligible_projects=0), 60)
-    assert _queue.recommended_replicas(idle, {"configured": 4, "running": 4, "busy": 0}, cores=4) == 4
-    assert _queue.recommended_replicas(idle, {"configured": None, "running": None, "busy": 0}, cores=1) == 1
