@@ -15,7 +15,7 @@ import re
 
 STATUSES = ("pending", "queued", "started", "finished", "stopped", "failed")
 LIVE_STATUSES = ("pending", "queued", "started")
-BUSY_STATUSES = ("queued", "started")
+BUSY_STATUSES = ("queued", "started")  # a worker has taken the job: the stale rule's statuses, mode=age's default
 DEFAULT_WORKER_TIMEOUT_S = 600
 STALE_MARGIN_S = 10  # upstream's SetTerminatedWorkersToFinalStatusJob: started_at < now() - (timeout + 10 s)
 
@@ -26,7 +26,8 @@ TERMINATED_OUTPUT = "Job unexpectedly terminated."
 
 # Stuck kinds, as SQL conditions on core_job with named parameters. Facts count them; cleanup fails them.
 STUCK_SQL = {
-    "stale": "status IN ('queued', 'started') AND started_at < now() - make_interval(secs => %(stale_after_s)s)",
+    "stale": "status IN (%s) AND started_at < now() - make_interval(secs => %%(stale_after_s)s)"
+             % ", ".join("'%s'" % status for status in BUSY_STATUSES),
     # Upstream never sweeps these (started_at IS NULL never matches `started_at < ...`) and they block their project.
     # created_at and updated_at are both old: the job has not been touched for the whole threshold.
     "orphaned_queued": "status = 'queued' AND started_at IS NULL"
@@ -34,6 +35,53 @@ STUCK_SQL = {
                        " AND updated_at < now() - make_interval(secs => %(orphan_after_s)s)",
     "old_pending": "status = 'pending' AND created_at < now() - make_interval(secs => %(pending_after_s)s)",
 }
+
+# The cleanup (qfc_job_cleanup, module_utils/_cleanup.py): select the candidates by a STUCK_SQL or AGE_SQL condition,
+# then per batch lock them again under the same condition, lock a delta_apply job's delta rows, fail them.
+# mode=age: created and, if started, started before the threshold (a job created long ago that a worker took a minute
+# ago is running, not stuck).
+AGE_SQL = ("status = ANY(%(statuses)s) AND created_at < now() - make_interval(secs => %(older_than_s)s)"
+           " AND (started_at IS NULL OR started_at < now() - make_interval(secs => %(older_than_s)s))")
+
+CLEANUP_SELECT_SQL = ("SELECT id::text, project_id::text, type, status, created_at FROM core_job WHERE %s"
+                      " ORDER BY created_at")
+
+CLEANUP_LOCK_SQL = "SELECT id::text FROM core_job WHERE id = ANY(%%(ids)s::uuid[]) AND (%s) FOR UPDATE SKIP LOCKED"
+
+# The delta_apply jobs of a batch whose core_applyjobdelta or core_delta rows another session holds: every related
+# row this batch can lock is locked now (SKIP LOCKED: no waiting); a job with any row left over keeps its status.
+CLEANUP_LOCK_DELTAS_SQL = """
+WITH links AS (
+    SELECT apply_job_id, count(*) AS n FROM core_applyjobdelta
+     WHERE apply_job_id = ANY(%(ids)s::uuid[]) GROUP BY apply_job_id
+), locked AS (
+    SELECT ajd.apply_job_id FROM core_applyjobdelta ajd JOIN core_delta d ON d.id = ajd.delta_id
+     WHERE ajd.apply_job_id = ANY(%(ids)s::uuid[])
+       FOR UPDATE OF ajd, d SKIP LOCKED
+), got AS (
+    SELECT apply_job_id, count(*) AS n FROM locked GROUP BY apply_job_id
+)
+SELECT links.apply_job_id::text FROM links LEFT JOIN got USING (apply_job_id) WHERE coalesce(got.n, 0) < links.n
+"""
+
+# Upstream: ApplyJob.deltas_to_apply.update(last_status=ERROR, last_feedback=None, last_modified_pk=None,
+# last_apply_attempt_at=job.started_at, last_apply_attempt_by=job.created_by), then the ApplyJobDelta rows.
+CLEANUP_DELTAS_SQL = """
+UPDATE core_delta d SET last_status = 'error', last_feedback = NULL, last_modified_pk = NULL,
+       last_apply_attempt_at = j.started_at, last_apply_attempt_by_id = j.created_by_id
+  FROM core_applyjobdelta ajd JOIN core_job j ON j.id = ajd.apply_job_id
+ WHERE ajd.delta_id = d.id AND j.id = ANY(%(ids)s::uuid[]) AND j.type = 'delta_apply';
+UPDATE core_applyjobdelta ajd SET status = 'error', feedback = NULL, modified_pk = NULL
+  FROM core_job j WHERE j.id = ajd.apply_job_id AND j.id = ANY(%(ids)s::uuid[]) AND j.type = 'delta_apply';
+"""
+
+CLEANUP_FAIL_SQL = """
+UPDATE core_job SET status = 'failed', finished_at = now(), output = %(output)s,
+       feedback = %(feedback)s::jsonb || jsonb_build_object('qfc_cleanup', jsonb_build_object(
+           'previous_status', status, 'previous_started_at', started_at, 'previous_feedback', feedback,
+           'mode', %(mode)s, 'reason', %(reason)s, 'at', now()))
+ WHERE id = ANY(%(ids)s::uuid[]) RETURNING id::text
+"""
 
 MAX_DURATION_S = 100 * 365 * 86400  # 100 years: beyond it now() - interval leaves PostgreSQL's timestamp range
 

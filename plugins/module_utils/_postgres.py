@@ -109,6 +109,11 @@ def call_timeout_for(statement_timeout_ms):
     return statement_timeout_ms / 1000.0 + CANCEL_GRACE_S
 
 
+def session_timeouts_sql(statement_timeout_ms, lock_timeout_ms):
+    """``SET`` statements for the whole session's statement_timeout and lock_timeout (checked integers, ms)."""
+    return "SET statement_timeout = %d; SET lock_timeout = %d; " % (int(statement_timeout_ms), int(lock_timeout_ms))
+
+
 def check_timeout_ms(name, value):
     """statement_timeout and lock_timeout: 1 ms to PostgreSQL's maximum (0 would mean no timeout at all)."""
     if value is None or isinstance(value, bool) or not 1 <= value <= MAX_STATEMENT_TIMEOUT_MS:

@@ -86,8 +86,11 @@ options:
     default: 500
   check_containers:
     description:
-      - For O(mode=orphaned_queued), skip jobs that have a running container labelled C(job_id=<id>) (Docker SDK for
-        Python). When the SDK or the engine is not available, a warning is given and no job is skipped.
+      - For O(mode=orphaned_queued), skip jobs that have a running container labelled C(job_id=<id>).
+      - The Engine is asked over C(/var/run/docker.sock), the socket QFieldCloud's compose file mounts into
+        C(worker_wrapper), where the workers start the job containers; E(DOCKER_HOST) and CLI contexts do not apply.
+        Python's standard library is used, so the Docker SDK is not needed.
+      - When the engine cannot be asked within 5 s, a warning is given and no job is skipped.
     type: bool
     default: true
   lock_timeout:
@@ -232,310 +235,11 @@ failed_batch_outcome:
   sample: rolled back
 """
 
-import json
 import os
-import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _jobs, _postgres, _engine
-
-SELECT_SQL = "SELECT id::text, project_id::text, type, status, created_at FROM core_job WHERE %s ORDER BY created_at"
-
-LOCK_SQL = "SELECT id::text FROM core_job WHERE id = ANY(%%(ids)s::uuid[]) AND (%s) FOR UPDATE SKIP LOCKED"
-
-# The delta_apply jobs of a batch whose core_applyjobdelta or core_delta rows another session holds: every related
-# row this batch can lock is locked now (SKIP LOCKED: no waiting); a job with any row left over keeps its status.
-LOCK_DELTAS_SQL = """
-WITH links AS (
-    SELECT apply_job_id, count(*) AS n FROM core_applyjobdelta
-     WHERE apply_job_id = ANY(%(ids)s::uuid[]) GROUP BY apply_job_id
-), locked AS (
-    SELECT ajd.apply_job_id FROM core_applyjobdelta ajd JOIN core_delta d ON d.id = ajd.delta_id
-     WHERE ajd.apply_job_id = ANY(%(ids)s::uuid[])
-       FOR UPDATE OF ajd, d SKIP LOCKED
-), got AS (
-    SELECT apply_job_id, count(*) AS n FROM locked GROUP BY apply_job_id
-)
-SELECT links.apply_job_id::text FROM links LEFT JOIN got USING (apply_job_id) WHERE coalesce(got.n, 0) < links.n
-"""
-
-# Upstream: ApplyJob.deltas_to_apply.update(last_status=ERROR, last_feedback=None, last_modified_pk=None,
-# last_apply_attempt_at=job.started_at, last_apply_attempt_by=job.created_by), then the ApplyJobDelta rows.
-DELTAS_SQL = """
-UPDATE core_delta d SET last_status = 'error', last_feedback = NULL, last_modified_pk = NULL,
-       last_apply_attempt_at = j.started_at, last_apply_attempt_by_id = j.created_by_id
-  FROM core_applyjobdelta ajd JOIN core_job j ON j.id = ajd.apply_job_id
- WHERE ajd.delta_id = d.id AND j.id = ANY(%(ids)s::uuid[]) AND j.type = 'delta_apply';
-UPDATE core_applyjobdelta ajd SET status = 'error', feedback = NULL, modified_pk = NULL
-  FROM core_job j WHERE j.id = ajd.apply_job_id AND j.id = ANY(%(ids)s::uuid[]) AND j.type = 'delta_apply';
-"""
-
-FAIL_SQL = """
-UPDATE core_job SET status = 'failed', finished_at = now(), output = %(output)s,
-       feedback = %(feedback)s::jsonb || jsonb_build_object('qfc_cleanup', jsonb_build_object(
-           'previous_status', status, 'previous_started_at', started_at, 'previous_feedback', feedback,
-           'mode', %(mode)s, 'reason', %(reason)s, 'at', now()))
- WHERE id = ANY(%(ids)s::uuid[]) RETURNING id::text
-"""
-
-# What each step touches, for a lock timeout's message.
-STEP_TABLES = {
-    "connect": None,
-    "select": "core_job",
-    "lock_jobs": "core_job",
-    "lock_deltas": "core_delta or core_applyjobdelta",
-    "update_deltas": "core_delta or core_applyjobdelta",
-    "fail_jobs": "core_job",
-    "commit": None,
-}
-LOCK_NOT_AVAILABLE = "55P03"
-QUERY_CANCELED = "57014"
-
-
-class Plan:
-    """What to fail and why, from the options: the WHERE clause, its parameters, and the notes written.
-
-    The options are checked at once, before any connection; the thresholds that depend on the worker timeout are set
-    by :meth:`resolve` once the database has told where the release reads it."""
-
-    def __init__(self, params, env):
-        self.mode = params["mode"]
-        self.option = params["worker_timeout_s"]
-        self.env = env
-        if self.option is not None:
-            _jobs.check_worker_timeout(self.option)
-        if params["batch_size"] < 1:
-            raise ValueError("batch_size must be 1 or more, got %d" % params["batch_size"])
-        _postgres.check_timeout_ms("lock_timeout", params["lock_timeout"])
-        _postgres.check_timeout_ms("statement_timeout", params["statement_timeout"])
-        if params["max_jobs_listed"] < 0:
-            raise ValueError("max_jobs_listed must be 0 or more, got %d" % params["max_jobs_listed"])
-        given = params["older_than"] if self.mode != "stale" else None  # stale has no age option (as before)
-        self.older_than = str(given).strip() if given else None
-        self.older_than_s = _jobs.parse_duration(given) if given else None
-        self.worker_timeout_s = self.worker_timeout_source = self.threshold_s = None
-        self.params = {}
-        if self.mode == "age":
-            if not params["older_than"]:
-                raise ValueError("mode=age needs older_than, for example 24h or 2d")
-            statuses = params["statuses"]
-            if not statuses:
-                raise ValueError("mode=age needs at least one status")
-            _jobs.check_statuses(statuses)
-            final = [s for s in statuses if s not in _jobs.LIVE_STATUSES]
-            if final:
-                raise ValueError("status %s is already final; mode=age fails pending, queued or started jobs"
-                                 % ", ".join(final))
-            if "pending" in statuses and not params["allow_pending"]:
-                raise ValueError("failing pending jobs needs allow_pending=true: upstream still runs pending jobs "
-                                 "once their project is free")
-            self.threshold_s = self.older_than_s
-            # started_at too: a job created long ago that a worker took a minute ago is running, not stuck
-            self.where = ("status = ANY(%(statuses)s) AND created_at < now() - make_interval(secs => %(older_than_s)s)"
-                          " AND (started_at IS NULL OR started_at < now() - make_interval(secs => %(older_than_s)s))")
-            self.params.update(statuses=list(statuses), older_than_s=self.threshold_s)
-            self._notes("stuck >%s" % self.older_than)
-
-    def _notes(self, label):
-        self.output = "Auto-cleanup: %s" % label
-        self.reason = label
-        self.feedback = {"error_stack": "", "error": self.output, "error_origin": "qfieldcloud.ops",
-                         "container_exit_code": -2}
-
-    def resolve(self, cursor, schema, compose_text=None):
-        """The worker timeout from where the release reads it (the option wins), and the thresholds that use it."""
-        self.worker_timeout_s, self.worker_timeout_source, _home = _jobs.worker_timeout_from_db(
-            cursor, schema, self.option, self.env, compose_text)
-        timeout = self.worker_timeout_s
-        if self.mode == "stale":
-            self.threshold_s = timeout + _jobs.STALE_MARGIN_S
-            self.where = _jobs.STUCK_SQL["stale"]
-            self.params["stale_after_s"] = self.threshold_s
-            self.feedback = dict(_jobs.TERMINATED_FEEDBACK)
-            self.output = _jobs.TERMINATED_OUTPUT
-            self.reason = "started_at older than the worker timeout + %ds (upstream's cron rule)" % _jobs.STALE_MARGIN_S
-        elif self.mode == "orphaned_queued":
-            self.threshold_s = self.older_than_s or timeout + _jobs.STALE_MARGIN_S
-            self.where = _jobs.STUCK_SQL["orphaned_queued"]
-            self.params["orphan_after_s"] = self.threshold_s
-            self._notes("queued but never started >%s" % (self.older_than or _jobs.format_duration(self.threshold_s)))
-
-
-def running_job_ids(module):
-    """job_id labels of running containers (QFieldCloud labels each QGIS job container with its job_id)."""
-    if not _engine.HAS_DOCKER_SDK:
-        module.warn("Docker SDK for Python not found: queued jobs are not checked for running containers.")
-        return set()
-    try:
-        client = _engine.engine_client()
-        containers = client.containers(filters={"label": "job_id", "status": "running"})
-    except _engine.DockerException as exc:
-        module.warn("Docker Engine not reachable (%s): queued jobs are not checked for running containers." % exc)
-        return set()
-    return {(c.get("Labels") or {}).get("job_id") for c in containers}
-
-
-def job_row(row):
-    return {"id": row[0], "project_id": row[1], "type": row[2], "previous_status": row[3],
-            "created_at": row[4].isoformat()}
-
-
-def listed(jobs, limit):
-    """The result's job list: the first ``limit`` (oldest first) and whether some were left out."""
-    return {"jobs": jobs[:limit], "jobs_truncated": len(jobs) > limit}
-
-
-class Cleanup:
-    """One run, step by step, so that a failure at any step can say exactly what was already changed."""
-
-    def __init__(self, module, plan, conn):
-        self.module = module
-        self.plan = plan
-        self.conn = conn
-        self.step = "connect"
-        self.batch = 0            # number of the batch being run (1-based), 0 before the first
-        self.batches = None       # total number of batches
-        self.batch_ids = []       # the jobs of the batch being run
-        self.done = []            # jobs failed in committed batches
-        self.candidates = []
-        self.left_alone = {"running_container": 0, "changed_meanwhile": 0, "locked_deltas": 0}
-        self.max_batch_ms = 0.0
-
-    def setup(self, compose_text=None):
-        """Session-wide timeouts (every later statement, the selection included) and the schema check, one round
-        trip; then the worker timeout where the release reads it (the constance row, one more round trip, only on
-        v26.23 and before without the option). Committed so that the settings outlive the transaction."""
-        p = self.module.params
-        self.step = "select"
-        with self.conn.cursor() as cursor:
-            schema = _jobs.detect_schema(cursor, "SET statement_timeout = %d; SET lock_timeout = %d; "
-                                         % (p["statement_timeout"], p["lock_timeout"]))
-            self.plan.resolve(cursor, schema, compose_text)
-        self.conn.commit()
-
-    def select(self):
-        self.step = "select"
-        with self.conn.cursor() as cursor:
-            cursor.execute(SELECT_SQL % self.plan.where, self.plan.params)
-            candidates = [job_row(r) for r in cursor.fetchall()]
-        self.conn.rollback()
-        if self.plan.mode == "orphaned_queued" and self.module.params["check_containers"] and candidates:
-            busy = running_job_ids(self.module)
-            kept = [j for j in candidates if j["id"] not in busy]
-            self.left_alone["running_container"] = len(candidates) - len(kept)
-            candidates = kept
-        self.candidates = candidates
-
-    def run_batches(self):
-        size = self.module.params["batch_size"]
-        plan = self.plan
-        self.batches = (len(self.candidates) + size - 1) // size
-        for start in range(0, len(self.candidates), size):
-            batch = self.candidates[start:start + size]
-            self.batch += 1
-            self.batch_ids = [j["id"] for j in batch]
-            began = time.monotonic()
-            with self.conn.cursor() as cursor:
-                self.step = "lock_jobs"
-                cursor.execute(LOCK_SQL % plan.where, dict(plan.params, ids=self.batch_ids))
-                locked = [r[0] for r in cursor.fetchall()]
-                self.left_alone["changed_meanwhile"] += len(self.batch_ids) - len(locked)
-                failed = []
-                if locked and any(j["type"] == "delta_apply" for j in batch):
-                    self.step = "lock_deltas"
-                    cursor.execute(LOCK_DELTAS_SQL, {"ids": locked})
-                    held = {r[0] for r in cursor.fetchall()}
-                    self.left_alone["locked_deltas"] += len(held)
-                    locked = [i for i in locked if i not in held]
-                    if locked:
-                        self.step = "update_deltas"
-                        cursor.execute(DELTAS_SQL, {"ids": locked})
-                if locked:
-                    self.step = "fail_jobs"
-                    cursor.execute(FAIL_SQL, {"ids": locked, "output": plan.output,
-                                              "feedback": json.dumps(plan.feedback), "mode": plan.mode,
-                                              "reason": plan.reason})
-                    failed = [r[0] for r in cursor.fetchall()]
-            self.step = "commit"
-            self.conn.commit()
-            self.done.extend(failed)
-            self.max_batch_ms = max(self.max_batch_ms, round((time.monotonic() - began) * 1000.0, 1))
-        self.step = "done"
-
-    def result(self, jobs, count):
-        limit = self.module.params["max_jobs_listed"]
-        out = {"changed": bool(count), "count": count, "mode": self.plan.mode, "threshold_s": self.plan.threshold_s,
-               "worker_timeout_s": self.plan.worker_timeout_s,
-               "worker_timeout_source": self.plan.worker_timeout_source,
-               "left_alone": self.left_alone, "batches": self.batch, "max_batch_ms": self.max_batch_ms}
-        out.update(listed(jobs, limit))
-        return out
-
-    def finished(self):
-        if self.module.check_mode:
-            return self.result(self.candidates, len(self.candidates))
-        by_id = {j["id"]: j for j in self.candidates}
-        return self.result([by_id[i] for i in self.done], len(self.done))
-
-    def failure(self, exc, server):
-        """fail_json arguments for an error at the current step: what failed, and exactly what was changed."""
-        p = self.module.params
-        cause = describe_error(exc, self.step, p, lost=bool(self.conn.closed))
-        out = self.result([], 0) if self.module.check_mode else self.finished()  # the committed batches' jobs
-        out["batches"] = max(self.batch - 1, 0)
-        if self.module.check_mode or self.batch == 0:
-            where = "the login" if self.step == "connect" else "the selection of stuck jobs"
-            changes = "Nothing was changed."
-        else:
-            where = "batch %d of %d" % (self.batch, self.batches)
-            # Only a connection lost during COMMIT leaves the batch's outcome open: the server may have committed it.
-            uncertain = self.step == "commit" and bool(self.conn.closed)
-            out.update(failed_batch=self.batch, failed_batch_jobs=self.batch_ids[:p["max_jobs_listed"]],
-                       failed_batch_outcome="unknown" if uncertain else "rolled back")
-            committed = self.batch - 1
-            if not committed:
-                before = "No batch was committed before it."
-            else:
-                before = "%s committed: %s failed (listed in jobs)." % (
-                    "Batch 1 of %d was" % self.batches if committed == 1
-                    else "Batches 1-%d of %d were" % (committed, self.batches), jobs_n(len(self.done)))
-            if uncertain:
-                out["changed"] = True
-                now = ("Batch %d (%s, listed in failed_batch_jobs) may or may not have been committed: the "
-                       "connection was lost during its COMMIT; a new run (or check mode) shows what is still stuck."
-                       % (self.batch, jobs_n(len(self.batch_ids))))
-            else:
-                now = "Batch %d (%s) was rolled back: nothing of it was changed." % (
-                    self.batch, jobs_n(len(self.batch_ids)))
-            later = " Batches %d-%d were not run." % (self.batch + 1, self.batches) \
-                if self.batch + 1 < self.batches else \
-                (" Batch %d was not run." % self.batches if self.batch + 1 == self.batches else "")
-            changes = "%s %s%s" % (before, now, later)
-        out["msg"] = "Cleanup failed on %s during %s: %s %s" % (server, where, cause, changes)
-        return out
-
-
-def jobs_n(n):
-    return "1 job" if n == 1 else "%d jobs" % n
-
-
-def describe_error(exc, step, params, lost=False):
-    """One sentence on what went wrong, by kind of error; ``lost``: psycopg2 has closed the connection."""
-    text = " ".join(str(exc).split()).rstrip(".")
-    if isinstance(exc, _postgres.NoAnswer):
-        return "the server stopped answering (%s)." % text
-    if lost:  # a restart, pg_terminate_backend, a network failure
-        return "the connection to the server was lost (%s)." % text
-    code = getattr(exc, "pgcode", None)
-    if code == LOCK_NOT_AVAILABLE:
-        table = STEP_TABLES.get(step) or "a table"
-        return ("%s is locked by another session (a migration, VACUUM FULL or LOCK TABLE?): lock_timeout of %d ms "
-                "exceeded (%s)." % (table, params["lock_timeout"], text))
-    if code == QUERY_CANCELED:
-        return "a statement ran longer than statement_timeout (%d ms) and the server cancelled it (%s)." % (
-            params["statement_timeout"], text)
-    return "%s." % text
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _cleanup, _jobs, _postgres
 
 
 def main():
@@ -544,7 +248,7 @@ def main():
         mode=dict(type="str", choices=["stale", "orphaned_queued", "age"], default="stale"),
         worker_timeout_s=dict(type="int"),
         older_than=dict(type="str"),
-        statuses=dict(type="list", elements="str", default=["queued", "started"]),
+        statuses=dict(type="list", elements="str", default=list(_jobs.BUSY_STATUSES)),
         allow_pending=dict(type="bool", default=False),
         batch_size=dict(type="int", default=500),
         check_containers=dict(type="bool", default=True),
@@ -560,7 +264,7 @@ def main():
     conn_params = {}
     try:
         env, env_path = _postgres.load_env(module)
-        plan = Plan(module.params, env)
+        plan = _cleanup.Plan(module.params, env)
         compose_text = _jobs.read_compose(module.params["project_src"]
                                           or (os.path.dirname(env_path) if env_path else None))
         conn_params = _postgres.connection_params(module.params, env)
@@ -568,7 +272,7 @@ def main():
         conn = _postgres.connect(conn_params, call_timeout=call_timeout)
         if module.check_mode:
             conn.set_session(readonly=True)
-        cleanup = Cleanup(module, plan, conn)
+        cleanup = _cleanup.Cleanup(module, plan, conn)
         cleanup.setup(compose_text)
         cleanup.select()
         if not module.check_mode:
@@ -580,8 +284,9 @@ def main():
         module.fail_json(msg="%s Nothing was changed." % exc)
     except _postgres.psycopg2.Error as exc:
         if cleanup is None:
-            module.fail_json(msg="Cleanup failed on %s: %s Nothing was changed."
-                             % (_postgres.describe(conn_params), describe_error(exc, "connect", module.params)))
+            cause = _cleanup.describe_error(exc, "connect", module.params)
+            where = _postgres.describe(conn_params)
+            module.fail_json(msg="Cleanup failed on %s: %s Nothing was changed." % (where, cause))
         module.fail_json(**cleanup.failure(exc, _postgres.describe(conn_params)))
     finally:
         if conn is not None:

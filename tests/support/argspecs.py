@@ -1,0 +1,53 @@
+"""The argument specs of the collection's modules, read the way ansible-test's validate-modules reads them: each
+module's ``main()`` runs until it builds its ``AnsibleModule``, which is replaced by a stand-in that records the
+spec and stops the run. Needs ``ansible_collections.qfieldcloud.ops`` importable (tests/support/collection.py)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from unittest import mock
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = "ansible_collections.qfieldcloud.ops.plugins"
+
+
+class _Built(Exception):
+    def __init__(self, kwargs):
+        super().__init__("AnsibleModule built")
+        self.kwargs = kwargs
+
+
+def _stand_in(*args, **kwargs):
+    if args:
+        kwargs = dict(kwargs, argument_spec=args[0])
+    raise _Built(kwargs)
+
+
+def module_names():
+    return sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py") if not p.name.startswith("_"))
+
+
+def argument_spec(module_name):
+    """``argument_spec`` that module ``module_name`` (short name, e.g. ``qfc_scale``) passes to AnsibleModule."""
+    module = importlib.import_module("%s.modules.%s" % (PACKAGE, module_name))
+    with mock.patch.object(module, "AnsibleModule", _stand_in):
+        try:
+            module.main()
+        except _Built as built:
+            return built.kwargs["argument_spec"]
+    raise AssertionError("%s.main() never built an AnsibleModule" % module_name)
+
+
+def fragment_options(fragment_name):
+    """The ``options`` of doc fragment ``fragment_name`` (e.g. ``_postgres``), parsed."""
+    module = importlib.import_module("%s.doc_fragments.%s" % (PACKAGE, fragment_name))
+    return yaml.safe_load(module.ModuleDocFragment.DOCUMENTATION)["options"]
+
+
+def action_groups():
+    """meta/runtime.yml's action groups: group name -> module short names."""
+    runtime = yaml.safe_load((ROOT / "meta" / "runtime.yml").read_text(encoding="utf-8"))
+    return {name: [m for m in members if isinstance(m, str)] for name, members in runtime["action_groups"].items()}
