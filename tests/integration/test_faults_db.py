@@ -5,6 +5,9 @@ Hangs are injected with SIGSTOP: on the postmaster (the login gets no answer) or
 table lock or a pg_sleep in a trigger), always resumed with SIGCONT in a finally. Each hang must end within the
 configured timeout + 5 s, with a message that names the server and says what was already changed. The backend
 cases set connect_timeout=20: a later call must give up after statement_timeout + 2 s, not after the login's timeout.
+
+Runs that may hang, run in the background, are timed or are in check mode are ad-hoc subprocesses with a deadline
+(run_module); the others run in-process through pytest-ansible (run_qfc_module). tests/support/ansible_run.py says why.
 """
 
 from __future__ import annotations
@@ -365,7 +368,7 @@ def test_cleanup_fails_fast_on_a_table_lock(qfcdb, check):
 
 
 @pytest.mark.parametrize("table", ["core_delta", "core_applyjobdelta"])
-def test_cleanup_skips_a_job_whose_delta_rows_are_locked(qfcdb, table):
+def test_cleanup_skips_a_job_whose_delta_rows_are_locked(qfcdb, table, run_qfc_module):
     ids, deltas = stale_jobs(qfcdb, 3, delta_apply_at=(1,))
     holder = monitor(qfcdb)
     holder.autocommit = False
@@ -393,7 +396,7 @@ def test_cleanup_skips_a_job_whose_delta_rows_are_locked(qfcdb, table):
     assert qfcdb.all("SELECT DISTINCT status FROM core_applyjobdelta WHERE apply_job_id = %s", [ids[1]]) == \
         [("pending",)]
     # once the lock is gone, the next run fails it the way upstream does
-    again = run_module(env(qfcdb), module=CLEANUP)
+    again = run_qfc_module(env(qfcdb), module=CLEANUP)
     assert again["count"] == 1 and [j["id"] for j in again["jobs"]] == [ids[1]]
     assert qfcdb.all("SELECT DISTINCT last_status FROM core_delta WHERE id = ANY(%s::uuid[])", [deltas[1]]) == \
         [("error",)]
@@ -425,18 +428,18 @@ def test_cleanup_reports_the_batches_committed_before_a_failure(qfcdb):
         [("pending",)]
 
 
-def test_cleanup_result_lists_at_most_100_jobs_and_counts_all(qfcdb):
+def test_cleanup_result_lists_at_most_100_jobs_and_counts_all(qfcdb, run_qfc_module):
     ids = datagen.add_stuck(qfcdb.conn, qfcdb.project_table, 130, "stale")
     oldest = [r[0] for r in qfcdb.all("SELECT id::text FROM core_job WHERE id = ANY(%s::uuid[]) "
                                       "ORDER BY created_at LIMIT 100", [ids])]
     check = run_module(env(qfcdb), module=CLEANUP, check=True)
     assert check["count"] == 130 and len(check["jobs"]) == 100 and check["jobs_truncated"] is True
     assert [j["id"] for j in check["jobs"]] == oldest
-    result = run_module(env(qfcdb, batch_size=40, max_jobs_listed=5), module=CLEANUP)
+    result = run_qfc_module(env(qfcdb, batch_size=40, max_jobs_listed=5), module=CLEANUP)
     assert result["count"] == 130 and result["batches"] == 4
     assert [j["id"] for j in result["jobs"]] == oldest[:5] and result["jobs_truncated"] is True
     assert qfcdb.one("SELECT count(*) FROM core_job WHERE status = 'failed'")[0] == 130
-    none = run_module(env(qfcdb), module=CLEANUP)
+    none = run_qfc_module(env(qfcdb), module=CLEANUP)
     assert none["count"] == 0 and none["jobs"] == [] and none["jobs_truncated"] is False
 
 
@@ -462,7 +465,7 @@ def test_wrong_password(qfcdb, module):
 
 
 @pytest.mark.parametrize("module", [FACTS, CLEANUP])
-def test_a_resolvable_dotless_postgres_host_is_refused(qfcdb, module):
+def test_a_resolvable_dotless_postgres_host_is_refused(qfcdb, module, run_qfc_module):
     """A dotless POSTGRES_HOST that this host resolves (here: its own hostname) may not be the server the containers
     reach: nothing is sent to it."""
     name = socket.gethostname()
@@ -473,13 +476,13 @@ def test_a_resolvable_dotless_postgres_host_is_refused(qfcdb, module):
     if "." in name:
         pytest.skip("the hostname has a domain")
     qfcdb.env_file.write_text(qfcdb.env_text(host=name))
-    result = run_module(env(qfcdb), module=module)
-    assert result.failed
+    result = run_qfc_module(env(qfcdb), module=module)
+    assert result.is_failed
     assert "POSTGRES_HOST=%s in .env is a name without a domain that this host resolves" % name in result["msg"]
     assert "Nothing was sent" in result["msg"]
     # an explicit login_host is the operator's decision
-    explicit = run_module(env(qfcdb, login_host="127.0.0.1"), module=module)
-    assert not explicit.failed, explicit
+    explicit = run_qfc_module(env(qfcdb, login_host="127.0.0.1"), module=module)
+    assert not explicit.is_failed, explicit
 
 
 # --- bad numbers: refused before any connection ------------------------------------------------------------------
@@ -504,8 +507,8 @@ def test_a_resolvable_dotless_postgres_host_is_refused(qfcdb, module):
     (FACTS, {"thresholds": {"failed_ratio_critical": -1}}, "thresholds must be finite and not negative"),
     (FACTS, {"window": "999999d"}, "a duration must be at most 36500d"),
 ])
-def test_bad_numbers_are_refused_before_any_change(qfcdb, module, args, fragment):
+def test_bad_numbers_are_refused_before_any_change(qfcdb, module, args, fragment, run_qfc_module):
     ids, _deltas = stale_jobs(qfcdb, 1)
-    result = run_module(env(qfcdb, **args), module=module)
-    assert result.failed and fragment in result["msg"], result
+    result = run_qfc_module(env(qfcdb, **args), module=module)
+    assert result.is_failed and fragment in result["msg"], result
     assert statuses(qfcdb, ids) == ["started"]

@@ -14,8 +14,18 @@ UPSTREAM_FEEDBACK = {"error_stack": "", "error": "Job unexpectedly terminated.",
                      "container_exit_code": -2}
 
 
-def cleanup(db, check=False, **args):
-    return run_module(dict(args, env_file=str(db.env_file)), module=CLEANUP, check=check)
+@pytest.fixture
+def cleanup(ansible_module):
+    """qfc_job_cleanup on ``db``'s .env: in-process through pytest-ansible's ansible_module; in check mode as an
+    ad-hoc run (run_module), since pytest-ansible cannot run a module in check mode (tests/support/ansible_run.py)."""
+
+    def run(db, check=False, **args):
+        args = dict(args, env_file=str(db.env_file))
+        if check:
+            return run_module(args, module=CLEANUP, check=True)
+        return getattr(ansible_module, CLEANUP)(**args)["localhost"]
+
+    return run
 
 
 def setup_jobs(db):
@@ -39,12 +49,12 @@ def setup_jobs(db):
 
 
 @pytest.mark.parametrize("version", SCHEMA_VERSIONS)
-def test_stale_mirrors_upstream_cron_check_run_check_run(make_db, version):
+def test_stale_mirrors_upstream_cron_check_run_check_run(make_db, version, cleanup):
     db = make_db(version)
     user, jobs, deltas = setup_jobs(db)
     stale = {jobs["stale_started"], jobs["stale_queued"], jobs["stale_delta_apply"]}
     check1 = cleanup(db, check=True)
-    assert not check1.failed, check1
+    assert not check1.is_failed, check1
     assert check1["changed"] is True and check1["count"] == 3 and {j["id"] for j in check1["jobs"]} == stale
     assert db.status(jobs["stale_started"]) == "started"
     run1 = cleanup(db)
@@ -73,7 +83,7 @@ def test_stale_mirrors_upstream_cron_check_run_check_run(make_db, version):
                   [jobs["stale_delta_apply"]]) == [("error",)]
 
 
-def test_stale_threshold_follows_the_worker_timeout(qfcdb):
+def test_stale_threshold_follows_the_worker_timeout(qfcdb, cleanup):
     _user, jobs, _deltas = setup_jobs(qfcdb)
     result = cleanup(qfcdb, worker_timeout_s=20)
     assert result["threshold_s"] == 30
@@ -84,7 +94,7 @@ def test_stale_threshold_follows_the_worker_timeout(qfcdb):
 
 
 @all_versions
-def test_orphaned_queued_and_running_containers(qfcdb):
+def test_orphaned_queued_and_running_containers(qfcdb, cleanup):
     _user, jobs, _deltas = setup_jobs(qfcdb)
     (user,) = datagen.make_users(qfcdb.conn, 1)
     (project,) = datagen.make_projects(qfcdb.conn, qfcdb.project_table, 1, user)
@@ -96,7 +106,7 @@ def test_orphaned_queued_and_running_containers(qfcdb):
         result = cleanup(qfcdb, mode="orphaned_queued")
     finally:
         container.remove(force=True)
-    assert not result.failed, result
+    assert not result.is_failed, result
     assert [j["id"] for j in result["jobs"]] == [jobs["orphaned"]]
     assert result["left_alone"]["running_container"] == 1
     assert qfcdb.status(busy) == "queued"
@@ -106,20 +116,20 @@ def test_orphaned_queued_and_running_containers(qfcdb):
     assert cleanup(qfcdb, mode="orphaned_queued", older_than="3h")["count"] == 0
 
 
-def test_age_mode_leaves_a_long_waiting_job_that_just_started(qfcdb):
+def test_age_mode_leaves_a_long_waiting_job_that_just_started(qfcdb, cleanup):
     (user,) = datagen.make_users(qfcdb.conn, 1)
     (project,) = datagen.make_projects(qfcdb.conn, qfcdb.project_table, 1, user)
     waited = datagen.add_job(qfcdb.conn, project, user, "started", created_ago_s=2 * 86400, started_ago_s=60)
     result = cleanup(qfcdb, mode="age", older_than="24h")
-    assert not result.failed and result["count"] == 0
+    assert not result.is_failed and result["count"] == 0
     assert qfcdb.status(waited) == "started"
 
 
 @all_versions
-def test_age_mode_needs_opt_in_for_pending(qfcdb):
+def test_age_mode_needs_opt_in_for_pending(qfcdb, cleanup):
     _user, jobs, _deltas = setup_jobs(qfcdb)
     refused = cleanup(qfcdb, mode="age", older_than="24h", statuses=["pending", "queued"])
-    assert refused.failed and "allow_pending=true" in refused["msg"]
+    assert refused.is_failed and "allow_pending=true" in refused["msg"]
     assert qfcdb.status(jobs["old_pending"]) == "pending"
     result = cleanup(qfcdb, mode="age", older_than="24h", statuses=["pending", "queued"], allow_pending=True)
     assert [j["id"] for j in result["jobs"]] == [jobs["old_pending"]]
@@ -129,7 +139,7 @@ def test_age_mode_needs_opt_in_for_pending(qfcdb):
     assert feedback["qfc_cleanup"]["reason"] == "stuck >24h"
 
 
-def test_locked_rows_are_skipped_and_rechecked(qfcdb):
+def test_locked_rows_are_skipped_and_rechecked(qfcdb, cleanup):
     _user, jobs, _deltas = setup_jobs(qfcdb)
     # A worker holds the row (as dequeue does inside its transaction): the cleanup must not wait or overwrite it.
     worker = qfcdb.pg.connect(dbname=qfcdb.name)
@@ -145,7 +155,7 @@ def test_locked_rows_are_skipped_and_rechecked(qfcdb):
     assert cleanup(qfcdb)["count"] == 1
 
 
-def test_batches(qfcdb):
+def test_batches(qfcdb, cleanup):
     ids = datagen.add_stuck(qfcdb.conn, qfcdb.project_table, 120, "stale")
     result = cleanup(qfcdb, batch_size=50, max_jobs_listed=200)
     assert result["count"] == 120 and result["batches"] == 3 and result["jobs_truncated"] is False
@@ -164,19 +174,20 @@ def test_batches(qfcdb):
     ({"worker_timeout_s": -1}, "worker_timeout_s must be positive"),
     ({"mode": "sometimes"}, "value of mode must be one of"),
 ])
-def test_bad_input(qfcdb, args, fragment):
+def test_bad_input(qfcdb, args, fragment, cleanup):
     _user, jobs, _deltas = setup_jobs(qfcdb)
     result = cleanup(qfcdb, **args)
-    assert result.failed and fragment in result["msg"], result
+    assert result.is_failed and fragment in result["msg"], result
     assert qfcdb.status(jobs["stale_started"]) == "started"
 
 
-def test_wrong_password_unreachable_and_foreign_database(qfcdb, pg, tmp_path):
+def test_wrong_password_unreachable_and_foreign_database(qfcdb, pg, tmp_path, cleanup):
+    # -vvv output is read for the password: an ad-hoc run, whose output a test can read (run_module)
     result = run_module({"env_file": str(qfcdb.env_file), "login_password": "N0t-The-Password"}, module=CLEANUP,
                         verbose=True)
     assert result.failed and "password authentication failed" in result["msg"]
     assert "N0t-The-Password" not in result.output and pg.password not in result.output
-    result = run_module({"env_file": str(qfcdb.env_file), "login_port": 1, "connect_timeout": 2}, module=CLEANUP)
-    assert result.failed and "Cannot connect to PostgreSQL" in result["msg"]
-    result = run_module({"env_file": str(qfcdb.env_file), "login_db": pg.dbname}, module=CLEANUP)
-    assert result.failed and "has no QFieldCloud job tables" in result["msg"]
+    result = cleanup(qfcdb, login_port=1, connect_timeout=2)
+    assert result.is_failed and "Cannot connect to PostgreSQL" in result["msg"]
+    result = cleanup(qfcdb, login_db=pg.dbname)
+    assert result.is_failed and "has no QFieldCloud job tables" in result["msg"]

@@ -15,7 +15,7 @@ import importlib.util
 import json
 
 import pytest
-from conftest import ROOT, all_versions, run_module
+from conftest import ROOT, all_versions
 
 from tests.support import datagen
 
@@ -32,17 +32,25 @@ def load_dequeue():
     return module
 
 
-def facts(db, **args):
-    result = run_module(dict({"env_file": str(db.env_file)}, **args), module=FACTS)
-    assert not result.failed, result
-    return result["ansible_facts"]["qfc_queue"]
+@pytest.fixture
+def facts(run_qfc_module):
+    def run(db, **args):
+        result = run_qfc_module(dict({"env_file": str(db.env_file)}, **args), module=FACTS)
+        assert not result.is_failed, result
+        return result["ansible_facts"]["qfc_queue"]
+
+    return run
 
 
-def cleanup(db, check=False, **args):
-    result = run_module(dict({"env_file": str(db.env_file), "check_containers": False}, **args), module=CLEANUP,
-                        check=check)
-    assert not result.failed, result
-    return result
+@pytest.fixture
+def cleanup(run_qfc_module):
+    def run(db, check=False, **args):
+        result = run_qfc_module(dict({"env_file": str(db.env_file), "check_containers": False}, **args),
+                                module=CLEANUP, check=check)
+        assert not result.is_failed, result
+        return result
+
+    return run
 
 
 def constance_value(value):
@@ -58,7 +66,7 @@ def set_constance(db, value):
 
 
 @all_versions
-def test_useful_backlog_is_what_upstreams_dequeue_starts(qfcdb):
+def test_useful_backlog_is_what_upstreams_dequeue_starts(qfcdb, facts):
     db = qfcdb
     (user,) = datagen.make_users(db.conn, 1)
     locked, busy, free, free2, orphan, old = datagen.make_projects(db.conn, db.project_table, 6, user, locked=1)
@@ -92,7 +100,7 @@ def test_useful_backlog_is_what_upstreams_dequeue_starts(qfcdb):
 
 
 @all_versions
-def test_a_job_created_days_ago_and_failed_recently_counts_in_the_last_hour(qfcdb):
+def test_a_job_created_days_ago_and_failed_recently_counts_in_the_last_hour(qfcdb, facts, cleanup):
     db = qfcdb
     (user,) = datagen.make_users(db.conn, 1)
     p1, p2, p3, p4 = datagen.make_projects(db.conn, db.project_table, 4, user)
@@ -123,7 +131,7 @@ def test_a_job_created_days_ago_and_failed_recently_counts_in_the_last_hour(qfcd
 
 
 @all_versions
-def test_worker_timeout_is_read_where_the_release_reads_it(qfcdb):
+def test_worker_timeout_is_read_where_the_release_reads_it(qfcdb, facts, cleanup):
     db = qfcdb
     reads_constance = db.version in CONSTANCE_RELEASES
     (user,) = datagen.make_users(db.conn, 1)
@@ -158,13 +166,13 @@ def test_worker_timeout_is_read_where_the_release_reads_it(qfcdb):
     assert [j["id"] for j in result["jobs"]] == ([job] if reads_constance else [])
 
 
-def test_a_constance_row_that_is_not_a_number_is_refused_clearly(make_db):
+def test_a_constance_row_that_is_not_a_number_is_refused_clearly(make_db, run_qfc_module):
     db = make_db("v26.23")
     with db.conn, db.conn.cursor() as cur:
         cur.execute("INSERT INTO constance_constance (key, value) VALUES ('WORKER_TIMEOUT_S', %s)",
                     [json.dumps({"__type__": "default", "__value__": "ten minutes"})])
     for module in (FACTS, CLEANUP):
-        result = run_module({"env_file": str(db.env_file)}, module=module)
-        assert result.failed
+        result = run_qfc_module({"env_file": str(db.env_file)}, module=module)
+        assert result.is_failed
         assert "WORKER_TIMEOUT_S cannot be used as the worker timeout" in result["msg"], result
         assert "Nothing was changed" in result["msg"] or "nothing was changed" in result["msg"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import docker
 import pytest
 
+# check mode, diff and -vvv output go through run_module; the other runs through pytest-ansible (run_qfc_module)
 from conftest import run_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,7 +164,7 @@ def test_check_mode_on_the_pristine_env_example_without_apply(tmp_path):
     assert not again.failed and again["changed"] is False, again
 
 
-def test_apply_false_edits_only_the_replicas_line(tmp_path):
+def test_apply_false_edits_only_the_replicas_line(tmp_path, run_qfc_module):
     path = project_copy(tmp_path)
     env = path / ".env"
     original = env.read_bytes()
@@ -191,13 +192,13 @@ def test_apply_false_edits_only_the_replicas_line(tmp_path):
     assert json.loads(proc.stdout)["services"]["worker_wrapper"]["scale"] == 2
     # A second run changes nothing: no write, no backup.
     settled = snapshot(path)
-    again = run_module({"project_src": str(path), "replicas": 2, "apply": False})
-    assert not again.failed, again
+    again = run_qfc_module({"project_src": str(path), "replicas": 2, "apply": False})
+    assert not again.is_failed, again
     assert again["changed"] is False and "backup_file" not in again.data
     assert snapshot(path) == settled
 
 
-def test_env_without_the_variable_gets_it_appended(tmp_path):
+def test_env_without_the_variable_gets_it_appended(tmp_path, run_qfc_module):
     """An .env without QFIELDCLOUD_WORKER_REPLICAS (written before upstream's PR #437) breaks every Compose command of
     upstream's files (`scale: ${QFIELDCLOUD_WORKER_REPLICAS}` is blank); the module's preflight passes the new value
     and appends the line, and nothing else changes."""
@@ -208,8 +209,8 @@ def test_env_without_the_variable_gets_it_appended(tmp_path):
     assert broken.returncode != 0
     assert 'The \\"QFIELDCLOUD_WORKER_REPLICAS\\" variable is not set' in broken.stderr
     assert "services.worker_wrapper.scale" in broken.stderr
-    result = run_module({"project_src": str(path), "replicas": 2, "apply": False})
-    assert not result.failed, result
+    result = run_qfc_module({"project_src": str(path), "replicas": 2, "apply": False})
+    assert not result.is_failed, result
     assert (result["changed"], result["previous_replicas"]) == (True, None)
     assert env.read_bytes() == original + b"QFIELDCLOUD_WORKER_REPLICAS=2\n"
     assert Path(result["backup_file"]).read_bytes() == original
@@ -229,7 +230,7 @@ def test_preflight_accepts_the_base_file_alone(tmp_path):
     assert snapshot(path) == before
 
 
-def test_documented_default_compose_file_does_not_load_and_is_refused(tmp_path):
+def test_documented_default_compose_file_does_not_load_and_is_refused(tmp_path, run_qfc_module):
     """Upstream finding: .env.example's `# DEFAULT: docker-compose.yml:docker-compose.override.local.yml` does not
     load at v26.25 - the local override makes `app` depend on `db`, which only the standalone override defines.
     The preflight refuses it with Compose's reason and writes nothing."""
@@ -240,8 +241,8 @@ def test_documented_default_compose_file_does_not_load_and_is_refused(tmp_path):
     env.write_bytes(env.read_bytes().replace(
         THREE_FILES, b"COMPOSE_FILE=docker-compose.yml:docker-compose.override.local.yml\n"))
     before = snapshot(path)
-    result = run_module({"project_src": str(path), "replicas": 2, "apply": False})
-    assert result.failed
+    result = run_qfc_module({"project_src": str(path), "replicas": 2, "apply": False})
+    assert result.is_failed
     assert result["msg"] == (
         'The compose project in %s does not load with QFIELDCLOUD_WORKER_REPLICAS=2: service "app" depends on '
         'undefined service "db": invalid compose project. .env was not changed.' % path)
