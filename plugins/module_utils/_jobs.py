@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""QFieldCloud's job table: statuses, schema detection, and the one definition of "stuck" that both the queue
-facts and the cleanup use."""
+"""QFieldCloud's job table: statuses, schema detection, the one definition of "stuck" that both the queue facts and
+the cleanup use, and the cleanup's statements (run by _cleanup.py). SQL on the job tables lives here."""
 
 from __future__ import annotations
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -64,9 +66,6 @@ def test_the_plan_takes_its_sql_from_jobs_py(mode, where):
 
 
 def test_the_module_holds_no_sql():
-    import re
-    from pathlib import Path
-
     text = (Path(_cleanup.__file__).resolve().parents[2] / "plugins" / "modules" / "qfc_job_cleanup.py").read_text()
     code = text[text.index('\n"""\n\nimport'):]  # after DOCUMENTATION, EXAMPLES and RETURN
     assert not re.search(r"\b(SELECT|UPDATE|INSERT|DELETE|SET \w+ =)\b", code)
