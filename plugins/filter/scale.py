@@ -198,17 +198,37 @@ def qfc_scale_outcome(scale, gate=None, rollback=None, failure=None, check_mode=
     }
 
 
+def qfc_scale_outcomes(hostvars, hosts, var="qfc_scale_outcome"):
+    """{host: outcome} for the hosts of ``hosts`` that have one in ``hostvars`` (the role registers it as the result
+    of its report task, whose ``msg`` is the outcome); hosts without one (not reached yet, failed before the role
+    recorded it, or an earlier run's leftover reset to {}) are left out."""
+    if not is_sequence(hosts):
+        raise AnsibleFilterError("qfc_scale_outcomes expects a list of hosts, got %s" % type(hosts).__name__)
+    out = {}
+    for host in hosts:
+        try:
+            value = hostvars[host].get(var)
+        except (KeyError, AttributeError):
+            continue
+        if isinstance(value, dict) and isinstance(value.get("msg"), dict):
+            value = value["msg"]
+        if isinstance(value, dict) and "result" in value:
+            out[host] = value
+    return out
+
+
 def qfc_rollout_table(hosts, outcomes, active_hosts=()):
     """The rollout summary as lines: a header, one row per host of ``hosts`` (the play's hosts, in order), a total.
 
-    ``outcomes``: each host's outcome (qfc_scale_outcome) in the same order, None where a host has none; a host
-    without one is ``not reached`` while it is in ``active_hosts`` (a later batch), else ``failed (no result)``."""
-    if not is_sequence(hosts) or not is_sequence(outcomes) or len(hosts) != len(outcomes):
-        raise AnsibleFilterError("qfc_rollout_table expects two lists of the same length: hosts and outcomes")
+    ``outcomes``: {host: outcome} (qfc_scale_outcome); a host without one is ``not reached`` while it is in
+    ``active_hosts`` (a later batch), else ``failed (no result)``."""
+    if not is_sequence(hosts) or not isinstance(outcomes, dict):
+        raise AnsibleFilterError("qfc_rollout_table expects a list of hosts and a dict of outcomes by host")
     width = max([4] + [len(str(h)) for h in hosts])
     lines = [ROW % (width, "host", "layout", "before", "after", "result")]
     reached = failed = 0
-    for host, outcome in zip(hosts, outcomes):
+    for host in hosts:
+        outcome = outcomes.get(host)
         if not isinstance(outcome, dict) or "result" not in outcome:
             lines.append(ROW % (width, host, "-", "-", "-",
                                 "not reached" if host in active_hosts else "failed (no result)"))
@@ -232,5 +252,6 @@ class FilterModule:
             "qfc_input_problems": qfc_input_problems,
             "qfc_gate_failed": qfc_gate_failed,
             "qfc_scale_outcome": qfc_scale_outcome,
+            "qfc_scale_outcomes": qfc_scale_outcomes,
             "qfc_rollout_table": qfc_rollout_table,
         }

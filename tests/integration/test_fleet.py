@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 
 import psycopg2
 import pytest
@@ -14,6 +15,10 @@ from conftest import ROOT, assert_no_secrets, run_playbook
 
 from tests.support.datagen import add_job, make_projects, make_users
 from tests.support.fleet import Fleet, docker
+
+sys.path.insert(0, str(ROOT / ".collections"))
+from ansible_collections.qfieldcloud.ops.plugins.module_utils._replicas import (  # noqa: E402
+    DEFAULT_MAX_REPLICAS_PER_CORE)
 
 PLAYBOOK = ROOT / "playbooks" / "scale.yml"
 HOSTS = ("qfc1", "qfc2", "qfc3", "worker1")
@@ -90,7 +95,8 @@ def test_per_host_counts_from_the_inventory_and_auto(fleet):
     proc = run_playbook(PLAYBOOK, path, {"qfc_serial": "100%"})
     assert proc.returncode == 0, proc.stdout
     cores = os.cpu_count() or 1
-    expected = {"qfc1": 2, "qfc2": min(int(cores * 2.5), 10), "qfc3": 0, "worker1": min(int(cores * 2.5), 2)}
+    guideline = int(cores * DEFAULT_MAX_REPLICAS_PER_CORE)
+    expected = {"qfc1": 2, "qfc2": min(guideline, 10), "qfc3": 0, "worker1": min(guideline, 2)}
     for name, count in expected.items():
         assert fleet[name].env_value() == str(count) and len(fleet[name].running()) == count, name
     assert len(summaries(proc.stdout)) == 1  # one batch

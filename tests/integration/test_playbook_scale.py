@@ -50,7 +50,8 @@ def test_playbook_check_mode_predicts_without_changing(stack, tmp_path):
     assert stack.env_text() == before and len(stack.running()) == 2
 
 
-def test_role_argument_spec_rejects_a_non_integer(stack, tmp_path):
+def test_qfc_scale_refuses_a_non_integer_count_and_names_the_role_variable(stack, tmp_path):
+    """qfc_worker_replicas is `type: raw` in the role's argument spec (an integer or auto): qfc_scale checks it."""
     inventory = inventory_for(stack, tmp_path)
     before = stack.env_text()
     proc = run_playbook(ROOT / "playbooks" / "scale.yml", inventory, {"qfc_worker_replicas": "many"})

@@ -6,7 +6,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.qfieldcloud.ops.plugins.filter.scale import (
-    FilterModule, qfc_gate_failed, qfc_input_problems, qfc_rollout_table, qfc_scale_outcome)
+    FilterModule, qfc_gate_failed, qfc_input_problems, qfc_rollout_table, qfc_scale_outcome, qfc_scale_outcomes)
 
 DEFAULTS = {"qfc_wait_timeout": 120, "qfc_settle_time": 1.0, "qfc_max_replicas_per_core": 2.5,
             "qfc_lock_timeout": 1800, "qfc_command_timeout": 1200, "qfc_backup_keep": 10,
@@ -18,7 +18,7 @@ NAN, INF = float("nan"), float("inf")
 
 def test_the_filters_are_exported():
     assert set(FilterModule().filters()) == {"qfc_input_problems", "qfc_gate_failed", "qfc_scale_outcome",
-                                             "qfc_rollout_table"}
+                                             "qfc_scale_outcomes", "qfc_rollout_table"}
 
 
 @pytest.mark.parametrize("changes", [
@@ -249,13 +249,29 @@ TABLES = [
 
 @pytest.mark.parametrize("case, hosts, outcomes, active, expected", TABLES, ids=[t[0] for t in TABLES])
 def test_rollout_table(case, hosts, outcomes, active, expected):
-    before = [dict(o) if o else o for o in outcomes]
-    assert qfc_rollout_table(hosts, outcomes, active) == expected, case
-    assert outcomes == before  # nothing is mutated
+    by_host = {h: o for h, o in zip(hosts, outcomes) if o is not None}
+    before = {h: dict(o) for h, o in by_host.items()}
+    assert qfc_rollout_table(hosts, by_host, active) == expected, case
+    assert by_host == before  # nothing is mutated
 
 
-def test_rollout_table_refuses_lists_that_do_not_match():
+def test_rollout_table_refuses_what_is_not_a_list_and_a_dict():
     with pytest.raises(AnsibleFilterError):
-        qfc_rollout_table(["a", "b"], [None])
+        qfc_rollout_table(["a", "b"], [None, None])
     with pytest.raises(AnsibleFilterError):
-        qfc_rollout_table("ab", [None, None])
+        qfc_rollout_table("ab", {})
+
+
+def test_outcomes_are_read_from_hostvars_registered_or_set():
+    hostvars = {
+        "a": {"qfc_scale_outcome": {"changed": False, "msg": outcome("changed")}},  # registered by the report task
+        "b": {"qfc_scale_outcome": outcome("unchanged")},  # an outcome as it is
+        "c": {"qfc_scale_outcome": {}},  # reset at the start of a run that went no further
+        "d": {},  # a later batch
+        "e": {"qfc_scale_outcome": {"skipped": True, "changed": False}},
+    }
+    assert qfc_scale_outcomes(hostvars, ["a", "b", "c", "d", "e", "f"]) == {"a": outcome("changed"),
+                                                                            "b": outcome("unchanged")}
+    assert qfc_scale_outcomes(hostvars, ["a"], var="other") == {}
+    with pytest.raises(AnsibleFilterError):
+        qfc_scale_outcomes(hostvars, None)
