@@ -2,7 +2,12 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""The one place where the collection calls the Docker Compose v2 CLI, plus pure parsers of its output."""
+"""The one place where the collection calls the Docker Compose v2 CLI, plus pure parsers of its output and the
+explanation of a project that does not load or cannot scale a service (:func:`explain_config_error`,
+:func:`service_problem`, :func:`read_conflicts`).
+
+``project_argument_spec()`` pairs with the ``qfieldcloud.ops._project`` doc fragment (project_src, env_file,
+docker_cli)."""
 
 from __future__ import annotations
 
@@ -14,7 +19,15 @@ import signal
 import subprocess
 import time
 
-MINIMUM_COMPOSE_VERSION = (2, 20, 0)  # keep in sync with the qfieldcloud.ops._compose doc fragment
+try:
+    import yaml
+
+    HAS_YAML = True
+except ImportError:
+    HAS_YAML = False
+
+# Keep in sync with the requirement in the qfieldcloud.ops._project doc fragment (a unit test compares them).
+MINIMUM_COMPOSE_VERSION = (2, 20, 0)
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 DEFAULT_COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 DEFAULT_OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml",
@@ -24,6 +37,15 @@ DEFAULT_OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml",
 DEFAULT_TIMEOUT = 1200
 READ_TIMEOUT = 60
 KILL_GRACE = 5
+
+
+def project_argument_spec():
+    """The options documented by the ``qfieldcloud.ops._project`` doc fragment."""
+    return dict(
+        project_src=dict(type="path", required=True),
+        env_file=dict(type="path"),
+        docker_cli=dict(type="path"),
+    )
 
 
 class ComposeError(Exception):
@@ -141,6 +163,57 @@ def find_service_conflicts(documents, service, variable):
             problems.append("%s sets services.%s.container_name; remove it, scaled containers need unique names"
                             % (path, service))
     return problems
+
+
+def read_conflicts(files, service, variable):
+    """:func:`find_service_conflicts` over the compose files on disk (unreadable or invalid ones, or no PyYAML:
+    nothing to say about them)."""
+    if not HAS_YAML:
+        return []
+    documents = []
+    for path in files:
+        try:
+            with open(path) as handle:
+                documents.append((path, yaml.safe_load(handle)))
+        except (OSError, yaml.YAMLError):
+            continue
+    return find_service_conflicts(documents, service, variable)
+
+
+def explain_config_error(exc, problems, variable, replicas, service, project_src):
+    """The message for a ``docker compose config`` that failed with ``variable=replicas``; ``problems``: from
+    :func:`read_conflicts`, to name the file at fault."""
+    stderr = exc.stderr or ""
+    if exc.timed_out:
+        return "%s. .env was not changed." % exc.msg
+    problems = ["%s." % p for p in problems]
+    if "can't set distinct values on 'scale' and 'deploy.replicas'" in stderr:
+        hint = " ".join(problems) or ("Remove deploy.replicas from %s in the override files." % service)
+        return ("The compose project does not load with %s=%d: %s sets both scale and a different "
+                "deploy.replicas. %s .env was not changed." % (variable, replicas, service, hint))
+    if "container_name" in stderr:
+        return ("The compose project does not load with %s=%d: %s. %s .env was not changed."
+                % (variable, replicas, first_error_line(stderr), " ".join(problems)))
+    return ("The compose project in %s does not load with %s=%d: %s. .env was not changed."
+            % (project_src, variable, replicas, first_error_line(stderr) or exc.msg))
+
+
+def service_problem(config, service, variable, replicas, files, problems):
+    """Why the loaded project (``docker compose config`` with ``variable=replicas``) cannot run ``replicas``
+    containers of ``service``, or None. ``files``: the compose files, for the message; ``problems``: from
+    :func:`read_conflicts` (only read when the service sets container_name)."""
+    svc = (config.get("services") or {}).get(service)
+    if svc is None:
+        return "Service %s is not defined in the compose project (%s). Nothing was changed." % (service, files)
+    if svc.get("container_name") is not None:
+        return ("Service %s sets container_name, so it cannot run more than one container. %s Nothing was changed."
+                % (service, " ".join("%s." % p for p in problems())))
+    scale = effective_scale(svc)
+    if scale != replicas:
+        return ("Service %s does not take its scale from ${%s}: with %s=%d Compose would run %d. Set 'scale: ${%s}' "
+                "on the service in %s. Nothing was changed."
+                % (service, variable, variable, replicas, scale, variable, files))
+    return None
 
 
 def effective_scale(service_config):

@@ -5,13 +5,15 @@
 """The Docker Engine: the one place that asks it anything.
 
 A Compose service's containers are found by Compose's labels (``label_filters``), under Compose's project name
-(``project_name``), through the Docker SDK (``engine_client``, ``snapshot``, ``wait_for_replicas``: qfc_scale) or, where
-the SDK may be missing (the cron collector, the queue modules), through the standard library over the unix socket
-(``count_running_stdlib``, ``running_job_ids_stdlib``)."""
+(``project_name``), through the Docker SDK (``engine_client``, ``snapshot``, ``wait_for_replicas``: qfc_scale; imported
+on demand by ``load_sdk``) or, where the SDK may be missing (the cron collector, the queue modules), through the
+standard library over the unix socket (``count_running_stdlib``, ``running_job_ids_stdlib``)."""
 
 from __future__ import annotations
 
 import http.client
+import importlib
+import importlib.util
 import json
 import os
 import socket
@@ -20,22 +22,45 @@ import traceback
 from datetime import datetime, timezone
 from urllib.parse import quote
 
-try:
-    import docker  # noqa: F401  (the Docker SDK for Python)
-    from docker.errors import DockerException, NotFound  # noqa: F401  pylint: disable=unused-import
-    from docker.tls import TLSConfig
+# The Docker SDK for Python is imported on demand (load_sdk): importing it (and requests) takes about 0.4 s, which
+# the stdlib users never need and qfc_scale overlaps with its Compose calls. Until then these are placeholders.
+docker = None
+TLSConfig = None
+HAS_DOCKER_SDK = False  # True once load_sdk() imported it
+DOCKER_SDK_IMPORT_ERROR = None  # the traceback when load_sdk() failed
 
+
+class DockerException(Exception):
+    pass
+
+
+class NotFound(DockerException):
+    pass
+
+
+def sdk_installed():
+    """Whether the Docker SDK can be found, without importing it."""
+    return HAS_DOCKER_SDK or importlib.util.find_spec("docker") is not None
+
+
+def load_sdk():
+    """Import the Docker SDK once; returns HAS_DOCKER_SDK. Replaces the placeholders ``docker``, ``TLSConfig``,
+    ``DockerException`` and ``NotFound`` with the SDK's own (``except _engine.DockerException`` looks the name up
+    when it runs, so it catches the SDK's errors once they can happen)."""
+    global docker, TLSConfig, DockerException, NotFound, HAS_DOCKER_SDK, DOCKER_SDK_IMPORT_ERROR  # noqa: PLW0603
+    if HAS_DOCKER_SDK or DOCKER_SDK_IMPORT_ERROR:
+        return HAS_DOCKER_SDK
+    try:
+        sdk = importlib.import_module("docker")
+        errors = importlib.import_module("docker.errors")
+        tls = importlib.import_module("docker.tls")
+    except ImportError:
+        DOCKER_SDK_IMPORT_ERROR = traceback.format_exc()
+        return False
+    docker, TLSConfig, DockerException, NotFound = sdk, tls.TLSConfig, errors.DockerException, errors.NotFound
     HAS_DOCKER_SDK = True
-    DOCKER_SDK_IMPORT_ERROR = None
-except ImportError:
-    HAS_DOCKER_SDK = False
-    DOCKER_SDK_IMPORT_ERROR = traceback.format_exc()
+    return True
 
-    class DockerException(Exception):
-        pass
-
-    class NotFound(Exception):
-        pass
 
 POLL_INTERVAL = 0.2
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -56,6 +81,7 @@ def engine_client(context=None, timeout=DEFAULT_API_TIMEOUT):
     connects where the CLI's current context points (``context`` as returned by ``_compose.Compose.context``), so
     the SDK and ``docker compose`` talk to the same engine (a rootless or remote context, for example).
     """
+    load_sdk()
     if os.environ.get("DOCKER_HOST") or not context:
         return docker.from_env(version="auto", timeout=timeout).api
     tls = False

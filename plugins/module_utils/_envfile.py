@@ -173,6 +173,21 @@ def read(path):
     return raw, text, parse(text)
 
 
+def value_in(path, key):
+    """The value Compose uses for ``key`` in the file now; None when absent, or the file unreadable or malformed."""
+    try:
+        _raw, _text, entries = read(path)
+    except (OSError, EnvFileError):
+        return None
+    entry, _count = lookup(entries, key)
+    return entry.value if entry else None
+
+
+def printable(text):
+    """Bytes that are not UTF-8 (a Latin-1 comment) were read as surrogates; results must be valid UTF-8."""
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
 def lookup(entries, key):
     """The entry Compose uses for ``key``: the last one. Returns (entry or None, number of duplicates)."""
     found = [e for e in entries if e.key == key]

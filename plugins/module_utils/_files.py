@@ -19,6 +19,9 @@ API:
   file safely (:func:`replace_problem`): a file with other hard links (the other names would keep the old bytes)
   or a bind-mounted file (a mount point cannot be renamed over: EBUSY).
 - ``remove_stale_temporaries(path)``: the temporary files a killed writer left (call it under the lock).
+- ``prune_backups(path, keep)`` -> (removed, failures): keep the ``keep`` newest backups of ``path`` made by
+  ``AnsibleModule.backup_local`` (``<name>.<pid>.<YYYY-mm-dd@HH:MM:SS>~``); ``remove_partial_backups(path, pid)``:
+  remove what a failed backup by process ``pid`` left.
 - ``ProjectLock(directory, timeout)``: a context manager holding an exclusive ``flock`` on a directory (for
   qfc_scale, the one holding ``.env``); waits up to ``timeout`` seconds, then raises :class:`LockTimeout`. Nothing
   is left on disk, and a killed holder releases it.
@@ -34,6 +37,7 @@ import tempfile
 import time
 
 TMP_SUFFIX = ".tmp"
+BACKUP_RE = r"^%s\.\d+\.(\d{4}-\d\d-\d\d@\d\d:\d\d:\d\d)~$"  # AnsibleModule.backup_local's names
 
 
 class FileWriteError(OSError):
@@ -150,6 +154,46 @@ def remove_stale_temporaries(path):
             except OSError:
                 continue
     return removed
+
+
+def _backups(path, pid=None):
+    """(stamp, path) of the backups of ``path`` beside it (only those of process ``pid`` when given)."""
+    directory, base = os.path.split(path)
+    pattern = BACKUP_RE if pid is None else BACKUP_RE.replace(r"\d+", str(int(pid)), 1)
+    pattern = re.compile(pattern % re.escape(base))
+    for name in os.listdir(directory):
+        match = pattern.match(name)
+        if match:
+            yield match.group(1), os.path.join(directory, name)
+
+
+def remove_partial_backups(path, pid):
+    """A failed copy leaves a truncated backup named after the process that made it; remove it."""
+    for _stamp, backup in _backups(path, pid):
+        try:
+            os.unlink(backup)
+        except OSError:
+            pass
+
+
+def prune_backups(path, keep):
+    """Keep the ``keep`` newest backups of ``path`` (each holds every secret); older ones are removed.
+
+    Returns (removed paths, [(path, OSError)] that could not be removed)."""
+    found = []
+    for stamp, backup in _backups(path):
+        try:
+            found.append((stamp, os.lstat(backup).st_ctime_ns, backup))
+        except OSError:
+            continue
+    removed, failures = [], []
+    for _stamp, _ctime, backup in sorted(found, reverse=True)[keep:]:
+        try:
+            os.unlink(backup)
+            removed.append(backup)
+        except OSError as exc:
+            failures.append((backup, exc))
+    return removed, failures
 
 
 def _fsync_dir(directory):

@@ -1,6 +1,10 @@
 # Copyright (c) qfieldcloud.ops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The worker count asked for: an integer, or ``auto`` (CPU cores x the guideline, capped). Pure functions."""
+"""The worker count asked for: an integer, or ``auto`` (CPU cores x the guideline, capped), checked against the
+hard ceiling and the core-count guard; the count a rollback restores. Pure functions.
+
+``argument_spec()`` pairs with the ``qfieldcloud.ops._replicas`` doc fragment (replicas, auto_max,
+max_replicas_per_core, force)."""
 
 from __future__ import annotations
 
@@ -41,6 +45,19 @@ def check_name(name, value, pattern, what):
 
 
 DEFAULT_MAX_REPLICAS_PER_CORE = 2.5  # the operations guideline: workers per CPU core (the one place it is defined)
+DEFAULT_AUTO_MAX = 10
+# Beyond this many workers on one host the guideline is a multi-server layout (a warning, not a refusal).
+MULTI_SERVER_THRESHOLD = 10
+
+
+def argument_spec():
+    """The options documented by the ``qfieldcloud.ops._replicas`` doc fragment."""
+    return dict(
+        replicas=dict(type="raw", required=True),
+        auto_max=dict(type="int", default=DEFAULT_AUTO_MAX),
+        max_replicas_per_core=dict(type="float", default=DEFAULT_MAX_REPLICAS_PER_CORE),
+        force=dict(type="bool", default=False),
+    )
 
 
 def core_limit(cores, per_core):
@@ -70,3 +87,29 @@ def resolve(value, cores, per_core, auto_max):
         except ValueError:
             pass
     raise ValueError("replicas must be an integer or 'auto', got %r." % (value,))
+
+
+def check_count(replicas):
+    """Raise ValueError unless the resolved count is within 0 and the hard ceiling (which force does not lift)."""
+    if replicas < 0:
+        raise ValueError("replicas must be 0 or more, got %d." % replicas)
+    if replicas > MAX_REPLICAS:
+        raise ValueError("replicas=%d is above the hard ceiling of %d workers per host, which force=true does not "
+                         "lift. Spread the workers over more servers." % (replicas, MAX_REPLICAS))
+    return replicas
+
+
+def guard_problem(replicas, cores, per_core, force):
+    """Why the core-count guard refuses ``replicas`` (None when it passes, or when ``force`` lifts it)."""
+    limit = core_limit(cores, per_core)
+    if replicas > limit and not force:
+        return ("replicas=%d exceeds the core-count guard: %d CPU cores x %s workers per core = at most %d workers on "
+                "this host. Add cores, spread workers over more servers, or set force=true."
+                % (replicas, cores, per_core, limit))
+    return None
+
+
+def rollback_target(previous, previous_running):
+    """The count to restore when a change must be undone: the previous ``.env`` value; without one (the variable
+    was absent or not an integer) the count that was running; None when neither is known."""
+    return previous if previous is not None else previous_running
