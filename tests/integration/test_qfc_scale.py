@@ -9,7 +9,11 @@ import subprocess
 import sys
 import threading
 
-from conftest import assert_no_secrets, run_module
+import pytest
+from conftest import assert_no_secrets, make_stack, run_module
+
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _engine
+from ansible_collections.qfieldcloud.ops.plugins.module_utils._replicas import DEFAULT_MAX_REPLICAS_PER_CORE
 
 
 def sha(path):
@@ -28,6 +32,7 @@ def test_scale_up_sets_env_backs_up_and_verifies(stack):
     assert not result.failed, result
     assert result["changed"] is True
     assert (result["previous_replicas"], result["previous_running"], result["running"]) == (2, 2, 4)
+    assert result["rollback_replicas"] == 2  # what a failed health gate after this task restores
     assert stack.env_value() == "4"
     assert len(stack.running()) == 4
     assert [c["number"] for c in result["containers"]] == [1, 2, 3, 4]
@@ -181,7 +186,7 @@ def test_missing_project_and_missing_env(tmp_path):
 def test_non_integer_and_negative_replicas(stack):
     before = sha(stack.env_file)
     result = scale(stack, "four")
-    assert result.failed and "replicas" in result["msg"] and "int" in result["msg"]
+    assert result.failed and result["msg"] == "replicas must be an integer or 'auto', got 'four'. Nothing was changed."
     result = scale(stack, -1)
     assert result.failed and "replicas must be 0 or more" in result["msg"]
     result = scale(stack, True)  # YAML's `yes`
@@ -189,11 +194,73 @@ def test_non_integer_and_negative_replicas(stack):
     assert sha(stack.env_file) == before
 
 
+@pytest.fixture(scope="module")
+def idle(tmp_path_factory):
+    """A project that is never started (nothing runs; check mode and refusals need no workers)."""
+    created = make_stack(tmp_path_factory.mktemp("idle"), start=False)
+    yield created
+    created.down()
+
+
+# replicas is checked once, in the module: every refusal says why and that nothing was changed
+@pytest.mark.parametrize("replicas, message", [
+    ("four", "replicas must be an integer or 'auto', got 'four'. Nothing was changed."),
+    (True, "replicas must be an integer or 'auto', got the boolean True. Nothing was changed."),
+    (False, "replicas must be an integer or 'auto', got the boolean False. Nothing was changed."),
+    ("yes", "replicas must be an integer or 'auto', got 'yes'. Nothing was changed."),
+    (2.5, "replicas must be an integer or 'auto', got 2.5. Nothing was changed."),
+    ("2.5", "replicas must be an integer or 'auto', got '2.5'. Nothing was changed."),
+    ("", "replicas must be an integer or 'auto', got ''. Nothing was changed."),
+    (-1, "replicas must be 0 or more, got -1. Nothing was changed."),
+    ("-3", "replicas must be 0 or more, got -3. Nothing was changed."),
+    (101, "replicas=101 is above the hard ceiling of 100 workers per host, which force=true does not lift. Spread "
+          "the workers over more servers. Nothing was changed."),
+    ("1000", "replicas=1000 is above the hard ceiling of 100 workers per host, which force=true does not lift. "
+             "Spread the workers over more servers. Nothing was changed."),
+], ids=repr)
+def test_bad_replicas_are_refused_by_the_module(idle, replicas, message):
+    before = sha(idle.env_file)
+    result = scale(idle, replicas, args={"force": True})  # force lifts the core guard, never the hard ceiling
+    assert result.failed and result["msg"] == message
+    assert result["changed"] is False and sha(idle.env_file) == before and idle.backups() == []
+
+
+@pytest.mark.parametrize("replicas", [3, "3", " 3 ", 3.0, "auto", "AUTO", " Auto "], ids=repr)
+def test_replicas_accepts_whole_numbers_digit_strings_and_auto(idle, replicas):
+    result = scale(idle, replicas, args={"auto_max": 3, "max_replicas_per_core": 100.0}, check=True)
+    assert not result.failed, result
+    assert result["replicas"] == 3 and result["changed"] is True and idle.env_value() == "2"
+
+
+def test_result_reports_the_guard_and_the_rollback_target(stack):
+    cores = os.cpu_count() or 1
+    result = scale(stack, 1, check=True)
+    assert not result.failed, result
+    assert (result["cpu_count"], result["max_replicas_per_core"]) == (cores, DEFAULT_MAX_REPLICAS_PER_CORE)
+    assert result["core_limit"] == min(int(cores * DEFAULT_MAX_REPLICAS_PER_CORE), 100)
+    assert result["rollback_replicas"] == 2  # the previous .env value
+    custom = scale(stack, 1, args={"max_replicas_per_core": 1.5}, check=True)
+    assert (custom["max_replicas_per_core"], custom["core_limit"]) == (1.5, int(cores * 1.5))
+    # apply=false: nothing running is asked, the previous .env value is the target
+    env_only = scale(stack, 1, args={"apply": False}, check=True)
+    assert env_only["previous_running"] is None and env_only["rollback_replicas"] == 2
+
+
+def test_rollback_target_without_a_previous_value_is_the_running_count(stack):
+    stack.env_file.write_text(stack.env_text().replace("REPLICAS=2\n", "REPLICAS=x\n"))
+    result = scale(stack, 3, check=True)
+    assert not result.failed, result
+    assert (result["previous_replicas"], result["previous_running"], result["rollback_replicas"]) == (None, 2, 2)
+    stack.env_file.write_text(stack.env_text().replace("QFIELDCLOUD_WORKER_REPLICAS=x\n", ""))
+    env_only = scale(stack, 3, args={"apply": False}, check=True)
+    assert env_only["rollback_replicas"] is None  # neither a value in .env nor a running count
+
+
 def test_auto_sizes_by_cores_capped(stack):
     cores = os.cpu_count() or 1
     result = scale(stack, "auto", args={"auto_max": 3})
     assert not result.failed, result
-    expected = min(int(cores * 2.5), 3)
+    expected = min(int(cores * DEFAULT_MAX_REPLICAS_PER_CORE), 3)
     assert (result["replicas"], result["cpu_count"]) == (expected, cores)
     assert stack.env_value() == str(expected) and len(stack.running()) == expected
     again = scale(stack, "auto", args={"auto_max": 3})
@@ -204,7 +271,7 @@ def test_auto_sizes_by_cores_capped(stack):
 
 
 def test_core_count_guard_and_force(stack):
-    limit = int((os.cpu_count() or 1) * 2.5)
+    limit = int((os.cpu_count() or 1) * DEFAULT_MAX_REPLICAS_PER_CORE)
     before = sha(stack.env_file)
     result = scale(stack, limit + 1)
     assert result.failed
@@ -335,6 +402,7 @@ def test_absent_variable_is_appended(stack):
     result = scale(stack, 2)
     assert not result.failed, result
     assert result["previous_replicas"] is None
+    assert result["rollback_replicas"] == 2  # no value in .env: the count that was running
     assert stack.env_text().endswith("QFIELDCLOUD_WORKER_REPLICAS=2\n")
 
 
@@ -368,3 +436,16 @@ def test_unreachable_engine_fails_without_touching_env(stack):
         os.environ.update(env)
     assert result.failed and "Cannot connect to the Docker daemon" in result["msg"] and result["rc"] != 0
     assert sha(stack.env_file) == before
+
+
+def test_the_stdlib_engine_client_counts_what_qfc_scale_verified(stack):
+    # the collector and the queue modules count workers with the stdlib client; it must agree with the SDK
+    result = scale(stack, 3)
+    assert not result.failed, result
+    assert _engine.count_running_stdlib(stack.project, "worker_wrapper") == 3 == result["running"]
+    stack.compose("run", "-d", "--no-deps", "worker_wrapper")  # a one-off container does not count
+    stack.containers()[0].stop(timeout=1)
+    assert _engine.count_running_stdlib(stack.project, "worker_wrapper") == 2
+    assert _engine.count_running_stdlib(stack.project, "app") == 1
+    assert _engine.count_running_stdlib("no-such-project", "worker_wrapper") == 0
+    assert isinstance(_engine.running_job_ids_stdlib(), set)
