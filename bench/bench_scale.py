@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from bench._docs import write_section  # noqa: E402
+from bench._docs import ensure_collection_link, write_section  # noqa: E402
 
 BIN = Path(sys.executable).parent
 FIXTURE = ROOT / "tests" / "fixtures" / "stack"
@@ -40,6 +40,13 @@ def set_replicas(env_file, n):
     lines = env_file.read_text().splitlines(keepends=True)
     key = "QFIELDCLOUD_WORKER_REPLICAS="
     env_file.write_text("".join("%s%d\n" % (key, n) if line.startswith(key) else line for line in lines))
+
+
+def machine_state():
+    """(1-minute load average, containers on the Docker Engine, images): what else competes with the runs."""
+    containers = sh(["docker", "ps", "-aq"], ROOT, check=False).stdout.split()
+    images = sh(["docker", "images", "-q"], ROOT, check=False).stdout.split()
+    return os.getloadavg()[0], len(containers), len(images)
 
 
 def timed_playbook(playbook, inventory, replicas):
@@ -59,6 +66,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--write", action="store_true", help="update docs/performance.md")
     opts = parser.parse_args()
+    ensure_collection_link()
 
     work = Path(tempfile.mkdtemp(prefix="qfc-bench-"))
     project = work / "qfieldcloud"
@@ -73,6 +81,7 @@ def main():
                          # like for like: the naive playbook has no health gate (and this stack no database)
                          "      qfc_health_gate: false\n" % (sys.executable, project, PROJECT))
     runs = {"ours_change": [], "ours_noop": [], "naive_change": [], "naive_noop": []}
+    state_before = machine_state()
     try:
         for _round in range(opts.rounds):
             for name, playbook in (("ours", ROOT / "playbooks" / "scale.yml"),
@@ -85,15 +94,17 @@ def main():
         sh(["docker", "compose", "down", "--timeout", "1"], project, check=False)
         shutil.rmtree(work, ignore_errors=True)
 
+    state_after = machine_state()
     med = {k: statistics.median(v) for k, v in runs.items()}
     change_ratio = med["ours_change"] / med["naive_change"]
     noop_ratio = med["ours_noop"] / med["naive_noop"]
     compose = sh(["docker", "compose", "version", "--short"], ROOT).stdout.strip()
     table = "\n".join([
         MARK_BEGIN,
-        "Measured %s on %s, %d cores, Python %s, Compose %s; median of %d alternating rounds."
+        "Measured %s on %s, %d cores, Python %s, Compose %s; median of %d alternating rounds. Load average (1 min) "
+        "%.2f before, %.2f after; %d containers on the engine before (%d images)."
         % (time.strftime("%Y-%m-%d"), platform.machine(), os.cpu_count(), platform.python_version(), compose,
-           opts.rounds),
+           opts.rounds, state_before[0], state_after[0], state_before[1], state_before[2]),
         "",
         "| run | playbooks/scale.yml | naive built-ins | ratio | target | verdict |",
         "|---|---|---|---|---|---|",
