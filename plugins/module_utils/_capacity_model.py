@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _metrics_log, _policy
 
+
 HOUR_S = 3600
 DEFAULT_DURATION_WINDOW_S = 86400   # the collector's duration columns: the last 24 h, as qfc_queue_facts' default
 JITTER_S = 60                       # rows "an hour apart" may be this much closer (cron start, collection time)
@@ -47,6 +48,7 @@ Z95 = 1.6448536269514722            # standard normal quantile of 0.95
 
 
 # ---------------------------------------------------------------------------------------------------------- windows
+
 
 def parse_timestamp(value):
     if isinstance(value, datetime) or value is None:
@@ -73,7 +75,9 @@ def window(rows, since=None, until=None, last_s=None):
 def fmt_ts(value):
     return None if value is None else value.strftime(_metrics_log.TIMESTAMP_FORMAT)
 
+
 # ---------------------------------------------------------------------------------------------------------- figures
+
 
 def _values(rows, column):
     return [r[column] for r in rows if r["status"] == "ok" and r[column] is not None]
@@ -152,6 +156,7 @@ def mixture_quantile(periods, q):
         else:
             lo = mid
     return hi
+
 
 def intervals(rows):
     return [(b["ts"] - a["ts"]).total_seconds() for a, b in zip(rows, rows[1:])]

@@ -14,7 +14,9 @@ from ansible_collections.qfieldcloud.ops.plugins.module_utils import _policy
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._capacity_charts import COLORS, charts
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._capacity_model import DEFAULT_INTERVAL_S, parse_timestamp
 
+
 # ------------------------------------------------------------------------------------------------------- formatting
+
 
 def _fmt_num(value, digits=1):
     if value is None:
@@ -101,6 +103,7 @@ def _summary_cells(f):
 SUMMARY_HEADER = ["samples", "availability", "avg depth", "peak depth", "success", "finished / failed",
                   "p95 duration", "worker use", "decision"]
 
+
 METHODS = [
     "Queue depth is pending + queued jobs, averaged over the samples that could read the queue; error samples "
     "(database unreachable) are left out, where the seed's awk one-liner counts them as 0. For all hosts it is the "
@@ -122,6 +125,7 @@ METHODS = [
 
 
 # --------------------------------------------------------------------------------------------------------- markdown
+
 
 def _md_cell(text):
     return str(text).replace("|", "\\|").replace("\n", " ")
@@ -185,7 +189,9 @@ def _md_details(f):
         % (_fmt_num(s["stale"], 0), _fmt_num(s["orphaned_queued"], 0), _fmt_num(s["old_pending"], 0)),
     ]
 
+
 # ------------------------------------------------------------------------------------------------------------- HTML
+
 
 CSS = """
 :root{--fg:#111827;--muted:#6b7280;--line:#e5e7eb;--bg:#f8fafc;--card:#ffffff}

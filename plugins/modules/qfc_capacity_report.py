@@ -170,12 +170,11 @@ decisions:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _capacity_model, _capacity_render, _jobs
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _capacity_model, _capacity_render, _files, _jobs
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _metrics_log
 
 FILES = {"markdown": "capacity_report.md", "html": "capacity_report.html"}
@@ -191,19 +190,6 @@ def current(path):
         return read_text(path)
     except FileNotFoundError:
         return None
-
-
-def write_atomically(module, path, text):
-    """Write in the same directory, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".%s." % os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8"))
-        os.chmod(tmp, 0o644)
-        module.atomic_move(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_logs(module, logs):
@@ -256,7 +242,7 @@ def main():
             if not os.path.isdir(dest):
                 os.makedirs(dest)
             for kind in stale:
-                write_atomically(module, paths[kind], rendered[kind])
+                _files.write_atomically(paths[kind], rendered[kind], module=module)
         except OSError as exc:
             module.fail_json(msg="Cannot write the report in %s: %s" % (dest, to_native(exc)))
 

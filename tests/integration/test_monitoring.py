@@ -9,13 +9,17 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
-from conftest import BIN, ROOT, all_versions, make_db_stack, run_playbook
+from conftest import BIN, ROOT, all_versions, make_db_stack, run_module, run_playbook
 
 from tests.support import datagen
+
+sys.path.insert(0, str(ROOT / ".collections"))
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _metrics_log  # noqa: E402
 
 PLAYBOOK = ROOT / "playbooks" / "monitoring.yml"
 
@@ -42,6 +46,26 @@ def webhook():
     server.shutdown()
 
 
+def role_inventory(tmp_path, stack, **extra):
+    """An inventory of one local host with the role's paths in tmp (and ``extra`` host variables)."""
+    paths = {"qfc_project_src": stack.path, "qfc_monitoring_dir": tmp_path / "mon",
+             "qfc_monitoring_python": BIN / "python", "qfc_monitoring_install_packages": False,
+             "qfc_monitoring_cron_file": tmp_path / "cron.d" / "qfieldcloud-queue-metrics",
+             "qfc_monitoring_log": tmp_path / "log" / "queue_metrics.log",
+             "qfc_monitoring_logrotate_file": tmp_path / "logrotate.d" / "qfieldcloud-queue-metrics",
+             "qfc_monitoring_textfile": tmp_path / "textfile" / "qfieldcloud_queue.prom",
+             "qfc_monitoring_timeout": 10}
+    paths.update(extra)
+    (tmp_path / "cron.d").mkdir()
+    (tmp_path / "logrotate.d").mkdir()
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("qfieldcloud:\n  hosts:\n    qfc1:\n      ansible_connection: local\n"
+                         "      ansible_python_interpreter: %s\n" % (BIN / "python")
+                         + "".join("      %s: %s\n" % (k, json.dumps(str(v) if not isinstance(v, (bool, int)) else v))
+                                   for k, v in paths.items()))
+    return inventory, paths
+
+
 @pytest.fixture
 def monitored(tmp_path, qfcdb, webhook):
     """A quiet queue (every job is stuck or locked, so the worker takes none), one worker, the role's paths in tmp."""
@@ -51,20 +75,7 @@ def monitored(tmp_path, qfcdb, webhook):
             "stale": datagen.add_job(qfcdb.conn, stale_p, user, "started", created_ago_s=7300, started_ago_s=7200),
             "orphaned": datagen.add_job(qfcdb.conn, orphan_p, user, "queued", created_ago_s=7200)}
     stack = make_db_stack(tmp_path, qfcdb, replicas=1)
-    paths = {"qfc_project_src": stack.path, "qfc_monitoring_dir": tmp_path / "mon",
-             "qfc_monitoring_python": BIN / "python", "qfc_monitoring_install_packages": False,
-             "qfc_monitoring_cron_file": tmp_path / "cron.d" / "qfieldcloud-queue-metrics",
-             "qfc_monitoring_log": tmp_path / "log" / "queue_metrics.log",
-             "qfc_monitoring_logrotate_file": tmp_path / "logrotate.d" / "qfieldcloud-queue-metrics",
-             "qfc_monitoring_textfile": tmp_path / "textfile" / "qfieldcloud_queue.prom",
-             "qfc_monitoring_webhook_url": webhook[0], "qfc_monitoring_timeout": 10}
-    (tmp_path / "cron.d").mkdir()
-    (tmp_path / "logrotate.d").mkdir()
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text("qfieldcloud:\n  hosts:\n    qfc1:\n      ansible_connection: local\n"
-                         "      ansible_python_interpreter: %s\n" % (BIN / "python")
-                         + "".join("      %s: %s\n" % (k, json.dumps(str(v) if not isinstance(v, (bool, int)) else v))
-                                   for k, v in paths.items()))
+    inventory, paths = role_inventory(tmp_path, stack, qfc_monitoring_webhook_url=webhook[0])
     yield {"inventory": inventory, "paths": paths, "stack": stack, "db": qfcdb, "jobs": jobs, "hooks": webhook[1]}
     stack.down()
 
@@ -144,6 +155,18 @@ def test_cron_command_writes_csv_and_textfile_matching_the_database(monitored):
     assert 'qfieldcloud_workers_running{project="%s"} 1' % project in prom
     assert 'qfieldcloud_worker_timeout_seconds{project="%s",source="%s"} 600' % (project, source) in prom
     assert 'qfieldcloud_collector_up{project="%s"} 1' % project in prom
+    # what the collector really wrote is what the capacity report reads (_metrics_log, the format's one home)
+    parsed = _metrics_log.parse(paths["qfc_monitoring_log"].read_text())
+    assert (parsed["lines"], parsed["garbled"], len(parsed["rows"])) == (2, 0, 2)
+    last = parsed["rows"][-1]
+    assert last["ts"].strftime(_metrics_log.TIMESTAMP_FORMAT) == row[0]
+    assert (last["status"], last["error"], last["worker_timeout_source"]) == ("ok", "", source)
+    assert {c: last[c] for c in _metrics_log.NUMERIC_COLUMNS} == {
+        "queue_depth": 2, "pending": 1, "queued": 1, "started": 1, "useful_backlog": 0, "workers_configured": 1,
+        "workers_running": 1, "workers_busy": 0, "finished_last_hour": int(row[9]), "failed_last_hour": int(row[10]),
+        "success_rate": float(row[11]) if row[11] else None, "duration_p50_s": float(row[12]) if row[12] else None,
+        "duration_p95_s": float(row[13]) if row[13] else None, "stuck_stale": 1, "stuck_orphaned_queued": 1,
+        "stuck_old_pending": 0}
     # the seed's awk one-liner still reads the log
     awk = subprocess.run(["awk", "-F,", "{sum+=$2; count++} END {print sum/count}", str(paths["qfc_monitoring_log"])],
                          capture_output=True, text=True, check=True)
@@ -173,6 +196,9 @@ def test_alerts_fire_once_per_change_and_survive_a_database_outage(monitored):
     assert db.pg.password not in down.stderr
     last = rows(paths)[-1]
     assert last[1] == "" and last[17] == "error" and "Cannot connect" in last[18]
+    parsed = _metrics_log.parse_line(paths["qfc_monitoring_log"].read_text().splitlines()[-1])
+    assert parsed["status"] == "error" and parsed["error"].startswith("Cannot connect")
+    assert parsed["queue_depth"] is None and parsed["worker_timeout_source"] is None
     prom = paths["qfc_monitoring_textfile"].read_text()
     assert re.search(r"qfieldcloud_collector_up\{[^}]*\} 0", prom)
     assert re.search(r"qfieldcloud_collector_last_success_timestamp_seconds\{[^}]*\} \d+", prom)
@@ -225,3 +251,39 @@ def test_a_broken_webhook_never_breaks_a_run(monitored):
     state = json.loads((paths["qfc_monitoring_dir"] / "var" / "state.json").read_text())
     assert set(state["alerts"]) == {"stuck_stale", "stuck_orphaned_queued"}  # saved, so not re-sent next run
     assert run_cron_command(paths).returncode == 0 and [r[17] for r in rows(paths)] == ["ok", "ok", "ok"]
+
+
+def test_a_renamed_worker_service_and_variable_are_followed(tmp_path, qfcdb):
+    """The scale role's qfc_worker_service and qfc_env_var, set in the inventory, are what the monitoring role counts
+    (and qfc_queue_facts with the same names): a real stack whose workers are the service `qfc_worker`, counted by
+    QFC_WORKERS, while QFIELDCLOUD_WORKER_REPLICAS says something else."""
+    stack = make_db_stack(tmp_path, qfcdb, replicas=2, start=False)
+    compose = stack.path / "docker-compose.yml"
+    compose.write_text(compose.read_text().replace("\n  worker_wrapper:\n", "\n  qfc_worker:\n")
+                       .replace("${QFIELDCLOUD_WORKER_REPLICAS}", "${QFC_WORKERS}"))
+    stack.set_env("QFC_WORKERS", "2")
+    stack.set_env("QFIELDCLOUD_WORKER_REPLICAS", "7")
+    stack.up()
+    try:
+        assert len(stack.running("qfc_worker")) == 2 and stack.running() == []
+        inventory, paths = role_inventory(tmp_path, stack, qfc_worker_service="qfc_worker", qfc_env_var="QFC_WORKERS")
+        assert changed(run_playbook(PLAYBOOK, inventory)) > 0  # includes the role's first run, which must succeed
+        config = json.loads((paths["qfc_monitoring_dir"] / "collector.json").read_text())
+        assert (config["service"], config["env_var"]) == ("qfc_worker", "QFC_WORKERS")
+        proc = run_cron_command(paths)
+        assert proc.returncode == 0, proc.stderr
+        row = _metrics_log.parse(paths["qfc_monitoring_log"].read_text())["rows"][-1]
+        assert (row["status"], row["workers_configured"], row["workers_running"]) == ("ok", 2, 2)
+        prom = paths["qfc_monitoring_textfile"].read_text()
+        assert 'qfieldcloud_workers_running{project="%s"} 2' % stack.project in prom
+        assert "workers_missing" not in json.loads((paths["qfc_monitoring_dir"] / "var" / "state.json").read_text())[
+            "alerts"]
+        facts = run_module({"project_src": str(stack.path), "service": "qfc_worker", "env_var": "QFC_WORKERS"},
+                           module="qfieldcloud.ops.qfc_queue_facts")
+        assert not facts.failed, facts
+        assert facts["ansible_facts"]["qfc_queue"]["workers"] == {"configured": 2, "running": 2, "busy": 0}
+        # the module's defaults count worker_wrapper and QFIELDCLOUD_WORKER_REPLICAS: none of 7 runs here
+        default = run_module({"project_src": str(stack.path)}, module="qfieldcloud.ops.qfc_queue_facts")
+        assert default["ansible_facts"]["qfc_queue"]["workers"] == {"configured": 7, "running": 0, "busy": 0}
+    finally:
+        stack.down()

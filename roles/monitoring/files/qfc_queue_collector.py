@@ -29,7 +29,6 @@ import signal
 import socket
 import sys
 import syslog
-import tempfile
 import time
 import urllib.request
 from urllib.parse import urlsplit
@@ -38,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import (  # noqa: E402
-    _engine, _envfile, _jobs, _metrics_log, _policy, _postgres, _queue)
+    _engine, _envfile, _files, _jobs, _metrics_log, _policy, _postgres, _queue)
 
 fmt = _metrics_log.fmt
 GRACE_S = 3.0  # the SIGALRM backstop fires this long after the run's deadline
@@ -117,21 +116,6 @@ def prom_text(project, facts, workers, up, last_success, duration):
            [({}, last_success)])
     metric("qfieldcloud_collector_duration_seconds", "Wall time of the last collection.", [({}, duration)])
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path, text, mode=0o644):
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())  # ENOSPC shows here at the latest, not after the rename
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def append_line(path, line):
@@ -290,7 +274,7 @@ class Sinks:
         path = self.config.get("textfile")
         if not path:
             return True
-        if self.attempt("textfile", lambda: write_atomically(path, text)):
+        if self.attempt("textfile", lambda: _files.write_atomically(path, text, 0o644)):
             self.textfile_up = up
             return True
         try:
@@ -303,8 +287,8 @@ class Sinks:
         return False
 
     def state(self, state):
-        return self.attempt("state file", lambda: write_atomically(self.config["state_file"], json.dumps(state),
-                                                                   0o600))
+        return self.attempt("state file", lambda: _files.write_atomically(self.config["state_file"],
+                                                                          json.dumps(state), 0o600))
 
 
 def record_failure(config, context, run, message):

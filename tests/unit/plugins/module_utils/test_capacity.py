@@ -106,7 +106,7 @@ def test_rows_written_before_the_timeout_source_column_still_parse():
 
 def test_parse_an_ok_row():
     row = _metrics_log.parse_line(ok_row(T0, queue_depth=7, workers_running=None, success_rate=0.9756,
-                                      finished_last_hour=40, failed_last_hour=1))
+                                         finished_last_hour=40, failed_last_hour=1))
     assert row["ts"] == T0 and row["status"] == "ok" and row["error"] == ""
     assert row["queue_depth"] == 7 and isinstance(row["queue_depth"], int)
     assert row["workers_running"] is None

@@ -36,8 +36,8 @@ def test_an_ok_row_round_trips_every_column():
 
 def test_unknown_figures_are_empty_and_come_back_as_none():
     shaped = facts(last_hour_finished=0, last_hour_failed=0, duration_p50_s=None, duration_p95_s=None)
-    row = _metrics_log.parse_line(_metrics_log.format_row(STAMP, shaped, {"configured": None, "running": None,
-                                                                         "busy": 0}))
+    workers = {"configured": None, "running": None, "busy": 0}
+    row = _metrics_log.parse_line(_metrics_log.format_row(STAMP, shaped, workers))
     assert (row["success_rate"], row["duration_p50_s"], row["workers_configured"], row["workers_running"]) == (
         None, None, None, None)
     assert row["workers_busy"] == 0 and row["status"] == "ok"
