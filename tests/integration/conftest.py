@@ -20,6 +20,7 @@ re-exported below under their old names.
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -28,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # tests.support
 
 import ansible.constants  # noqa: E402
+import psycopg2.errors  # noqa: E402
 import pytest  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 
@@ -129,10 +131,25 @@ def make_db(pg, tmp_path):
     yield factory
     for db in made:
         db.conn.close()
-        admin = pg.connect()
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
+        drop_database(pg, db.name)
+
+
+def drop_database(pg, name, attempts=40):
+    """DROP DATABASE ... WITH (FORCE). FORCE cannot end an autovacuum worker (a superuser's backend) that the
+    application role may not signal; such a worker is done in moments, so wait for it."""
+    admin = pg.connect()
+    admin.autocommit = True
+    try:
+        for attempt in range(attempts):
+            try:
+                with admin.cursor() as cur:
+                    cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                return
+            except psycopg2.errors.InsufficientPrivilege:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.25)
+    finally:
         admin.close()
 
 
