@@ -392,7 +392,7 @@ class Scaler:
                 restored.append("%d %s containers running again (verified)" % (running, self.service))
             except (_compose.ComposeError, _engine.VerifyError, _engine.DockerException, ScaleFailure,
                     OSError) as again:
-                problem = "re-applying %d workers failed too: %s" % (target, getattr(again, "msg", again))
+                problem = "re-applying %s workers failed too: %s" % (target, getattr(again, "msg", again))
         # Only a rollback whose previous count runs again (verified) counts as one.
         self.result["rolled_back"] = bool(restored) and problem is None
         fields.update(self.result)
