@@ -33,7 +33,7 @@ import psycopg2.errors  # noqa: E402
 import pytest  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 
-from tests.support.ansible_run import (  # noqa: E402,F401  (re-exported for the test files)
+from tests.support.ansible_run import (  # noqa: E402  (re-exported: __all__)
     BIN,
     SECRETS,
     Result,
@@ -44,7 +44,7 @@ from tests.support.ansible_run import (  # noqa: E402,F401  (re-exported for the
 )
 from tests.support.collection import export_collections_path  # noqa: E402
 from tests.support.pgcluster import NEWEST, SCHEMA_VERSIONS, PgCluster  # noqa: E402
-from tests.support.stacks import (  # noqa: E402,F401  (re-exported for the test files)
+from tests.support.stacks import (  # noqa: E402  (re-exported: __all__)
     FIXTURE,
     FIXTURE_DB,
     WORKER_SIM,
@@ -54,6 +54,12 @@ from tests.support.stacks import (  # noqa: E402,F401  (re-exported for the test
     make_db_stack,
     make_stack,
 )
+
+# What other test files import from here (``from conftest import ...``), most of it re-exported from tests/support.
+__all__ = [
+    "BIN", "FIXTURE", "FIXTURE_DB", "ROOT", "SECRETS", "WORKER_SIM", "QfcDb", "Result", "Stack", "all_versions",
+    "ansible_env", "assert_no_secrets", "instantiate", "make_db_stack", "make_stack", "run_module", "run_playbook",
+]
 
 export_collections_path()  # read by pytest-ansible when it configures (tests/support/collection.py)
 INVENTORY = ROOT / "tests" / "support" / "localhost.yml"
