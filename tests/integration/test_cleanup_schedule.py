@@ -144,7 +144,6 @@ def test_cron_schedule_runs_like_the_module_is_idempotent_check_safe_and_removab
         assert "stale: 2 jobs would be failed (check)" in first.stdout
         assert "orphaned_queued: 1 job would be failed (check)" in first.stdout
         assert qfcdb.status(jobs["stale"]) == "started" and qfcdb.status(jobs["orphaned"]) == "queued"
-        assert "Fail stuck jobs" not in first.stdout or "skipping" in first.stdout
         # the cron.d entry
         text = p["cron"].read_text()
         assert "#Ansible: qfieldcloud job cleanup" in text
@@ -220,6 +219,16 @@ def test_systemd_units_are_written_verified_and_a_missing_systemd_says_what_to_d
     assert not p["service"].exists() and not p["timer"].exists() and p["cron"].exists()
     assert changed(run_playbook(PLAYBOOK, inv, {"qfc_cleanup_schedule_state": "absent"})) > 0
     assert not p["cron"].exists() and not p["dir"].exists()
+
+
+def test_run_now_with_a_schedule_runs_the_module_as_well(qfcdb, tmp_path):
+    jobs = stuck_jobs(qfcdb)
+    inv, _values = inventory(qfcdb, tmp_path, qfc_cleanup_schedule="cron", qfc_cleanup_run_now=True)
+    proc = run_playbook(PLAYBOOK, inv)
+    assert changed(proc) > 0
+    assert "stale: 2 jobs would be failed (check)" in proc.stdout  # the installed command's read-only run first
+    assert "stale: 2 job(s) failed" in proc.stdout and "orphaned_queued: 1 job(s) failed" in proc.stdout
+    assert qfcdb.status(jobs["stale"]) == "failed" and qfcdb.status(jobs["pending"]) == "pending"
 
 
 def test_units_that_the_role_did_not_write_are_left_alone(qfcdb, tmp_path):
