@@ -9,6 +9,7 @@ import fcntl
 import importlib.util
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,15 @@ def test_a_held_lock_ends_the_run_at_once(cli, tmp_path, capsys):
         held.flush()
         assert cli.main(["--config", str(path)]) == cli.EXIT_LOCKED
     assert "another run (pid 4242) holds the lock" in capsys.readouterr().err
+
+
+def test_the_backstop_ends_a_run_that_the_database_deadline_did_not(cli, tmp_path, capsys, monkeypatch):
+    """A call that hangs where no client-side deadline reaches it (here: any call) is ended by SIGALRM shortly
+    after the run's timeout; the modes not reached are named."""
+    monkeypatch.setattr(cli, "GRACE_S", 0.2)
+    monkeypatch.setattr(cli, "run_mode", lambda params, check_mode, run: time.sleep(30))
+    started = time.monotonic()
+    assert cli.main(["--config", str(config(tmp_path, timeout=1))]) == cli.EXIT_TIMEOUT
+    assert time.monotonic() - started < 5
+    assert ("out of time: the run took longer than its timeout of 1s: stale interrupted; orphaned_queued not run"
+            in capsys.readouterr().err)

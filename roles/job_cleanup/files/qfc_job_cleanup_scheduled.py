@@ -223,10 +223,13 @@ def take_lock(path):
     return handle, None
 
 
-def run_modes(config, check_mode, run):
-    """Every mode in order, whatever happened to the ones before; the exit code."""
+def run_modes(config, check_mode, run, progress=None):
+    """Every mode in order, whatever happened to the ones before; the exit code. ``progress["at"]`` is the position
+    of the mode being run, for the backstop's message."""
     code = EXIT_OK
+    progress = {} if progress is None else progress
     for position, mode in enumerate(config["modes"]):
+        progress["at"] = position
         if run.left() <= 0:
             rest = config["modes"][position:]
             log(syslog.LOG_ERR, "out of time (timeout %ss): %s not run" % (config["timeout"], ", ".join(rest)),
@@ -273,6 +276,7 @@ def main(argv=None):
         raise Timeout("out of time: the run took longer than its timeout of %ss" % config["timeout"])
 
     lock = None
+    progress = {}
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, run.timeout + GRACE_S)
     try:
@@ -285,9 +289,12 @@ def main(argv=None):
             log(syslog.LOG_ERR, "another run (pid %s) holds the lock %s; nothing was done"
                 % (holder or "unknown", config["lock_file"]), sys.stderr)
             return EXIT_LOCKED
-        return run_modes(config, args.check, run)
+        return run_modes(config, args.check, run, progress)
     except Timeout as exc:  # the backstop: a call that the client-side deadline did not end
-        log(syslog.LOG_ERR, str(exc), sys.stderr)
+        at = progress.get("at", 0)
+        rest = config["modes"][at + 1:]
+        log(syslog.LOG_ERR, "%s: %s interrupted%s" % (exc, config["modes"][at],
+                                                      "; %s not run" % ", ".join(rest) if rest else ""), sys.stderr)
         return EXIT_TIMEOUT
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
