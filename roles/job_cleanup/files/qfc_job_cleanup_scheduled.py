@@ -43,8 +43,8 @@ MODES = ("stale", "orphaned_queued", "age")
 IDS_IN_LINE = 10  # job ids named in a summary line; the count is always exact
 
 # qfc_job_cleanup's own options and their defaults (its main()); the connection options and their defaults come from
-# _postgres.argument_spec(), the module's too. tests/unit/test_cleanup_schedule.py compares both with the module's
-# argument spec.
+# _postgres.argument_spec(), the module's too. tests/unit/test_cleanup_schedule_command.py compares both with the
+# module's argument spec.
 MODULE_DEFAULTS = {
     "mode": "stale",
     "worker_timeout_s": None,
