@@ -124,7 +124,10 @@ def test_summary_lines(cli):
     assert cli.summary("stale", {"failed": True, "msg": "Cannot connect. "}, False) == "stale: FAILED: Cannot connect."
 
 
-def test_a_failure_never_prints_the_password_or_an_env_secret(cli, tmp_path, capsys):
+def test_a_failure_never_prints_the_password_or_an_env_secret(cli, tmp_path, capsys, monkeypatch):
+    logged = []
+    monkeypatch.setattr(cli.syslog, "openlog", lambda ident, *args: logged.append(("openlog", ident)))
+    monkeypatch.setattr(cli.syslog, "syslog", lambda priority, message: logged.append((priority, message)))
     env = tmp_path / ".env"
     env.write_text("POSTGRES_USER=u\nPOSTGRES_PASSWORD=env-s3cret-value\nPOSTGRES_DB=d\nPOSTGRES_HOST=127.0.0.1\n"
                    "POSTGRES_PORT=1\nPOSTGRES_SSLMODE=disable\n")
@@ -134,6 +137,11 @@ def test_a_failure_never_prints_the_password_or_an_env_secret(cli, tmp_path, cap
     assert "stale: FAILED: Cannot connect to PostgreSQL at u@127.0.0.1:1/d" in captured.err
     assert "orphaned_queued: FAILED" in captured.err  # the second mode still ran
     assert "env-s3cret-value" not in captured.out + captured.err
+    # the same lines in syslog, tagged qfc-job-cleanup, at error level
+    assert ("openlog", "qfc-job-cleanup") in logged
+    messages = [m for p, m in logged if p == cli.syslog.LOG_ERR]
+    assert [m.split(":")[0] for m in messages] == ["stale", "orphaned_queued"]
+    assert all("env-s3cret-value" not in m for _p, m in logged)
     params = dict(cli.default_params(), login_password='pw"with\\quotes')
     secrets = cli.secrets_of(params, cli.Params(params, True))
     assert 'pw"with\\quotes' in secrets and 'pw\\"with\\\\quotes' in secrets
