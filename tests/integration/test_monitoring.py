@@ -117,8 +117,8 @@ def test_converge_is_idempotent_check_safe_and_removable(monitored):
     # the collector runs the collection's own query code, copied verbatim
     copied = paths["qfc_monitoring_dir"] / "lib/ansible_collections/qfieldcloud/ops/plugins/module_utils"
     assert copied.joinpath("_queue.py").read_text() == (ROOT / "plugins/module_utils/_queue.py").read_text()
-    assert {"_queue.py", "_metrics_log.py", "_policy.py", "_files.py"} <= {p.name for p in copied.iterdir()}
-    for path in copied.iterdir():
+    assert {"_queue.py", "_metrics_log.py", "_policy.py", "_files.py"} <= {p.name for p in copied.glob("*.py")}
+    for path in copied.glob("*.py"):
         assert path.read_text() == (ROOT / "plugins/module_utils" / path.name).read_text(), path.name
     assert run_cron_command(paths).returncode == 0
     removed = run_playbook(PLAYBOOK, inv, {"qfc_monitoring_state": "absent"})
