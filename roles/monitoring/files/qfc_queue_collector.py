@@ -3,9 +3,10 @@
 One run: gather the queue facts with the collection's own code (its module_utils, copied beside this script: _queue
 for the SQL, _policy for the alerts, _metrics_log for the CSV row, _engine for the running workers, _files for the
 atomic writes), append a CSV row whose first two columns are the seed's `timestamp,queue_depth`, rewrite the
-node_exporter textfile atomically, and report alerts only when they start or end (syslog, optional webhook). A failure (database down or hung, psycopg2 missing, a sink that cannot be written) is recorded in every
-sink that still works (CSV row, qfieldcloud_collector_up 0, a collector_failed alert) and the run exits non-zero; the
-next run recovers by itself.
+node_exporter textfile atomically, and report alerts only when they start or end (syslog, optional webhook). A
+failure (database down or hung, psycopg2 missing, a sink that cannot be written) is recorded in every sink that
+still works (CSV row, qfieldcloud_collector_up 0, a collector_failed alert) and the run exits non-zero; the next run
+recovers by itself.
 
 Deadlines: the whole run has one deadline (``timeout`` seconds) that nothing swallows. Every database call is capped
 by it on the client side (a server that accepts the login and never answers cannot hold the run), the Docker and
