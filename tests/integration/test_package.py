@@ -3,38 +3,19 @@ execution environment's build context that `make ee` (scripts/ee.sh) makes from 
 
 import json
 import os
-import shutil
 import subprocess
 import tarfile
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = ROOT / ".venv" / "bin"
+from tests.support.package import ROOT, VENV_BIN, build, checkout_copy, galaxy_version
+
 # Development files and caches that a tested checkout holds and that must never ship (issue: a 902 KB tarball
 # with a second copy of the collection under .ansible/ left by ansible-lint).
 NEVER_SHIPPED = (".ansible/", ".pytest_cache/", ".ruff_cache/", "capacity-report/", "molecule/", "tests/", "bench/",
                  ".venv/", ".state/", ".collections/", "dist/", "context/", "scripts/", "collections/")
 MAX_TARBALL_BYTES = 300_000
-
-
-def galaxy_version():
-    return yaml.safe_load((ROOT / "galaxy.yml").read_text(encoding="utf-8"))["version"]
-
-
-def checkout_copy(dest):
-    """The checkout's files (tracked and new, not ignored) in a git repository of their own."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    for name in filter(None, files):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    for cmd in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
-        subprocess.run(["git", *cmd], cwd=dest, check=True, capture_output=True)
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +26,7 @@ def tarball(tmp_path_factory):
                  ".ruff_cache/0/x", "capacity-report/logs/x.log", "molecule/default/.cache/x", "dist/old.tar.gz"):
         (src / junk).parent.mkdir(parents=True, exist_ok=True)
         (src / junk).write_text("junk\n")
-    out = src.parent / "out"
-    subprocess.run([str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(src)],
-                   check=True, capture_output=True, timeout=120)
-    return out / ("qfieldcloud-ops-%s.tar.gz" % galaxy_version())
+    return build(src, src.parent / "out")
 
 
 def test_the_tarball_ships_the_collection_and_no_development_files(tarball):
