@@ -162,9 +162,27 @@ def test_the_backstop_ends_a_run_that_the_database_deadline_did_not(cli, tmp_pat
     """A call that hangs where no client-side deadline reaches it (here: any call) is ended by SIGALRM shortly
     after the run's timeout; the modes not reached are named."""
     monkeypatch.setattr(cli, "GRACE_S", 0.2)
-    monkeypatch.setattr(cli, "run_mode", lambda params, check_mode, run: time.sleep(30))
+    monkeypatch.setattr(cli, "run_mode", lambda *args: time.sleep(30))
     started = time.monotonic()
     assert cli.main(["--config", str(config(tmp_path, timeout=1))]) == cli.EXIT_TIMEOUT
     assert time.monotonic() - started < 5
     assert ("out of time: the run took longer than its timeout of 1s: stale interrupted; orphaned_queued not run"
             in capsys.readouterr().err)
+
+
+def test_an_unexpected_error_in_one_mode_does_not_stop_the_next(cli, tmp_path, capsys, monkeypatch):
+    seen = []
+
+    def run_mode(params, check_mode, run, module=None):
+        seen.append(params["mode"])
+        if params["mode"] == "stale":
+            raise KeyError("boom")
+        return {"count": 0, "jobs": [], "threshold_s": 610, "worker_timeout_s": 600,
+                "worker_timeout_source": "default", "left_alone": {}}, cli.Params(params, check_mode)
+
+    monkeypatch.setattr(cli, "run_mode", run_mode)
+    assert cli.main(["--config", str(config(tmp_path))]) == cli.EXIT_FAILED
+    captured = capsys.readouterr()
+    assert seen == ["stale", "orphaned_queued"]
+    assert "stale: FAILED: unexpected KeyError: 'boom'" in captured.err
+    assert "orphaned_queued: 0 jobs failed (threshold 610s, worker timeout 600s from default)" in captured.out

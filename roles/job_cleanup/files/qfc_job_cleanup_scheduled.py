@@ -129,10 +129,10 @@ def mode_params(config, mode):
     return params
 
 
-def run_mode(params, check_mode, run):
+def run_mode(params, check_mode, run, module=None):
     """What qfc_job_cleanup's main() does, for one mode: (result dict, the Params object). A failure's result has
     ``failed`` and the module's own message."""
-    module = Params(params, check_mode)
+    module = module or Params(params, check_mode)
     conn = cleanup = None
     conn_params = {}
     try:
@@ -235,14 +235,16 @@ def run_modes(config, check_mode, run, progress=None):
             log(syslog.LOG_ERR, "out of time (timeout %ss): %s not run" % (config["timeout"], ", ".join(rest)),
                 sys.stderr)
             return EXIT_TIMEOUT
-        secrets = []
+        params, module = {}, None
         try:
             params = mode_params(config, mode)
-            secrets = secrets_of(params, Params(params, check_mode))
-            result, module = run_mode(params, check_mode, run)
-            secrets = secrets_of(params, module)
+            module = Params(params, check_mode)  # load_env adds the .env secrets to its no_log_values
+            result, module = run_mode(params, check_mode, run, module)
         except OSError as exc:  # the password file
-            result, module = {"failed": True, "msg": "cannot read %s: %s" % (exc.filename, exc.strerror)}, None
+            result = {"failed": True, "msg": "cannot read %s: %s" % (exc.filename, exc.strerror)}
+        except Exception as exc:  # noqa: BLE001  a bug in one mode must not stop the others
+            result = {"failed": True, "msg": "unexpected %s: %s" % (type(exc).__name__, exc)}
+        secrets = secrets_of(params, module) if module else []
         for warning in module.warnings if module else ():
             log(syslog.LOG_WARNING, "%s: warning: %s" % (mode, _envfile.mask(warning, secrets)), sys.stderr)
         line = _envfile.mask(summary(mode, result, check_mode), secrets)
