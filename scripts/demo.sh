@@ -67,7 +67,7 @@ echo "== ansible-playbook playbooks/scale.yml -i $DEMO/inventory.yml -e qfc_work
 "$VENV/bin/ansible-playbook" "$ROOT/playbooks/scale.yml" -i "$DEMO/inventory.yml" -e "qfc_worker_replicas=$REPLICAS" --diff
 
 echo "== running worker_wrapper containers, found by Compose labels"
-docker ps --filter label=com.docker.compose.project=$NAME --filter label=com.docker.compose.service=worker_wrapper \
+docker ps --filter "label=com.docker.compose.project=$NAME" --filter label=com.docker.compose.service=worker_wrapper \
   --filter label=com.docker.compose.oneoff=False --format '{{.Names}}\t{{.Status}}' | sort
 echo "== $(grep -E '^QFIELDCLOUD_WORKER_REPLICAS=' "$PROJECT/.env") in $PROJECT/.env"
 

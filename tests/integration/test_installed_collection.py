@@ -96,9 +96,9 @@ def test_the_capacity_report_runs_from_the_users_directory(installed):
     work = home / "reports"
     log = home / "a.log"
     inventory = home / "inventory.yml"
-    for path, text in ((log, metrics_log(24)), (inventory, "qfieldcloud:\n  hosts:\n    qfc-a:\n"
-                       "      ansible_connection: local\n      ansible_python_interpreter: %s\n"
-                       "      qfc_metrics_log: %s\n" % (USER_BIN / "python", log))):
+    hosts = ("qfieldcloud:\n  hosts:\n    qfc-a:\n      ansible_connection: local\n"
+             "      ansible_python_interpreter: %s\n      qfc_metrics_log: %s\n" % (USER_BIN / "python", log))
+    for path, text in ((log, metrics_log(24)), (inventory, hosts)):
         path.write_text(text)
         os.chown(path, pwd.getpwnam(USER).pw_uid, -1)
     proc = as_user(installed, "mkdir", "-p", str(work))

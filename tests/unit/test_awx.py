@@ -294,17 +294,17 @@ def awx_element_errors(question, data):
         return (["'%s' too short" % var] if low not in ("", None) and len(value) < int(low) else []) + \
             (["'%s' too long" % var] if high not in ("", None) and len(value) > int(high) else [])
     if qtype == "integer":
-        if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, int):  # AWX: type(value) != int
             return ["Value %s for '%s' expected to be an integer." % (value, var)]
         return (["'%s' too small" % var] if low not in ("", None) and value < int(low) else []) + \
             (["'%s' too large" % var] if high not in ("", None) and value > int(high) else [])
     if qtype == "float":
-        if type(value) not in (float, int):
+        if isinstance(value, bool) or not isinstance(value, (float, int)):
             return ["Value %s for '%s' expected to be a numeric type." % (value, var)]
         return []
     choices = choice_list(question.get("choices", []))
     if qtype == "multiselect":
-        if type(value) is not list:
+        if not isinstance(value, list):
             return ["'%s' value is expected to be a list." % var]
         return ["Value %s for '%s' expected to be one of %s." % (v, var, choices) for v in value if v not in choices]
     if qtype == "multiplechoice":
