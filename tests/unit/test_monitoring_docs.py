@@ -431,3 +431,12 @@ def test_known_metrics_come_from_the_collector():
             "qfieldcloud_stuck_jobs", "qfieldcloud_jobs_last_hour"} <= KNOWN_METRICS
     assert len(KNOWN_METRICS) == 15
     assert "qfieldcloud_queue_length" not in KNOWN_METRICS
+
+
+def test_the_readme_names_only_rules_files_that_exist():
+    """Copy, `rule_files:` and promtool must name the same file: the one this folder ships."""
+    text = (MONITORING / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"[\w.-]*rules[\w.-]*\.ya?ml", text))
+    assert named, "the README names no rules file"
+    missing = {name for name in named if not (MONITORING / name).is_file()}
+    assert not missing, "docs/monitoring/README.md names rules files that do not exist: %s" % sorted(missing)
