@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, FIXTURE, ROOT, Result, ansible_env, assert_no_secrets, instantiate, make_stack
+from tests.support.ansible_run import BIN, ROOT, Result, ansible_env, assert_no_secrets
+from tests.support.stacks import FIXTURE, instantiate, make_stack
 
 REAL_SOCKET = "/var/run/docker.sock"
 

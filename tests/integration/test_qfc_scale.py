@@ -10,10 +10,11 @@ import sys
 import threading
 
 import pytest
-from conftest import assert_no_secrets, make_stack, run_module
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _engine
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._replicas import DEFAULT_MAX_REPLICAS_PER_CORE
+from tests.support.ansible_run import assert_no_secrets, run_module
+from tests.support.stacks import make_stack
 
 
 def sha(path):
