@@ -95,7 +95,7 @@ def check_replaceable(path):
     return target
 
 
-def write_atomically(path, data, mode=None, tmpdir=None, module=None):
+def write_atomically(path, data, mode=None, tmpdir=None, module=None, keep_owner=True):
     """Replace the file ``path`` points to (symlinks followed) by ``data``; the link itself is kept.
 
     ``data``: bytes, or str (written as UTF-8). The new bytes are written and fsynced in a temporary file (in
@@ -103,6 +103,9 @@ def write_atomically(path, data, mode=None, tmpdir=None, module=None):
     file: ``mode`` or 0o666 minus the umask) and, with ``module`` (an AnsibleModule), its SELinux context; it is then
     renamed over the target and the directory fsynced. On failure the target is untouched and the temporary file
     removed; the OSError (ENOSPC, EBUSY, ...) propagates. Returns the target's path.
+
+    ``keep_owner="try"``: a writer that may not give the file away (a non-root cron job replacing a file an earlier
+    root run left) writes it as its own, as ``mv`` would, instead of failing with EPERM.
     """
     if isinstance(data, str):
         data = data.encode("utf-8", errors="surrogateescape")
@@ -118,8 +121,12 @@ def write_atomically(path, data, mode=None, tmpdir=None, module=None):
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if st is not None and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-            os.chown(tmp, st.st_uid, st.st_gid)
+        if keep_owner and st is not None and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.chown(tmp, st.st_uid, st.st_gid)
+            except PermissionError:
+                if keep_owner != "try":
+                    raise
         if mode is None:
             mode = st.st_mode & 0o7777 if st is not None else 0o666 & ~_umask()
         os.chmod(tmp, mode)

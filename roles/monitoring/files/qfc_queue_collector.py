@@ -275,7 +275,7 @@ class Sinks:
         path = self.config.get("textfile")
         if not path:
             return True
-        if self.attempt("textfile", lambda: _files.write_atomically(path, text, 0o644)):
+        if self.attempt("textfile", lambda: _files.write_atomically(path, text, 0o644, keep_owner="try")):
             self.textfile_up = up
             return True
         try:
@@ -288,8 +288,9 @@ class Sinks:
         return False
 
     def state(self, state):
-        return self.attempt("state file", lambda: _files.write_atomically(self.config["state_file"],
-                                                                          json.dumps(state), 0o600))
+        # keep_owner="try": a state file an earlier root run left is replaced by the cron user's own
+        return self.attempt("state file", lambda: _files.write_atomically(
+            self.config["state_file"], json.dumps(state), 0o600, keep_owner="try"))
 
 
 def record_failure(config, context, run, message):

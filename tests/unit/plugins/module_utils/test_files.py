@@ -173,3 +173,29 @@ def test_project_lock_waits_for_the_holder(tmp_path):
         waited = time.time() - started
     timer.join()
     assert 0.2 <= waited < 5
+
+
+def test_a_writer_that_may_not_give_the_file_away_keeps_it_only_when_asked_to_try(tmp_path, monkeypatch):
+    """A non-root cron job replacing a root-owned file gets EPERM from chown: it fails by default (qfc_scale must
+    not silently change .env's owner) and writes the file as its own with keep_owner="try" (the collector)."""
+    target = tmp_path / "state.json"
+    target.write_text("old")
+    real_stat = os.stat
+
+    def stat_owned_by_someone_else(path, *args, **kwargs):
+        st = real_stat(path, *args, **kwargs)
+        if str(path) == str(target):
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid + 4242,
+                                   st.st_gid + 4242, st.st_size, st.st_atime, st.st_mtime, st.st_ctime))
+        return st
+
+    def refuse(*_args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(_files.os, "stat", stat_owned_by_someone_else)
+    monkeypatch.setattr(_files.os, "chown", refuse)
+    with pytest.raises(PermissionError):
+        _files.write_atomically(str(target), "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    _files.write_atomically(str(target), "new", keep_owner="try")
+    assert target.read_text() == "new"
