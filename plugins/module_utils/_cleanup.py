@@ -8,6 +8,7 @@ any step reports. The SQL it runs is _jobs.py's (the job table's one home); the 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _engine, _jobs, _postgres
@@ -266,3 +267,41 @@ def describe_error(exc, step, params, lost=False):
         return "a statement ran longer than statement_timeout (%d ms) and the server cancelled it (%s)." % (
             params["statement_timeout"], text)
     return "%s." % text
+
+
+def run(module, deadline=None):
+    """One mode from the options to the result: what qfc_job_cleanup and the job_cleanup role's scheduled command
+    both run. ``module``: an AnsibleModule, or anything with ``params``, ``check_mode``, ``warn`` and
+    ``no_log_values``; ``deadline``: a ``time.monotonic()`` that caps every database call. A failure's result has
+    ``failed`` and the message that says what was already changed."""
+    params, check_mode = module.params, module.check_mode
+    conn = cleanup = None
+    conn_params = {}
+    try:
+        env, env_path = _postgres.load_env(module)
+        plan = Plan(params, env)
+        compose_text = _jobs.read_compose(params["project_src"] or (os.path.dirname(env_path) if env_path else None))
+        conn_params = _postgres.connection_params(params, env)
+        call_timeout = _postgres.call_timeout_for(params["statement_timeout"])
+        conn = _postgres.connect(conn_params, call_timeout=call_timeout, deadline=deadline)
+        if check_mode:
+            conn.set_session(readonly=True)
+        cleanup = Cleanup(module, plan, conn)
+        cleanup.setup(compose_text)
+        cleanup.select()
+        if not check_mode:
+            cleanup.run_batches()
+        return cleanup.finished()
+    except ValueError as exc:
+        return {"failed": True, "changed": False, "msg": "Invalid option: %s" % exc}
+    except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:
+        return {"failed": True, "changed": False, "msg": "%s Nothing was changed." % exc}
+    except _postgres.psycopg2.Error as exc:
+        if cleanup is None:
+            cause = describe_error(exc, "connect", params)
+            return {"failed": True, "changed": False, "msg": "Cleanup failed on %s: %s Nothing was changed."
+                    % (_postgres.describe(conn_params), cause)}
+        return dict(cleanup.failure(exc, _postgres.describe(conn_params)), failed=True)
+    finally:
+        if conn is not None:
+            conn.close()

@@ -235,8 +235,6 @@ failed_batch_outcome:
   sample: rolled back
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _cleanup, _jobs, _postgres
@@ -259,38 +257,9 @@ def main():
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     if not _postgres.HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=_postgres.PSYCOPG2_IMPORT_ERROR)
-    conn = None
-    cleanup = None
-    conn_params = {}
-    try:
-        env, env_path = _postgres.load_env(module)
-        plan = _cleanup.Plan(module.params, env)
-        compose_text = _jobs.read_compose(module.params["project_src"]
-                                          or (os.path.dirname(env_path) if env_path else None))
-        conn_params = _postgres.connection_params(module.params, env)
-        call_timeout = _postgres.call_timeout_for(module.params["statement_timeout"])
-        conn = _postgres.connect(conn_params, call_timeout=call_timeout)
-        if module.check_mode:
-            conn.set_session(readonly=True)
-        cleanup = _cleanup.Cleanup(module, plan, conn)
-        cleanup.setup(compose_text)
-        cleanup.select()
-        if not module.check_mode:
-            cleanup.run_batches()
-        result = cleanup.finished()
-    except ValueError as exc:
-        module.fail_json(msg="Invalid option: %s" % exc)
-    except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:
-        module.fail_json(msg="%s Nothing was changed." % exc)
-    except _postgres.psycopg2.Error as exc:
-        if cleanup is None:
-            cause = _cleanup.describe_error(exc, "connect", module.params)
-            where = _postgres.describe(conn_params)
-            module.fail_json(msg="Cleanup failed on %s: %s Nothing was changed." % (where, cause))
-        module.fail_json(**cleanup.failure(exc, _postgres.describe(conn_params)))
-    finally:
-        if conn is not None:
-            conn.close()
+    result = _cleanup.run(module)
+    if result.pop("failed", False):
+        module.fail_json(**result)
     module.exit_json(**result)
 
 

@@ -130,42 +130,10 @@ def mode_params(config, mode):
 
 
 def run_mode(params, check_mode, run, module=None):
-    """What qfc_job_cleanup's main() does, for one mode: (result dict, the Params object). A failure's result has
-    ``failed`` and the module's own message."""
+    """What qfc_job_cleanup runs (``_cleanup.run``), for one mode: (result dict, the Params object). A failure's
+    result has ``failed`` and the module's own message."""
     module = module or Params(params, check_mode)
-    conn = cleanup = None
-    conn_params = {}
-    try:
-        try:
-            env, env_path = _postgres.load_env(module)
-            plan = _cleanup.Plan(params, env)
-            compose_text = _jobs.read_compose(params["project_src"]
-                                              or (os.path.dirname(env_path) if env_path else None))
-            conn_params = _postgres.connection_params(params, env)
-            call_timeout = _postgres.call_timeout_for(params["statement_timeout"])
-            conn = _postgres.connect(conn_params, call_timeout=call_timeout, deadline=run.deadline)
-            if check_mode:
-                conn.set_session(readonly=True)
-            cleanup = _cleanup.Cleanup(module, plan, conn)
-            cleanup.setup(compose_text)
-            cleanup.select()
-            if not check_mode:
-                cleanup.run_batches()
-            return cleanup.finished(), module
-        except ValueError as exc:
-            return {"failed": True, "changed": False, "msg": "Invalid option: %s" % exc}, module
-        except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:
-            return {"failed": True, "changed": False, "msg": "%s Nothing was changed." % exc}, module
-        except _postgres.psycopg2.Error as exc:
-            if cleanup is None:
-                cause = _cleanup.describe_error(exc, "connect", params)
-                where = _postgres.describe(conn_params)
-                return {"failed": True, "changed": False,
-                        "msg": "Cleanup failed on %s: %s Nothing was changed." % (where, cause)}, module
-            return dict(cleanup.failure(exc, _postgres.describe(conn_params)), failed=True), module
-    finally:
-        if conn is not None:
-            conn.close()
+    return _cleanup.run(module, deadline=run.deadline), module
 
 
 def secrets_of(params, module):
