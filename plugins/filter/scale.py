@@ -26,6 +26,7 @@ NUMBER_RULES = (
     ("qfc_auto_max_replicas", 1, 100, True),
     ("qfc_health_gate_delay", 0, 3600, True),
     ("qfc_health_gate_timeout", 1, 3600, True),
+    ("qfc_poll", 1, 3600, True),
     # optional: unset (or 0, as the job_cleanup role reads the same variables) reads them from .env / the release
     ("qfc_worker_timeout_s", 0, 3153600000, True),
     ("qfc_db_port", 0, 65535, True),

@@ -84,3 +84,26 @@ def test_ansible_doc_renders(module, fragments):
     assert proc.returncode == 0, proc.stderr
     for fragment in fragments + ("check_mode", "diff_mode", "idempotent"):
         assert fragment in proc.stdout, fragment
+
+
+def test_qfc_async_carries_a_scale_down_longer_than_the_task_timeout(stack, tmp_path):
+    """A worker that needs 9 s to finish its job after SIGTERM (within stop_grace_period) and a site-wide task timeout
+    of 5 s (ANSIBLE_TASK_TIMEOUT, as AWX admins set one): with qfc_async the module runs in the background and is
+    polled (the timeout only covers starting it), so the scale-down completes gracefully; check mode still works."""
+    stack.set_env("QFC_SIM_SHUTDOWN_S", "9")
+    stack.up()  # recreates the workers with the new setting
+    victim = [c for c in stack.containers() if c.name.endswith("-2")][0]
+    inventory = inventory_for(stack, tmp_path)
+    cmd = [str(BIN / "ansible-playbook"), str(ROOT / "playbooks" / "scale.yml"), "-i", str(inventory), "-e",
+           '{"qfc_worker_replicas": 1, "qfc_async": true, "qfc_poll": 1}']
+    env = ansible_env({"ANSIBLE_TASK_TIMEOUT": "5"})
+    check = subprocess.run(cmd + ["--check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                           check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "running 2 -> 1" in check.stdout and len(stack.running()) == 2
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ASYNC POLL" in proc.stdout  # polled in the background, not one long call
+    assert "worker_wrapper: running 2 -> 1" in proc.stdout
+    assert stack.running() == [c.name for c in stack.containers() if c.name.endswith("-1")]
+    assert (stack.out / ("graceful-%s" % victim.id[:12])).exists()

@@ -380,3 +380,19 @@ def test_cleanup_modes_left_out_of_a_launch_fall_back_to_the_role_default():
     defaults = load_yaml(ROLES / "job_cleanup" / "defaults" / "main.yml")
     assert "qfc_cleanup_modes" not in awx_launch(survey, {})[0]
     assert choice_list(modes["default"]) == defaults["qfc_cleanup_modes"]
+
+
+# --- privilege escalation -------------------------------------------------------------------------------------------
+# Playbooks that act on the QFieldCloud hosts need root there (.env, the Docker socket, /opt, /etc/cron.d): become,
+# overridable with qfc_become. The capacity report runs its module on the controller and reads a world-readable log.
+BECOME_PLAYBOOKS = {"scale.yml", "cleanup.yml", "monitoring.yml", "queue_report.yml"}
+
+
+@pytest.mark.parametrize("playbook", sorted(p.name for p in PLAYBOOKS.glob("*.yml")))
+def test_become_is_set_where_the_playbook_needs_it_and_overridable(playbook):
+    plays = load_yaml(PLAYBOOKS / playbook)
+    for play in plays:
+        if playbook in BECOME_PLAYBOOKS:
+            assert play.get("become") == "{{ qfc_become | default(true) }}", playbook
+        else:
+            assert "become" not in play, "%s escalates on the controller, where it needs no root" % playbook

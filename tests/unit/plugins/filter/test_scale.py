@@ -51,6 +51,7 @@ def test_good_inputs_have_no_problem(changes):
     ({"qfc_worker_timeout_s": -1}, ["qfc_worker_timeout_s must be a whole number from 0 to 3153600000, got -1"]),
     ({"qfc_settle_time": 1e300}, ["qfc_settle_time must be a finite number from 0 to 3600, got 1e+300"]),
     ({"qfc_health_gate_timeout": "many"}, ["qfc_health_gate_timeout must be a whole number from 1 to 3600, got many"]),
+    ({"qfc_poll": 0}, ["qfc_poll must be a whole number from 1 to 3600, got 0"]),
     ({"qfc_settle_time": 30, "qfc_wait_timeout": 30},
      ["qfc_wait_timeout (30 s) must be longer than qfc_settle_time (30 s), or no worker can ever count as settled"]),
     ({"qfc_env_var": "QFC_X\nPOSTGRES_PASSWORD"},
