@@ -4,7 +4,8 @@
 #      (the fixed name execution-environment.yml and awx/requirements.yml refer to);
 #   2. ansible-builder create -> ./context (or $1), which `podman build` / `docker build` turn into the image.
 # Then it checks that the collection resolves the way the image's galaxy stage installs it (from the context's _build
-# directory, offline), so a broken requirements file fails here and not in a registry build.
+# directory, offline; --force, as a collections path of this machine may already hold the collection), so a broken
+# requirements file fails here and not in a registry build.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${QFC_VENV:-$ROOT/.venv}
@@ -17,7 +18,7 @@ cp "dist/qfieldcloud-ops-$version.tar.gz" dist/qfieldcloud-ops.tar.gz
 "$VENV/bin/ansible-builder" create -f execution-environment.yml --context "$CONTEXT" >/dev/null
 check=$(mktemp -d)
 trap 'rm -rf "$check"' EXIT
-(cd "$CONTEXT/_build" && ANSIBLE_GALAXY_DISABLE_GPG_VERIFY=1 "$VENV/bin/ansible-galaxy" collection install --offline \
+(cd "$CONTEXT/_build" && ANSIBLE_GALAXY_DISABLE_GPG_VERIFY=1 "$VENV/bin/ansible-galaxy" collection install --offline --force \
   -r requirements.yml --collections-path "$check" 2>&1 >/dev/null | { grep -v "is not part of the configured\|playbook-adjacent" >&2 || true; })
 installed=$("$VENV/bin/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["collection_info"]["version"])' \
   "$check/ansible_collections/qfieldcloud/ops/MANIFEST.json")
