@@ -4,9 +4,7 @@ runs it for real)."""
 
 from __future__ import annotations
 
-import ast
 import fcntl
-import importlib.util
 import json
 import re
 import time
@@ -15,40 +13,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support import host_programs
 from tests.support.argspecs import argument_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = ROOT / "roles" / "job_cleanup" / "files" / "qfc_job_cleanup_scheduled.py"
-MODULE_UTILS = ROOT / "plugins" / "module_utils"
-PACKAGE = "ansible_collections.qfieldcloud.ops.plugins.module_utils"
 
 
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("qfc_job_cleanup_scheduled", COMMAND)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def imported_module_utils(path):
-    """The collection's module_utils a file imports (``from PACKAGE import a, b`` or ``from PACKAGE.a import x``)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module == PACKAGE:
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE + "."):
-            names.add(node.module.rsplit(".", 1)[1])
-    return names
+    return host_programs.load(COMMAND, "qfc_job_cleanup_scheduled")
 
 
 def test_the_role_copies_exactly_what_the_command_imports():
-    needed, todo = set(), imported_module_utils(COMMAND)
-    while todo:
-        name = todo.pop()
-        if name not in needed:
-            needed.add(name)
-            todo |= imported_module_utils(MODULE_UTILS / (name + ".py"))
+    needed = host_programs.module_utils_closure(COMMAND)
     copied = yaml.safe_load((ROOT / "roles/job_cleanup/vars/main.yml").read_text())["_qfc_cleanup_module_utils"]
     assert sorted(copied) == sorted(name + ".py" for name in needed)
     assert {"_cleanup", "_postgres", "_jobs", "_envfile"} <= needed

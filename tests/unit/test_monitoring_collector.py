@@ -3,45 +3,24 @@ writes itself are rows of the metrics log's format (tests/integration/test_monit
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 from pathlib import Path
 
 import yaml
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _metrics_log
 
+from tests.support import host_programs
+
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR = ROOT / "roles" / "monitoring" / "files" / "qfc_queue_collector.py"
-MODULE_UTILS = ROOT / "plugins" / "module_utils"
-PACKAGE = "ansible_collections.qfieldcloud.ops.plugins.module_utils"
 
 
 def load_collector():
-    spec = importlib.util.spec_from_file_location("qfc_queue_collector", COLLECTOR)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def imported_module_utils(path):
-    """The collection's module_utils a file imports (``from PACKAGE import a, b`` or ``from PACKAGE.a import x``)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module == PACKAGE:
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE + "."):
-            names.add(node.module.rsplit(".", 1)[1])
-    return names
+    return host_programs.load(COLLECTOR, "qfc_queue_collector")
 
 
 def test_the_role_copies_exactly_what_the_collector_imports():
-    needed, todo = set(), imported_module_utils(COLLECTOR)
-    while todo:
-        name = todo.pop()
-        if name not in needed:
-            needed.add(name)
-            todo |= imported_module_utils(MODULE_UTILS / (name + ".py"))
+    needed = host_programs.module_utils_closure(COLLECTOR)
     copied = yaml.safe_load((ROOT / "roles/monitoring/vars/main.yml").read_text())["_qfc_monitoring_module_utils"]
     assert sorted(copied) == sorted(name + ".py" for name in needed)
     assert "_metrics_log" in needed and "_policy" in needed
