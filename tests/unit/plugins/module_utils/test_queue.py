@@ -7,6 +7,8 @@ import pytest
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _jobs, _postgres, _queue
 
+from tests.support.queue_answer import raw
+
 
 @pytest.mark.parametrize("text, seconds", [
     ("24h", 86400), ("2d", 172800), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("600", 600), (600, 600),
@@ -86,16 +88,6 @@ def test_connection_params_explicit_options_win():
     assert (params["host"], params["port"], params["user"], params["password"], params["dbname"]) == \
         ("10.0.0.5", 6432, "ro", "x", "other")
     assert "pw" not in _postgres.describe(params)
-
-
-def raw(**over):
-    base = {"by_status": {"pending": 3, "queued": 1, "started": 2, "finished": 100, "failed": 5},
-            "oldest_pending_age_s": 42.0, "useful_backlog": 2, "eligible_projects": 2, "oldest_eligible_age_s": 5.0,
-            "busy_projects": 3, "locked_projects_waiting": 0, "stuck_stale": 0, "stuck_orphaned_queued": 0,
-            "stuck_old_pending": 0, "last_hour_finished": 19, "last_hour_failed": 1, "duration_count": 20,
-            "duration_avg_s": 10.04, "duration_p50_s": 9.0, "duration_p95_s": 30.0}
-    base.update(over)
-    return base
 
 
 def test_shape():
