@@ -25,6 +25,8 @@ SURVEY_PLAYBOOKS = {
     "cleanup.json": "cleanup.yml",
     "monitoring.json": "monitoring.yml",
     "queue_report.json": "queue_report.yml",
+    "autoscale.json": "autoscale.yml",
+    "autoscale_per_host.json": "autoscale.yml",
 }
 # Variables a playbook reads itself (not through a role's argument spec), with the type the playbook expects.
 PLAYBOOK_VARIABLES = {
@@ -32,6 +34,7 @@ PLAYBOOK_VARIABLES = {
     "cleanup.yml": {"qfc_target_hosts": "str"},
     "monitoring.yml": {"qfc_target_hosts": "str"},
     "queue_report.yml": {"qfc_target_hosts": "str", "qfc_project_src": "path"},
+    "autoscale.yml": {"qfc_target_hosts": "str", "qfc_serial": "raw", "qfc_max_fail_percentage": "int"},
 }
 # AWX's question types and the Python type of their `default` (JobTemplateSurveySpec.ALLOWED_TYPES).
 QUESTION_TYPES = {
@@ -221,6 +224,31 @@ def test_scale_survey_batches_default_to_the_playbook():
     assert failing["default"] == play_vars["qfc_max_fail_percentage"]
 
 
+@pytest.mark.parametrize("survey_name", ["autoscale.json", "autoscale_per_host.json"])
+def test_autoscale_surveys_batch_like_the_playbook_and_offer_a_dry_run(survey_name):
+    questions = {q["variable"]: q for q in load_survey(survey_name)["spec"]}
+    play_vars = load_yaml(PLAYBOOKS / "autoscale.yml")[0]["vars"]
+    assert questions["qfc_serial"]["default"].split(",") == [str(v) for v in play_vars["qfc_serial"]]
+    assert questions["qfc_max_fail_percentage"]["default"] == play_vars["qfc_max_fail_percentage"]
+    dry_run = questions["qfc_autoscale_dry_run"]
+    assert dry_run["type"] == "multiplechoice" and dry_run["default"] == "false"
+    # a scheduled launch sends no answers: every question has a default, so the schedule runs unattended
+    assert all("default" in q for q in questions.values())
+
+
+def test_autoscale_per_host_survey_leaves_the_inventory_bounds_alone():
+    """Survey answers are extra vars, which beat inventory host vars: the per-host template asks for no bound, timing
+    or cooldown, while the fleet-wide one asks for the bounds and the cooldown (the issue's survey)."""
+    spec = load_yaml(ROLES / "autoscale" / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    per_host = {name for name in spec if name.startswith("qfc_autoscale_")} - {"qfc_autoscale_dry_run"}
+    assert per_host >= {"qfc_autoscale_min_replicas", "qfc_autoscale_max_replicas", "qfc_autoscale_up_after",
+                        "qfc_autoscale_down_after", "qfc_autoscale_cooldown", "qfc_autoscale_max_step_up",
+                        "qfc_autoscale_max_step_down"}
+    assert not per_host & set(question_ids("autoscale_per_host.json"))
+    assert {"qfc_autoscale_min_replicas", "qfc_autoscale_max_replicas",
+            "qfc_autoscale_cooldown"} <= set(question_ids("autoscale.json"))
+
+
 def test_cleanup_survey_modes():
     questions = {q["variable"]: q for q in load_survey("cleanup.json")["spec"]}
     modes = questions["qfc_cleanup_modes"]
@@ -385,7 +413,7 @@ def test_cleanup_modes_left_out_of_a_launch_fall_back_to_the_role_default():
 # --- privilege escalation -------------------------------------------------------------------------------------------
 # Playbooks that act on the QFieldCloud hosts need root there (.env, the Docker socket, /opt, /etc/cron.d): become,
 # overridable with qfc_become. The capacity report runs its module on the controller and reads a world-readable log.
-BECOME_PLAYBOOKS = {"scale.yml", "cleanup.yml", "monitoring.yml", "queue_report.yml"}
+BECOME_PLAYBOOKS = {"scale.yml", "cleanup.yml", "monitoring.yml", "queue_report.yml", "autoscale.yml"}
 
 
 @pytest.mark.parametrize("playbook", sorted(p.name for p in PLAYBOOKS.glob("*.yml")))
