@@ -1,0 +1,245 @@
+"""playbooks/autoscale.yml on real parts, run the way a schedule runs it (ansible-playbook): a real PostgreSQL with
+the QFieldCloud schema, a real Compose stack whose worker_wrapper containers are the worker simulator working that
+queue, the decision module, the scale role and the operations log. One stack and one database for the whole module
+(CI budget); each test starts from a clean state (:func:`reset`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from conftest import BIN, ROOT, QfcDb, ansible_env, assert_no_secrets, drop_database, make_db_stack
+
+from tests.support import datagen
+from tests.support.pgcluster import NEWEST, free_port
+
+sys.path.insert(0, str(ROOT / ".collections"))
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _metrics_log, _oplog  # noqa: E402
+
+PLAYBOOK = ROOT / "playbooks" / "autoscale.yml"
+ACTOR = {"awx_job_id": 7, "awx_user_name": "ops"}
+# Fast runs: the policy acts on the queue as it is now (up_after 0), no cooldown unless a test sets one, and the scale
+# role settles and gates quickly.
+FAST = {"qfc_autoscale_up_after": 0, "qfc_autoscale_cooldown": 0, "qfc_settle_time": 0.2}
+
+
+@pytest.fixture(scope="module")
+def world(pg, tmp_path_factory):
+    """(stack, db): the DB-backed stack (simulated workers, 1 s jobs) on one fresh database."""
+    base = tmp_path_factory.mktemp("autoscale")
+    name = "qfct_%s" % uuid.uuid4().hex[:10]
+    pg.create_database(name, NEWEST)
+    env_file = base / ("%s.env" % name)
+    db = QfcDb(pg, name, NEWEST, env_file)
+    env_file.write_text(db.env_text())
+    stack = make_db_stack(base, db, replicas=1)
+    yield stack, db
+    stack.down()
+    db.conn.close()
+    drop_database(pg, name)
+
+
+@pytest.fixture
+def env(world, tmp_path):
+    """A clean start: no jobs, one fresh worker, an inventory, an empty operations log and metrics log path."""
+    stack, db = world
+    reset(stack, db, 1)
+    paths = {"oplog": tmp_path / "operations.jsonl", "metrics": tmp_path / "queue_metrics.log",
+             "inventory": tmp_path / "inventory.yml"}
+    paths["inventory"].write_text(
+        "qfieldcloud:\n  hosts:\n    qfc1:\n      ansible_connection: local\n      ansible_python_interpreter: %s\n"
+        "      qfc_project_src: %s\n      qfc_operations_log: %s\n      qfc_autoscale_metrics_log: %s\n"
+        % (BIN / "python", stack.path, paths["oplog"], paths["metrics"]))
+    return stack, db, paths
+
+
+def reset(stack, db, replicas):
+    """Remove the workers (kill: a busy simulated worker would finish its long job first), empty the queue, start
+    ``replicas`` fresh workers."""
+    stack.compose("kill", "worker_wrapper", check=False)
+    stack.compose("rm", "-f", "worker_wrapper", check=False)
+    with db.conn, db.conn.cursor() as cur:
+        cur.execute("TRUNCATE core_job CASCADE")
+    stack.set_env("QFIELDCLOUD_WORKER_REPLICAS", replicas)
+    stack.up()
+    assert len(stack.running()) == replicas
+
+
+def burst(db, projects=20, jobs=40, seconds=30):
+    """``jobs`` long jobs round-robin over ``projects`` fresh projects: far more work than one worker can start."""
+    (user,) = datagen.make_users(db.conn, 1)
+    ids = datagen.make_projects(db.conn, db.project_table, projects, user)
+    for i in range(jobs):
+        datagen.add_job(db.conn, ids[i % projects], user, "pending", created_ago_s=jobs - i,
+                        feedback={"sim_seconds": seconds})
+
+
+def idle_history(path, minutes, workers):
+    """The monitoring collector's rows (its own format, _metrics_log.format_row) for the last ``minutes`` minutes,
+    one a minute, of an empty queue with ``workers`` idle workers; host local time, as the collector writes."""
+    facts = {"queue_depth": 0, "by_status": {"pending": 0, "queued": 0, "started": 0}, "useful_backlog": 0,
+             "last_hour": {"finished": 12, "failed": 0, "success_rate": 1.0},
+             "duration": {"p50_s": 1.0, "p95_s": 1.2}, "stuck": {"stale": 0, "orphaned_queued": 0, "old_pending": 0},
+             "worker_timeout_source": "env"}
+    counts = {"configured": workers, "running": workers, "busy": 0}
+    now = datetime.now()
+    path.write_text("".join(_metrics_log.format_row(now - timedelta(minutes=m), facts, counts)
+                            for m in range(minutes, -1, -1)))
+
+
+def run(paths, extra=None, check=False):
+    """ansible-playbook playbooks/autoscale.yml as AWX launches it (the actor's extra vars), custom stats shown."""
+    cmd = [str(BIN / "ansible-playbook"), str(PLAYBOOK), "-i", str(paths["inventory"]),
+           "-e", json.dumps(dict(FAST, **ACTOR, **(extra or {})))] + (["--check"] if check else [])
+    proc = subprocess.run(cmd, cwd=ROOT, env=ansible_env({"ANSIBLE_SHOW_CUSTOM_STATS": "1"}), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert_no_secrets(proc.stdout + proc.stderr)
+    return proc
+
+
+def artifact(output):
+    """The job artifact (set_stats) as AWX and ansible-runner get it: qfc_autoscale_decisions by host."""
+    match = re.search(r"^\s*RUN: (\{.*\})\s*$", output, re.M)
+    assert match, output
+    return json.loads(match.group(1))["qfc_autoscale_decisions"]
+
+
+def recap(output):
+    match = re.search(r"^qfc1\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)\s+"
+                      r"rescued=(\d+)\s+ignored=(\d+)", output, re.M)
+    assert match, output
+    return dict(zip(("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored"),
+                    map(int, match.groups())))
+
+
+def decision(output):
+    """The decision the role printed: (ACTION, current, target)."""
+    match = re.search(r"autoscale (UP|DOWN|HOLD|INVESTIGATE): worker_wrapper (\d+) -> (\d+)", output)
+    assert match, output
+    return match.group(1), int(match.group(2)), int(match.group(3))
+
+
+def records(paths):
+    return _oplog.read(str(paths["oplog"]))[0]
+
+
+def state(stack):
+    return stack.env_value(), len(stack.running())
+
+
+def test_a_burst_raises_the_count_in_one_run_and_the_change_is_logged_once_with_the_actor(env):
+    stack, db, paths = env
+    burst(db)
+    proc = run(paths, {"qfc_autoscale_max_replicas": 4})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    action, current, target = decision(proc.stdout)
+    assert (action, current) == ("UP", 1) and 1 < target <= 4
+    assert state(stack) == (str(target), target)
+    assert "worker_wrapper: running 1 -> %d" % target in proc.stdout  # the scale role's outcome
+    assert "Rollout summary" in proc.stdout
+    (record,) = records(paths)
+    summary = (record["action"], record["before"], record["after"], record["result"])
+    assert summary == ("autoscale", 1, target, "changed")
+    assert record["actor"] == {"kind": "awx", "awx_job_id": "7", "user": "ops"}
+    assert record["reason"] and record["host"] == socket.gethostname()
+    published = artifact(proc.stdout)["qfc1"]
+    assert (published["action"], published["current"], published["target"]) == ("up", 1, target)
+    assert record["reason"] == published["reason"]
+    # the next run inside the cooldown changes nothing and writes nothing
+    again = run(paths, {"qfc_autoscale_max_replicas": 4, "qfc_autoscale_cooldown": 900})
+    assert again.returncode == 0 and decision(again.stdout)[0] == "HOLD", again.stdout
+    assert state(stack) == (str(target), target) and len(records(paths)) == 1
+
+
+def test_check_mode_and_dry_run_change_nothing(env):
+    stack, db, paths = env
+    burst(db)
+    before = stack.env_text()
+    proc = run(paths, check=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert decision(proc.stdout)[0] == "UP"
+    assert "[check mode: predicted]" in proc.stdout  # the scale role's prediction
+    dry = run(paths, {"qfc_autoscale_dry_run": "true"})  # as the AWX survey sends it
+    assert dry.returncode == 0 and decision(dry.stdout)[0] == "UP", dry.stdout
+    assert "[dry run: no change]" in dry.stdout and recap(dry.stdout)["changed"] == 0
+    assert stack.env_text() == before and len(stack.running()) == 1
+    assert not paths["oplog"].exists()
+
+
+def test_no_change_inside_the_cooldown(env):
+    stack, db, paths = env
+    _oplog.append(str(paths["oplog"]), _oplog.make_record(
+        "scale", 2, 1, "by hand", "changed", _oplog.make_actor(user="alice"),
+        now=datetime.now(timezone.utc) - timedelta(seconds=30)))
+    burst(db)
+    proc = run(paths, {"qfc_autoscale_cooldown": 600})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    action, current, target = decision(proc.stdout)
+    assert (action, current, target) == ("HOLD", 1, 1)
+    assert "cooldown" in proc.stdout
+    assert state(stack) == ("1", 1) and len(records(paths)) == 1
+
+
+def test_a_drained_queue_lowers_one_step_only_after_down_after_and_never_below_min(env):
+    stack, db, paths = env
+    reset(stack, db, 3)
+    bounds = {"qfc_autoscale_min_replicas": 2, "qfc_autoscale_down_after": 600}
+    idle_history(paths["metrics"], 3, 3)  # idle for 3 minutes: not yet down_after
+    early = run(paths, bounds)
+    assert early.returncode == 0 and decision(early.stdout) == ("HOLD", 3, 3), early.stdout
+    idle_history(paths["metrics"], 15, 3)  # idle for 15 minutes
+    down = run(paths, bounds)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert decision(down.stdout) == ("DOWN", 3, 2)
+    assert state(stack) == ("2", 2)
+    idle_history(paths["metrics"], 15, 2)
+    floor = run(paths, bounds)
+    assert floor.returncode == 0 and decision(floor.stdout) == ("HOLD", 2, 2), floor.stdout
+    assert state(stack) == ("2", 2)
+    assert [(r["action"], r["before"], r["after"]) for r in records(paths)] == [("autoscale", 3, 2)]
+
+
+def test_per_host_bounds_come_from_the_inventory(env):
+    stack, db, paths = env
+    with paths["inventory"].open("a") as inventory:
+        inventory.write("      qfc_autoscale_max_replicas: 1\n")
+    burst(db)
+    proc = run(paths)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert decision(proc.stdout)[1:] == (1, 1)
+    assert state(stack) == ("1", 1) and not paths["oplog"].exists()
+
+
+def test_database_down_means_no_change_and_a_clear_reason(env):
+    stack, db, paths = env
+    before = stack.env_text()
+    proc = run(paths, {"qfc_db_port": free_port()})
+    assert proc.returncode != 0
+    assert recap(proc.stdout)["failed"] == 1
+    assert re.search(r"[Nn]o change|[Nn]othing was changed", proc.stdout), proc.stdout
+    assert stack.env_text() == before and len(stack.running()) == 1
+    assert not paths["oplog"].exists()
+
+
+def test_a_critical_failure_rate_means_investigate_and_no_change(env):
+    stack, db, paths = env
+    (user,) = datagen.make_users(db.conn, 1)
+    projects = datagen.make_projects(db.conn, db.project_table, 10, user)
+    for i, project in enumerate(projects):  # half of the last hour's jobs failed (limit 30%)
+        datagen.add_job(db.conn, project, user, "failed" if i % 2 else "finished", created_ago_s=600,
+                        started_ago_s=500, finished_ago_s=490)
+    burst(db, projects=5, jobs=10)
+    proc = run(paths)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert decision(proc.stdout)[0] == "INVESTIGATE"
+    assert "INVESTIGATE:" in proc.stdout and recap(proc.stdout)["ignored"] == 1
+    assert state(stack) == ("1", 1) and not paths["oplog"].exists()
+    strict = run(paths, {"qfc_autoscale_fail_on_investigate": True})
+    assert strict.returncode != 0 and recap(strict.stdout)["failed"] == 1
+    assert state(stack) == ("1", 1)
