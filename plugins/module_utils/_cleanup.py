@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _engine, _jobs, _postgres
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _engine, _jobs, _oplog, _postgres
 
 # What each step touches, for a lock timeout's message.
 STEP_TABLES = {
@@ -272,12 +273,58 @@ def describe_error(exc, step, params, lost=False):
 def run(module, deadline=None):
     """One mode from the options to the result: what qfc_job_cleanup and the job_cleanup role's scheduled command
     both run. ``module``: an AnsibleModule, or anything with ``params``, ``check_mode``, ``warn`` and
-    ``no_log_values``; ``deadline``: a ``time.monotonic()`` that caps every database call. A failure's result has
-    ``failed`` and the message that says what was already changed."""
+    ``no_log_values`` (and optionally ``actor_kind``, the operations log's actor kind); ``deadline``: a
+    ``time.monotonic()`` that caps every database call. A failure's result has ``failed`` and the message that says
+    what was already changed. A run that failed jobs appends one record to the operations log (``operation_record``).
+    """
+    state = {}
+    out = _run(module, deadline, state)
+    out.update(log_operation(module, out, state.get("cleanup")))
+    return out
+
+
+def log_operation(module, out, cleanup):
+    """The run's record in the operations log: result keys ``operation_record`` (and ``operations_log_error``).
+
+    Recorded when jobs were failed: ``changed``, or ``failed`` for a run that failed after committing a batch (or
+    lost its connection during a COMMIT); ``before`` counts the touched jobs by their previous status, ``after`` by
+    the status set. Nothing in check mode or for a run that changed nothing.
+    """
+    result = {"operation_record": None}
+    if module.check_mode or cleanup is None:
+        return result
+    uncertain = out.get("failed_batch_outcome") == "unknown"
+    if not cleanup.done and not uncertain:
+        return result
+    params = module.params
+    limit = params.get("max_jobs_listed") or 100
+    by_id = {j["id"]: j for j in cleanup.candidates}
+    before = dict(sorted(Counter(by_id[i]["previous_status"] for i in cleanup.done if i in by_id).items()))
+    details = {"mode": cleanup.plan.mode, "threshold_s": cleanup.plan.threshold_s, "job_ids": cleanup.done[:limit],
+               "jobs_truncated": len(cleanup.done) > limit}
+    if out.get("failed"):
+        details.update(error=out.get("msg"), committed=len(cleanup.done),
+                       failed_batch_outcome=out.get("failed_batch_outcome"),
+                       failed_batch_jobs=out.get("failed_batch_jobs"))
+    threshold = cleanup.plan.threshold_s
+    reason = "mode %s: %s%s set to failed" % (cleanup.plan.mode, jobs_n(len(cleanup.done)),
+                                              " stuck longer than %s s" % threshold if threshold is not None else "")
+    record, error = _oplog.record_change(params, "job_cleanup", before, {"failed": len(cleanup.done)}, reason,
+                                         "failed" if out.get("failed") else "changed",
+                                         secrets=getattr(module, "no_log_values", ()), details=details,
+                                         actor_kind=getattr(module, "actor_kind", None), warn=module.warn)
+    result["operation_record"] = record
+    if error:
+        result["operations_log_error"] = error
+    return result
+
+
+def _run(module, deadline, state):
     params, check_mode = module.params, module.check_mode
     conn = cleanup = None
     conn_params = {}
     try:
+        _oplog.check_options(params)
         env, env_path = _postgres.load_env(module)
         plan = Plan(params, env)
         compose_text = _jobs.read_compose(params["project_src"] or (os.path.dirname(env_path) if env_path else None))
@@ -286,7 +333,7 @@ def run(module, deadline=None):
         conn = _postgres.connect(conn_params, call_timeout=call_timeout, deadline=deadline)
         if check_mode:
             conn.set_session(readonly=True)
-        cleanup = Cleanup(module, plan, conn)
+        cleanup = state["cleanup"] = Cleanup(module, plan, conn)
         cleanup.setup(compose_text)
         cleanup.select()
         if not check_mode:

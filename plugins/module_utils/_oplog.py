@@ -20,6 +20,7 @@ import fcntl
 import getpass
 import json
 import os
+import re
 import socket
 import stat
 import time
@@ -34,6 +35,7 @@ ACTOR_KINDS = ("awx", "controller", "schedule")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MASK = "********"  # the same mask as _envfile.MASK, repeated so this file needs nothing of the collection
 LOCK_TIMEOUT_S = 10.0
+OPERATION_RE = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 FILE_MODE = 0o640
 DIR_MODE = 0o755
 
@@ -51,6 +53,14 @@ def argument_spec():
             user=dict(type="str"),
         )),
     )
+
+
+def check_options(params):
+    """``operation`` a plain name when given; raises ValueError before the module changes anything."""
+    operation = params.get("operation")
+    if operation is not None and not OPERATION_RE.match(operation):
+        raise ValueError("operation must be a name of letters, digits, '_' or '-' (such as scale, autoscale, "
+                         "rollback), got %r." % operation)
 
 
 def _present(value):
@@ -264,3 +274,30 @@ def last_change(records, actions=CHANGE_ACTIONS):
         if best_time is None or moment >= best_time:
             best, best_time = record, moment
     return best
+
+
+def record_change(params, default_action, before, after, reason, result, secrets=(), details=None, host=None,
+                  warn=None, actor_kind=None):
+    """Append one record for a module run, from the options of ``argument_spec()`` in ``params``.
+
+    Returns ``(record as written, None)``, ``(None, None)`` when ``operations_log`` is empty (logging off), or
+    ``(None, error)`` when the log cannot be written: the change stands, so the caller reports, never fails.
+    ``warn`` (``module.warn``) is called with the error; ``actor_kind`` overrides the actor's kind (``schedule``).
+    """
+    path = params.get("operations_log")
+    if not path:
+        return None, None
+    actor = dict(params.get("operation_actor") or {})
+    record = make_record(params.get("operation") or default_action, before, after,
+                         params.get("operation_reason") or reason, result,
+                         make_actor(actor.get("awx_job_id"), actor.get("awx_user_name"), actor.get("user"), actor_kind),
+                         host=host, details=details)
+    try:
+        line = to_line(record, secrets)
+        append(path, record, secrets)
+    except (OSError, ValueError) as exc:
+        error = "The operations log %s was not written (%s); the %s itself stands." % (path, exc, record["action"])
+        if warn is not None:
+            warn(error)
+        return None, error
+    return json.loads(line), None

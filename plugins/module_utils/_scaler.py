@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _engine, _envfile, _files, _replicas
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import (_compose, _engine, _envfile, _files, _oplog,
+                                                                      _replicas)
 
 ENGINE_TIMEOUT = 30  # seconds per Docker Engine API request, at most (and at most command_timeout)
 
@@ -61,6 +62,7 @@ def check_inputs(p):
     num("backup_keep", p["backup_keep"], 1, 1000)
     _replicas.check_name("env_var", p["env_var"], _replicas.ENV_VAR_RE, "a .env variable name")
     _replicas.check_name("service", p["service"], _replicas.SERVICE_RE, "a Compose service name")
+    _oplog.check_options(p)
 
 
 class EnvStore:
@@ -71,6 +73,7 @@ class EnvStore:
         self.path = path
         self.env_var = env_var
         self.done = done  # the run's list of what it changed so far, shared with the Scaler
+        self.secrets = set()  # the .env's secret values, masked in the operations log
 
     def load(self):
         """(raw bytes, text, entries, the entry Compose uses); secret values registered as no_log."""
@@ -78,7 +81,8 @@ class EnvStore:
             raw, text, entries = _envfile.read(self.path)
         except _envfile.EnvFileError as exc:
             raise ScaleFailure("%s is malformed, %s. Nothing was changed." % (self.path, exc)) from None
-        self.module.no_log_values.update(_envfile.secret_values(entries))
+        self.secrets = _envfile.secret_values(entries)
+        self.module.no_log_values.update(self.secrets)
         entry, count = _envfile.lookup(entries, self.env_var)
         if count > 1:
             self.module.warn("%s is set %d times in %s; Compose uses the last one (line %d), which is the one edited. "
@@ -261,6 +265,8 @@ class Scaler:
                        "max_replicas_per_core": p["max_replicas_per_core"],
                        "core_limit": _replicas.core_limit(self.cores, p["max_replicas_per_core"])}
         self.done = []  # what this run changed so far, in order, for every failure message after the first change
+        self.touched = False  # .env written or compose up started: from here on a run is recorded, even a failed one
+        self.env_changes = False
         self.env = EnvStore(module, self.env_file, self.env_var, self.done)
         self.workers = Workers(module, self.project_src, self.env_file, self.service, self.env_var, self.done)
 
@@ -320,7 +326,7 @@ class Scaler:
 
         desired_text = _envfile.set_value(text, self.env_var, str(self.replicas))
         desired = desired_text.encode("utf-8", errors="surrogateescape")
-        env_changes = desired_text != text
+        env_changes = self.env_changes = desired_text != text
         if p["apply"]:
             self.workers.engine()  # the SDK reaches the engine, before any write
             self.result["previous_running"] = self.result["running"] = _engine.count_running(before)
@@ -346,9 +352,11 @@ class Scaler:
             if p["backup"]:
                 self.env.backup(p["backup_keep"], self.result)
             self.env.write(desired, raw, self.changed_so_far)
+            self.touched = True
             self.done.append(".env written (%s=%d)" % (self.env_var, self.replicas))
         if not needs_apply:
             return
+        self.touched = True  # a failed or killed compose up may already have created or stopped containers
         try:
             containers = self.workers.apply(project, self.replicas)
         # After the write, whatever failed is rolled back: Compose, the wait, the Engine API (requests' errors are
@@ -407,6 +415,45 @@ class Scaler:
                               self.env_var, fields["env_value"],
                               "unknown" if fields["running"] is None else fields["running"], self.service,
                               self.changed_so_far()), **fields)
+
+    def reason(self):
+        """The record's reason when operation_reason is empty."""
+        previous = self.result["previous_replicas"]
+        if self.env_changes:
+            return "replicas %s -> %d requested" % ("unset" if previous is None else previous, self.replicas)
+        running = self.result["previous_running"]
+        return "running %s -> %d reconciled (.env already %d)" % (running, self.replicas, self.replicas)
+
+    def log_operation(self, result, failed):
+        """Append the run's record to the operations log; returns the result keys to add (operation_record and,
+        when the log could not be written, operations_log_error).
+
+        Nothing is recorded in check mode, for a run that changed nothing, or for a failure before the first change.
+        A failure after it is ``rolled_back`` when the previous count runs again (verified), else ``failed``.
+        """
+        out = {"operation_record": None}
+        if self.module.check_mode or not (self.touched if failed else result.get("changed")):
+            return out
+        details = {"running_before": self.result["previous_running"], "running_after": result.get("running"),
+                   "env_changed": self.env_changes}
+        if failed:
+            outcome = "rolled_back" if result.get("rolled_back") else "failed"
+            on_disk = result["env_value"] if "env_value" in result else _envfile.value_in(self.env_file, self.env_var)
+            after = as_int(on_disk)
+            details.update(requested=self.replicas, error=result.get("msg"))
+            if result.get("rollback_error"):
+                details["rollback_error"] = result["rollback_error"]
+        else:
+            outcome, after = "changed", self.replicas
+        if result.get("backup_file"):
+            details["backup_file"] = result["backup_file"]
+        record, error = _oplog.record_change(self.module.params, "scale", self.result["previous_replicas"], after,
+                                             self.reason(), outcome, secrets=self.env.secrets, details=details,
+                                             warn=self.module.warn)
+        out["operation_record"] = record
+        if error:
+            out["operations_log_error"] = error
+        return out
 
     def final_state(self):
         return {"env_value": _envfile.value_in(self.env_file, self.env_var), "running": self.workers.running_now()}

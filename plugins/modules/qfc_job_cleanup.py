@@ -38,11 +38,14 @@ description:
     during its C(COMMIT), V(unknown). Later batches are not run. A failure before the first batch changes nothing.
 extends_documentation_fragment:
   - qfieldcloud.ops._postgres
+  - qfieldcloud.ops._oplog
   - qfieldcloud.ops._attributes
 attributes:
   check_mode:
     support: full
-    details: [Check mode runs the same selection read-only and reports the exact jobs and count that would be failed.]
+    details:
+      - Check mode runs the same selection read-only and reports the exact jobs and count that would be failed.
+      - Nothing is written to the operations log (O(operations_log)).
   diff_mode:
     support: none
   idempotent:
@@ -233,11 +236,37 @@ failed_batch_outcome:
   returned: when a batch failed
   type: str
   sample: rolled back
+operation_record:
+  description:
+    - The record appended to O(operations_log) (secret values masked), V(null) in check mode, when no job was failed,
+      with O(operations_log=""), or when the log could not be written.
+    - C(before) counts the jobs failed by their previous status, C(after) by the status set (one key, C(failed)).
+      C(result) is V(changed), or V(failed) when the run failed after committing a batch; C(details) then holds the
+      error, the number of jobs committed and the outcome of the batch that failed.
+  returned: always
+  type: dict
+  sample:
+    time: "2026-12-02T23:59:01Z"
+    host: qfc1
+    action: job_cleanup
+    before: {queued: 1, started: 2}
+    after: {failed: 3}
+    reason: "mode stale: 3 jobs stuck longer than 1200 s set to failed"
+    actor: {kind: controller, user: alice}
+    result: changed
+    details: {mode: stale, threshold_s: 1200, job_ids: [11, 12, 13], jobs_truncated: false}
+operations_log_error:
+  description: Why the operations log could not be written (the cleanup itself stands; a warning says the same).
+  returned: when the log could not be written
+  type: str
+  sample: >-
+    The operations log /var/log/qfieldcloud/operations.jsonl was not written ([Errno 28] No space left on device);
+    the job_cleanup itself stands.
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _cleanup, _jobs, _postgres
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _cleanup, _jobs, _oplog, _postgres
 
 
 def main():
@@ -254,6 +283,7 @@ def main():
         statement_timeout=dict(type="int", default=5000),
         max_jobs_listed=dict(type="int", default=100),
     )
+    spec.update(_oplog.argument_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     if not _postgres.HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=_postgres.PSYCOPG2_IMPORT_ERROR)

@@ -43,6 +43,7 @@ description:
 extends_documentation_fragment:
   - qfieldcloud.ops._project
   - qfieldcloud.ops._replicas
+  - qfieldcloud.ops._oplog
   - qfieldcloud.ops._attributes
 attributes:
   check_mode:
@@ -50,7 +51,7 @@ attributes:
     details:
       - Check mode runs the read-only preflight (C(docker compose config)) and reads the running containers, then
         predicts C(changed). It never writes C(.env) and does not use Compose's C(--dry-run), which is not free of
-        side effects.
+        side effects. Nothing is written to the operations log (O(operations_log)).
   diff_mode:
     support: full
     details:
@@ -321,6 +322,34 @@ stderr:
   returned: when a Compose command failed
   type: str
   sample: "services.worker_wrapper: can't set distinct values on 'scale' and 'deploy.replicas': invalid compose project"
+operation_record:
+  description:
+    - The record appended to O(operations_log) (secret values masked), V(null) in check mode, for a run that changed
+      nothing, for a failure before the first change, with O(operations_log=""), or when the log could not be
+      written.
+    - C(result) is V(changed) for a change, V(rolled_back) for a failure after the first change whose previous count
+      runs again (verified), V(failed) for a failure after a change without a full rollback. C(before) and C(after)
+      are the O(env_var) values in C(.env) before and after; C(details) holds the running counts, the backup file and,
+      on failure, the error and any RV(rollback_error).
+  returned: always
+  type: dict
+  sample:
+    time: "2026-12-02T23:59:01Z"
+    host: qfc1
+    action: scale
+    before: 2
+    after: 4
+    reason: replicas 2 -> 4 requested
+    actor: {kind: awx, awx_job_id: "42", user: alice}
+    result: changed
+    details: {running_before: 2, running_after: 4, env_changed: true, backup_file: /opt/qfieldcloud/.env.1.bak}
+operations_log_error:
+  description: Why the operations log could not be written (the scale itself stands; a warning says the same).
+  returned: when the log could not be written
+  type: str
+  sample: >-
+    The operations log /var/log/qfieldcloud/operations.jsonl was not written ([Errno 28] No space left on device);
+    the scale itself stands.
 """
 
 import traceback
@@ -328,13 +357,14 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _replicas
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _oplog, _replicas
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._scaler import ScaleFailure, Scaler
 
 
 def argument_spec():
     spec = _compose.project_argument_spec()
     spec.update(_replicas.argument_spec())
+    spec.update(_oplog.argument_spec())
     spec.update(
         env_var=dict(type="str", default="QFIELDCLOUD_WORKER_REPLICAS"),
         service=dict(type="str", default="worker_wrapper"),
@@ -362,15 +392,19 @@ def main():
         result = dict(scaler.result)
         result.update(exc.result)
         result["changed"] = bool(scaler.done)  # a failure before the first write changed nothing
+        result.update(scaler.log_operation(result, failed=True))
         module.fail_json(**result)
     except _compose.ComposeError as exc:
         result = dict(scaler.result)
         result.update(exc.result())
         result["msg"] = "%s. %s" % (exc.msg, scaler.changed_so_far())
+        result.update(scaler.log_operation(result, failed=True))
         module.fail_json(**result)
     except (OSError, UnicodeError) as exc:
-        module.fail_json(msg="qfc_scale failed: %s. %s" % (to_native(exc), scaler.changed_so_far()),
-                         exception=traceback.format_exc(), **scaler.result)
+        result = dict(scaler.result, msg="qfc_scale failed: %s. %s" % (to_native(exc), scaler.changed_so_far()))
+        result.update(scaler.log_operation(result, failed=True))
+        module.fail_json(exception=traceback.format_exc(), **result)
+    result.update(scaler.log_operation(result, failed=False))
     module.exit_json(**result)
 
 

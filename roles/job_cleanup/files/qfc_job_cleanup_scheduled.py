@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import (  # noqa: E402
-    _cleanup, _envfile, _jobs, _postgres)
+    _cleanup, _envfile, _jobs, _oplog, _postgres)
 
 TAG = "qfc-job-cleanup"
 GRACE_S = 3.0  # the SIGALRM backstop fires this long after the run's deadline
@@ -56,6 +56,11 @@ MODULE_DEFAULTS = {
     "lock_timeout": 1000,
     "statement_timeout": 5000,
     "max_jobs_listed": 100,
+    # the operations log: a run that fails jobs appends a record with actor kind "schedule"
+    "operations_log": _oplog.DEFAULT_PATH,
+    "operation": None,
+    "operation_reason": "",
+    "operation_actor": None,
 }
 
 
@@ -90,6 +95,7 @@ class Params:
         self.check_mode = check_mode
         self.no_log_values = set()
         self.warnings = []
+        self.actor_kind = "schedule"  # the operations log's actor: this host's timer, not a person
 
     def warn(self, message):
         self.warnings.append(message)

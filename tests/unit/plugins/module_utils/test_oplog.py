@@ -335,3 +335,53 @@ def test_the_fragment_documents_exactly_the_spec_options():
         assert doc.get("default") == option.get("default"), name
         assert sorted(doc.get("suboptions") or {}) == sorted(option.get("options") or {}), name
     assert spec["operations_log"]["default"] == _oplog.DEFAULT_PATH
+
+
+@pytest.mark.parametrize("operation, ok", [
+    (None, True), ("scale", True), ("autoscale", True), ("job_cleanup", True), ("roll-back2", True),
+    ("", False), (" ", False), ("scale now", False), ("a" * 65, False), ("x\n", False),
+])
+def test_check_options(operation, ok):
+    if ok:
+        _oplog.check_options({"operation": operation})
+    else:
+        with pytest.raises(ValueError, match="operation must be"):
+            _oplog.check_options({"operation": operation})
+
+
+def params(tmp_path, **over):
+    out = {"operations_log": str(tmp_path / "ops.jsonl"), "operation": None, "operation_reason": "",
+           "operation_actor": None}
+    out.update(over)
+    return out
+
+
+def test_record_change_writes_the_masked_record_and_returns_it(tmp_path):
+    p = params(tmp_path, operation_actor={"awx_job_id": "42", "awx_user_name": "alice", "user": None})
+    record, error = _oplog.record_change(p, "scale", 2, 4, "replicas 2 -> 4 with pw hunter2", "changed",
+                                         secrets={"hunter2"}, details={"x": 1}, host="h")
+    assert error is None
+    assert record["reason"] == "replicas 2 -> 4 with pw ********"
+    assert record["actor"] == {"kind": "awx", "awx_job_id": "42", "user": "alice"}
+    assert record["action"] == "scale" and record["details"] == {"x": 1}
+    assert _oplog.read(p["operations_log"]) == ([record], 0)
+    assert "hunter2" not in (tmp_path / "ops.jsonl").read_text()
+
+
+def test_record_change_options_override(tmp_path):
+    p = params(tmp_path, operation="autoscale", operation_reason="queue 40 deep for 10 min",
+               operation_actor={"user": "bob"})
+    record, _error = _oplog.record_change(p, "scale", 2, 4, "replicas 2 -> 4 requested", "changed", host="h")
+    assert (record["action"], record["reason"], record["actor"]) == (
+        "autoscale", "queue 40 deep for 10 min", {"kind": "controller", "user": "bob"})
+
+
+def test_record_change_off_and_unwritable(tmp_path):
+    assert _oplog.record_change(params(tmp_path, operations_log=""), "scale", 1, 2, "", "changed") == (None, None)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    warnings = []
+    record, error = _oplog.record_change(params(tmp_path, operations_log=str(blocker / "ops.jsonl")), "scale", 1, 2,
+                                         "", "changed", warn=warnings.append)
+    assert record is None and "was not written" in error and "the scale itself stands" in error
+    assert warnings == [error]

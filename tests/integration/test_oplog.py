@@ -1,0 +1,128 @@
+"""The operations log against the real stack: qfc_scale records each change once (changed, rolled_back, failed),
+never a no-op, check mode or a failure before any change; an unwritable log never undoes or hides a scale."""
+
+from __future__ import annotations
+
+import json
+
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _oplog
+from tests.support.ansible_run import SECRETS, assert_no_secrets, run_module
+
+ACTOR = {"awx_job_id": "42", "awx_user_name": "alice"}
+
+
+def scale(stack, log, replicas, check=False, **args):
+    module_args = {"project_src": str(stack.path), "replicas": replicas, "operations_log": str(log),
+                   "operation_actor": ACTOR}
+    module_args.update(args)
+    return run_module(module_args, check=check)
+
+
+def records(log):
+    found, bad = _oplog.read(str(log))
+    assert bad == 0
+    return found
+
+
+def test_one_record_per_change_none_for_noop_or_check_mode(stack, tmp_path):
+    log = tmp_path / "log" / "operations.jsonl"
+    check = scale(stack, log, 4, check=True)
+    assert not check.failed and check["changed"] and check["operation_record"] is None
+    assert not log.exists()
+
+    first = scale(stack, log, 4)
+    assert not first.failed, first
+    written = records(log)
+    assert written == [first["operation_record"]]
+    record = written[0]
+    assert (record["action"], record["before"], record["after"], record["result"]) == ("scale", 2, 4, "changed")
+    assert record["actor"] == {"kind": "awx", "awx_job_id": "42", "user": "alice"}
+    assert record["reason"] == "replicas 2 -> 4 requested"
+    assert record["details"]["running_before"] == 2 and record["details"]["running_after"] == 4
+    assert _oplog.parse_time(record["time"])
+    assert oct(log.stat().st_mode & 0o777) == oct(0o640)
+
+    again = scale(stack, log, 4)
+    assert not again.failed and again["changed"] is False and again["operation_record"] is None
+    assert len(records(log)) == 1
+    assert_no_secrets(log.read_text() + first.output + again.output)
+
+
+def test_reconcile_is_recorded_with_its_own_reason_and_options(stack, tmp_path):
+    log = tmp_path / "operations.jsonl"
+    stack.compose("rm", "-sf", "worker_wrapper")  # every worker gone, .env still says 2
+    result = scale(stack, log, 2, operation="autoscale", operation_reason="queue deep for 10 min",
+                   operation_actor={"user": "bob"})
+    assert not result.failed and result["changed"], result
+    (record,) = records(log)
+    assert (record["action"], record["before"], record["after"], record["reason"], record["actor"]) == (
+        "autoscale", 2, 2, "queue deep for 10 min", {"kind": "controller", "user": "bob"})
+    assert record["details"]["env_changed"] is False and record["details"]["running_before"] == 0
+
+
+def test_default_reason_for_a_reconcile(stack, tmp_path):
+    log = tmp_path / "operations.jsonl"
+    stack.compose("rm", "-sf", "worker_wrapper")
+    assert not scale(stack, log, 2).failed
+    assert records(log)[0]["reason"] == "running 0 -> 2 reconciled (.env already 2)"
+
+
+def test_a_rolled_back_failure_is_recorded_as_rolled_back(stack, tmp_path):
+    log = tmp_path / "operations.jsonl"
+    stack.set_env("QFC_SIM_CRASH", "1")  # new containers crash on start
+    result = scale(stack, log, 4, wait_timeout=6)
+    assert result.failed and result["rolled_back"] is True
+    (record,) = records(log)
+    assert record == result["operation_record"]
+    assert (record["result"], record["before"], record["after"]) == ("rolled_back", 2, 2)
+    assert record["details"]["requested"] == 4 and "Rolled back" in record["details"]["error"]
+
+
+def test_a_failure_without_rollback_is_recorded_as_failed(stack, tmp_path):
+    log = tmp_path / "operations.jsonl"
+    stack.set_env("QFC_SIM_CRASH", "1")
+    result = scale(stack, log, 3, wait_timeout=4, rollback=False)
+    assert result.failed and result["rolled_back"] is False
+    (record,) = records(log)
+    assert (record["result"], record["before"], record["after"]) == ("failed", 2, 3)
+
+
+def test_a_failure_before_any_change_is_not_recorded(stack, tmp_path):
+    log = tmp_path / "operations.jsonl"
+    result = scale(stack, log, 4, service="no_such_service")
+    assert result.failed and result["operation_record"] is None
+    assert not log.exists()
+
+
+def test_a_bad_operation_name_fails_before_any_change(stack, tmp_path):
+    log = tmp_path / "operations.jsonl"
+    result = scale(stack, log, 4, operation="scale now")
+    assert result.failed and "operation must be" in result["msg"] and "Nothing was changed" in result["msg"]
+    assert stack.env_value() == "2" and not log.exists()
+
+
+def test_an_unwritable_log_neither_undoes_nor_hides_the_scale(stack, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # a path under a file cannot be created, even by root
+    result = scale(stack, blocker / "operations.jsonl", 3)
+    assert not result.failed, result
+    assert result["changed"] is True and result["running"] == 3 and stack.env_value() == "3"
+    assert result["operation_record"] is None
+    assert "was not written" in result["operations_log_error"]
+    assert "was not written" in result.output  # the warning
+    assert blocker.read_text() == ""
+
+
+def test_logging_off(stack, tmp_path):
+    result = scale(stack, tmp_path / "x", 3, operations_log="")
+    assert not result.failed and result["changed"] and result["operation_record"] is None
+    assert list(tmp_path.glob("x*")) == []
+
+
+def test_secrets_in_the_reason_are_masked(stack, tmp_path):
+    log = tmp_path / "operations.jsonl"
+    result = scale(stack, log, 3, operation_reason="pw was %s" % SECRETS[0])
+    assert not result.failed
+    text = log.read_text()
+    assert_no_secrets(text)
+    assert json.loads(text)["reason"] == "pw was ********"
