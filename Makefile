@@ -36,6 +36,7 @@ bench: bootstrap
 	.venv/bin/python bench/bench_queue.py --write
 	.venv/bin/python bench/bench_throughput.py --write
 	.venv/bin/python bench/bench_fleet.py --write
+	.venv/bin/python bench/bench_autoscale.py --write
 
 # The execution environment's build context (./context) from a tarball of this checkout; see execution-environment.yml.
 ee: bootstrap
