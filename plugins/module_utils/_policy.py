@@ -10,6 +10,7 @@ controller without psycopg2)."""
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _replicas
 
@@ -159,3 +160,291 @@ def recommended_replicas(facts, workers, cores, per_core=DEFAULT_MAX_REPLICAS_PE
     demand = workers["busy"] + facts["eligible_projects"]
     current = workers.get("configured") or workers.get("running") or 1
     return min(max(current, demand), limit)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Autoscaling: one decision from the queue now, the collector's recorded history and the last change.
+
+AUTOSCALE_DEFAULTS = {"min_replicas": 1, "max_replicas": 100, "up_after_s": 600, "down_after_s": 1800,
+                      "cooldown_s": 900, "max_step_up": None, "max_step_down": 1}  # max_step_up None = double
+# While this critical alert is raised nothing changes: more workers would fail more jobs, fewer would hide them.
+CRITICAL_ALERTS = ("failure_rate_high",)
+# Alerts that explain why jobs wait better than a lack of workers does: adding workers would not start them.
+WAIT_ALERTS = ("stuck_stale", "stuck_orphaned_queued", "workers_idle_with_jobs_waiting")
+# The collector's schedule (cron */5) when the history has too few samples to show its own interval.
+DEFAULT_SAMPLE_INTERVAL_S = 300
+# Consecutive samples further apart than this many intervals: a collector run is missing (a gap). One missed run
+# leaves 2 intervals; 1.5 still lets a run start late by half an interval (cron, a slow database).
+GAP_FACTOR = 1.5
+MAX_WINDOW_S = 7 * 86400  # up_after, down_after, cooldown: a week at most (the log rotates weekly)
+
+
+def _whole(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("%s must be a whole number, got %r." % (name, value))
+    if not low <= value <= high:
+        raise ValueError("%s must be %d to %d, got %d." % (name, low, high, value))
+    return value
+
+
+def check_bounds(bounds):
+    """``bounds`` merged over :data:`AUTOSCALE_DEFAULTS` (a None value keeps the default; ``max_step_up`` None
+    means double), checked. Raises ValueError naming the bound: unknown keys, non-integers, negatives, min > max,
+    counts above the hard ceiling."""
+    bounds = dict(bounds or {})
+    unknown = sorted(set(bounds) - set(AUTOSCALE_DEFAULTS))
+    if unknown:
+        raise ValueError("unknown autoscale bounds: %s (known: %s)." % (", ".join(unknown),
+                                                                        ", ".join(sorted(AUTOSCALE_DEFAULTS))))
+    merged = dict(AUTOSCALE_DEFAULTS)
+    merged.update({k: v for k, v in bounds.items() if v is not None})
+    _whole("min_replicas", merged["min_replicas"], 0, _replicas.MAX_REPLICAS)
+    _whole("max_replicas", merged["max_replicas"], 1, _replicas.MAX_REPLICAS)
+    if merged["min_replicas"] > merged["max_replicas"]:
+        raise ValueError("min_replicas (%d) is above max_replicas (%d)."
+                         % (merged["min_replicas"], merged["max_replicas"]))
+    for name in ("up_after_s", "down_after_s", "cooldown_s"):
+        _replicas.check_number(name, merged[name], 0, MAX_WINDOW_S, unit=" s")
+    if merged["max_step_up"] is not None:
+        _whole("max_step_up", merged["max_step_up"], 1, _replicas.MAX_REPLICAS)
+    _whole("max_step_down", merged["max_step_down"], 1, _replicas.MAX_REPLICAS)
+    return merged
+
+
+def record_time(record):
+    """An operations log record's ``time`` (``2026-12-02T23:59:01Z``, or a datetime) as an aware UTC datetime.
+    Raises ValueError."""
+    value = record.get("time")
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = str(value or "").strip()
+        if text[-1:] in ("Z", "z"):
+            text = text[:-1] + "+00:00"
+        moment = datetime.fromisoformat(text)  # ValueError on garbage; Python 3.9 does not read "Z"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _samples(history, now):
+    """The history's rows as (age in seconds, row), newest first, and the number of rows stamped after ``now``.
+
+    The collector stamps rows with the host's local time, without a zone: each is read in ``now``'s zone."""
+    rows = history.get("rows", []) if isinstance(history, dict) else (history or [])
+    out, future = [], 0
+    for row in rows:
+        stamp = row["ts"]
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=now.tzinfo)
+        age = (now - stamp).total_seconds()
+        if age < 0:
+            future += 1  # a clock step: not evidence of anything yet
+            continue
+        out.append((age, row))
+    out.sort(key=lambda item: item[0])
+    return out, future
+
+
+def _interval(samples):
+    """The collector's interval as the history shows it: the median of the newest intervals."""
+    steps = sorted(b[0] - a[0] for a, b in zip(samples[:25], samples[1:25]) if b[0] > a[0])
+    return steps[(len(steps) - 1) // 2] if steps else DEFAULT_SAMPLE_INTERVAL_S  # the lower median
+
+
+def _run(samples, holds, max_gap):
+    """How long a condition has held without a break, by the samples (newest first): the age of the oldest sample
+    of the unbroken run that reaches to now. A failed collector run (status=error), a missing run (a gap over
+    ``max_gap``) or a sample without the condition ends the run. Returns (seconds, rows of the run, what ended
+    it)."""
+    run, last_age = [], 0.0
+    ended = "the start of the history"
+    for age, row in samples:
+        if age - last_age > max_gap:
+            ended = "a gap of %ds without samples before -%ds" % (age - last_age, last_age)
+            break
+        if row.get("status") != "ok":
+            ended = "a failed collector run at -%ds" % age
+            break
+        if not holds(row):
+            ended = "the sample at -%ds" % age
+            break
+        run.append((age, row))
+        last_age = age
+    return (run[-1][0] if run else 0.0), run, ended
+
+
+def _row_current(row):
+    configured = row.get("workers_configured")
+    return configured if configured is not None else row.get("workers_running")
+
+
+def _backlog_row(row):
+    return (row.get("useful_backlog") or 0) > 0
+
+
+def _idle_row(row):
+    current, busy = _row_current(row), row.get("workers_busy")
+    return row.get("useful_backlog") == 0 and current is not None and busy is not None and busy < current
+
+
+def _window(samples, fresh, holds, now_holds, required, max_gap, snapshot_age=None):
+    """The evidence that a condition held for ``required`` seconds: from the history when it is recent, else from
+    the snapshot's own age (``snapshot_age``; None: the snapshot cannot tell). Returns the window's signals."""
+    window = {"required_s": required, "source": "history" if fresh else "snapshot", "sustained_s": 0.0,
+              "samples": 0, "ended_by": None, "met": False}
+    if not now_holds:
+        window.update(ended_by="the current snapshot")
+        return window
+    if required == 0:
+        window.update(source="snapshot", met=True)
+        return window
+    if fresh:
+        sustained, run, ended = _run(samples, holds, max_gap)
+        window.update(sustained_s=round(sustained, 1), samples=len(run), ended_by=ended,
+                      met=sustained >= required, rows=[row for _age, row in run if _age <= required]
+                      + [row for _age, row in run if _age > required][:1])
+    elif snapshot_age is not None:
+        window.update(sustained_s=snapshot_age, met=snapshot_age >= required, ended_by="no recent history")
+    else:
+        window.update(ended_by="no recent history")
+    return window
+
+
+def _fmt_s(seconds):
+    return "%ds" % round(seconds)
+
+
+def autoscale(now, facts, workers, alerts, history, last_change, bounds, cores,
+              per_core=DEFAULT_MAX_REPLICAS_PER_CORE):
+    """One autoscaling decision: ``{action, current, target, reason, alert, signals}``.
+
+    ``action`` is ``up`` or ``down`` (change the worker count to ``target``), ``hold`` (no change) or
+    ``investigate`` (no change: an alert says more workers would not help; ``alert`` names it).
+
+    ``now``: an aware datetime, the host's clock in its local zone (``datetime.now().astimezone()``): the history's
+    timestamps are the host's local time without a zone and are read in ``now``'s zone (across a daylight saving
+    change the samples of the hour before it are off by that hour: at worst one decision waits or acts a run early).
+    ``facts``: qfc_queue_facts' ``qfc_queue``; ``workers``: {configured, running, busy}; ``alerts``: :func:`alerts`;
+    ``history``: rows of ``_metrics_log.parse`` (or its result); ``last_change``: an operations log record or None;
+    ``bounds``: see :func:`check_bounds`; ``cores``: CPU cores of the host (the core guard).
+
+    The rules, in order: a critical alert holds everything (``investigate``); a count outside the bounds moves into
+    them; nothing changes within ``cooldown_s`` of the last change; up when jobs that free workers could start now
+    (useful_backlog) have waited for ``up_after_s`` (every recorded sample over that time, reaching back that far,
+    or without recent history the oldest such job's age), towards busy + backlog, by at most ``max_step_up``
+    (None: double); ``investigate`` instead when stuck jobs or idle workers explain the waiting; down when workers
+    sat idle (busy below the count, no useful backlog) for ``down_after_s`` by the history (required), by at most
+    ``max_step_down``, never below the window's peak of busy workers. Raises ValueError on bad bounds, a naive
+    ``now`` or an unknown worker count.
+    """
+    if not isinstance(now, datetime) or now.utcoffset() is None:
+        raise ValueError("now must be an aware datetime (the host's local time with its zone), got %r." % (now,))
+    b = check_bounds(bounds)
+    configured, running, busy = workers.get("configured"), workers.get("running"), workers.get("busy") or 0
+    current = configured if configured is not None else running
+    if current is None:
+        raise ValueError("the worker count is unknown: neither configured (.env) nor running workers could be read.")
+    backlog = facts.get("useful_backlog") or 0
+    core_limit = max(_replicas.core_limit(cores, per_core), 1)
+    ceiling = min(b["max_replicas"], core_limit, _replicas.MAX_REPLICAS)
+    floor = min(b["min_replicas"], ceiling)
+    if ceiling == core_limit and core_limit < b["max_replicas"]:
+        ceiling_words = "the core guard (%s cores x %s = %d)" % (cores, per_core, core_limit)
+    else:
+        ceiling_words = "max_replicas %d" % b["max_replicas"]
+    samples, future = _samples(history, now)
+    interval = _interval(samples)
+    max_gap = GAP_FACTOR * interval
+    fresh = bool(samples) and samples[0][0] <= max_gap
+    up_w = _window(samples, fresh, _backlog_row, backlog > 0, b["up_after_s"], max_gap,
+                   facts.get("oldest_eligible_age_s"))
+    down_w = _window(samples, fresh, _idle_row, backlog == 0 and busy < current, b["down_after_s"], max_gap)
+    peak = max([busy] + [r.get("workers_busy") or 0 for r in down_w.pop("rows", [])])
+    up_w.pop("rows", None)
+    down_w["peak_busy"] = peak
+    since = remaining = None
+    if last_change is not None:
+        since = (now - record_time(last_change)).total_seconds()
+        remaining = max(b["cooldown_s"] - max(since, 0), 0) if since >= 0 else b["cooldown_s"]
+    codes = {a["code"]: a for a in alerts or []}
+    signals = {
+        "now": now.isoformat(), "current": current, "configured": configured, "running": running, "busy": busy,
+        "useful_backlog": backlog, "eligible_projects": facts.get("eligible_projects"),
+        "oldest_eligible_age_s": facts.get("oldest_eligible_age_s"),
+        "history": {"samples": len(samples), "future_samples": future, "interval_s": interval, "max_gap_s": max_gap,
+                    "recent": fresh, "newest_age_s": round(samples[0][0], 1) if samples else None},
+        "backlog_window": up_w, "idle_window": down_w,
+        "cooldown": {"cooldown_s": b["cooldown_s"], "since_last_change_s": None if since is None else round(since, 1),
+                     "remaining_s": None if remaining is None else round(remaining, 1)},
+        "limits": {"min_replicas": b["min_replicas"], "max_replicas": b["max_replicas"], "floor": floor,
+                   "ceiling": ceiling, "core_limit": core_limit, "cores": cores, "per_core": per_core,
+                   "hard_ceiling": _replicas.MAX_REPLICAS, "max_step_up": b["max_step_up"],
+                   "max_step_down": b["max_step_down"]},
+        "alerts": sorted(codes),
+    }
+
+    def result(action, target, reason, alert=None):
+        return {"action": action, "current": current, "target": target, "reason": reason, "alert": alert,
+                "signals": signals}
+
+    for code in CRITICAL_ALERTS:
+        if code in codes:
+            return result("investigate", current, "critical alert %s: %s; no change while jobs fail like this"
+                          % (code, codes[code]["message"]), code)
+    if current < floor:
+        return result("up", floor, "%d workers is below min_replicas %d: moving into the bounds"
+                      % (current, floor))
+    if current > ceiling:
+        return result("down", ceiling, "%d workers is above %s: moving into the bounds" % (current, ceiling_words))
+    if remaining:
+        rec = last_change
+        when = "%s ago" % _fmt_s(since) if since >= 0 else "stamped %s in the future" % _fmt_s(-since)
+        return result("hold", current, "the last change (%s %s -> %s, %s) is within the cooldown of %s: no change "
+                      "for another %s" % (rec.get("action"), rec.get("before"), rec.get("after"), when,
+                                          _fmt_s(b["cooldown_s"]), _fmt_s(remaining)))
+    if up_w["met"]:
+        for code in WAIT_ALERTS:
+            if code in codes:
+                return result("investigate", current, "%d job(s) wait, but alert %s explains it better than too "
+                              "few workers: %s; no change" % (backlog, code, codes[code]["message"]), code)
+        step = b["max_step_up"] if b["max_step_up"] is not None else max(current, 1)
+        demand = busy + backlog
+        target = min(demand, current + step, ceiling)
+        waited = "%d job(s) could start now and have waited %s (up_after %s, from the %s)" % (
+            backlog, _fmt_s(up_w["sustained_s"]), _fmt_s(b["up_after_s"]), up_w["source"])
+        if target > current:
+            caps = []
+            if target < demand:
+                caps.append("step %d" % step if target == current + step else "ceiling %d, %s" % (ceiling,
+                                                                                                  ceiling_words))
+            return result("up", target, "%s: %d busy + %d waiting = %d wanted, %d -> %d%s" % (
+                waited, busy, backlog, demand, current, target, " (limited by %s)" % caps[0] if caps else ""))
+        if current >= ceiling:
+            return result("hold", current, "%s, but %d workers is the ceiling (%s)"
+                          % (waited, current, ceiling_words))
+        return result("hold", current, "%s, but %d busy + %d waiting = %d is no more than the %d workers: more "
+                      "workers would start nothing more" % (waited, busy, backlog, demand, current))
+    if down_w["met"]:
+        target = max(current - b["max_step_down"], peak, floor)
+        idle = "workers idle for %s (down_after %s: busy at most %d of %d, no job waiting)" % (
+            _fmt_s(down_w["sustained_s"]), _fmt_s(b["down_after_s"]), peak, current)
+        if target < current:
+            return result("down", target, "%s: %d -> %d" % (idle, current, target))
+        return result("hold", current, "%s, but %d workers is the floor (min_replicas %d)" % (idle, current, floor)
+                      if current <= floor else "%s, but the peak of %d busy leaves none to remove" % (idle, peak))
+    if backlog:
+        return result("hold", current, "%d job(s) could start now, waiting %s of the %s up_after (%s)"
+                      % (backlog, _fmt_s(up_w["sustained_s"]), _fmt_s(b["up_after_s"]),
+                         "history, ended by %s" % up_w["ended_by"] if fresh
+                         else "no recent history: the oldest such job's age"))
+    if busy >= current:
+        return result("hold", current, "all %d workers busy, no job waiting that a free worker could start"
+                      % current)
+    if not fresh:
+        return result("hold", current, "%d of %d workers busy, no job waiting; scaling down needs the collector's "
+                      "history over down_after %s and there is no recent history (%d samples)"
+                      % (busy, current, _fmt_s(b["down_after_s"]), len(samples)))
+    return result("hold", current, "%d of %d workers busy, no job waiting: idle for %s of the %s down_after "
+                  "(ended by %s)" % (busy, current, _fmt_s(down_w["sustained_s"]), _fmt_s(b["down_after_s"]),
+                                     down_w["ended_by"]))
