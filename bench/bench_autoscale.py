@@ -175,6 +175,10 @@ def main():
     noop_ratio = med_noop["autoscale.yml"] / med_noop["scale.yml"]
     table = "\n".join([
         MARK[0],
+        "## Autoscaling a burst",
+        "",
+        "`bench/bench_autoscale.py` (see [autoscale.md](autoscale.md)).",
+        "",
         "Measured %s, %d cores: a burst of %d jobs of %.1f s over %d projects, simulated workers on a throwaway "
         "PostgreSQL; median of %d pairs. Fixed count: %d worker(s). Autoscaled: `playbooks/autoscale.yml` at t = 0, "
         "%g, %g ... s after the burst lands, with `qfc_autoscale_up_after: 0` (a one-minute schedule has no "
