@@ -20,7 +20,12 @@ MAX_POINTS = 520
 X_STEPS = (300, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400,
            14 * 86400, 28 * 86400)
 COLORS = {"depth": "#2563eb", "busy": "#ea580c", "running": "#0f766e", "configured": "#94a3b8",
-          "failure": "#dc2626", "error": "#b91c1c", "grid": "#e5e7eb", "axis": "#6b7280", "band": "#b45309"}
+          "failure": "#dc2626", "error": "#b91c1c", "grid": "#e5e7eb", "axis": "#6b7280", "band": "#b45309",
+          "changed": "#7c3aed", "rolled_back": "#a16207", "failed": "#be123c"}
+# A change that did not apply cleanly is dashed as well as coloured, so it stays distinct in greyscale prints.
+CHANGE_DASH = {"changed": "", "rolled_back": "5 3", "failed": "2 3"}
+LABEL_ROWS = 3
+CHAR_W = 6.2  # 11 px system-ui, roughly: enough to keep labels from overlapping
 
 
 def _nice_ticks(top, integer):
@@ -89,6 +94,9 @@ class _Frame:
         self.start, self.end, self.top = start, end, top
         self.span = (end - start).total_seconds()
 
+    def bounds(self):
+        return self.start, self.end
+
     def x(self, stamp):
         return PAD_L + (stamp - self.start).total_seconds() / self.span * (CHART_W - PAD_L - PAD_R)
 
@@ -100,10 +108,44 @@ def _pts(frame, segment):
     return " ".join("%.1f,%.1f" % (frame.x(t), frame.y(v)) for t, v in segment)
 
 
-def svg_chart(label, series, start, end, gap_s, integer=True, percent=False, thresholds=(), markers=()):
+def change_style(result):
+    """(colour key, dash) of a change's marker: ``changed``, ``rolled_back``, or ``failed`` for anything else."""
+    key = result if result in ("changed", "rolled_back") else "failed"
+    return key, CHANGE_DASH[key]
+
+
+def _change_markers(frame, changes, bottom, right):
+    """A vertical line per change inside the frame, with its label in the first of ``LABEL_ROWS`` rows where it
+    does not overlap the previous label (left of the line near the right edge); no room: the line's tooltip only."""
+    out, row_end = [], [float("-inf")] * LABEL_ROWS
+    for change in changes:
+        if not frame.start <= change["at"] <= frame.end:
+            continue
+        x = frame.x(change["at"])
+        key, dash = change_style(change["result"])
+        color, text = COLORS[key], change["label"]
+        width = CHAR_W * len(text)
+        left = x + 3 if x + 3 + width <= right else x - 3 - width
+        tip = "%s %s %s (%s)%s" % (change["at"].strftime("%Y-%m-%d %H:%M:%S"), change["action"], text,
+                                   change["result"], ": " + change["reason"] if change["reason"] else "")
+        out.append('<g class="change"><title>%s</title>' % html.escape(tip))
+        out.append('<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="%s" stroke-width="1.6"%s/>'
+                   % (x, x, PAD_T, bottom, color, ' stroke-dasharray="%s"' % dash if dash else ""))
+        row = next((i for i in range(LABEL_ROWS) if left > row_end[i] + 4), None)
+        if row is not None:
+            row_end[row] = left + width
+            out.append('<text x="%.1f" y="%d" style="fill:%s;font-weight:600;text-anchor:start;paint-order:stroke;'
+                       'stroke:#fff;stroke-width:3px">%s</text>' % (left, PAD_T + 10 + 12 * row, color,
+                                                                   html.escape(text)))
+        out.append("</g>")
+    return out
+
+
+def svg_chart(label, series, start, end, gap_s, integer=True, percent=False, thresholds=(), markers=(), changes=()):
     """One line chart as inline SVG. ``series``: dicts with ``key`` (a colour), ``points`` [(ts, value or None)],
     and optionally ``area`` (fill below), ``dash``. ``thresholds``: (value, text); ``markers``: timestamps drawn as
-    ticks under the plot (error samples)."""
+    ticks under the plot (error samples); ``changes``: the operations log's changes (_capacity_changes), drawn as
+    labelled vertical lines."""
     values = [v for s in series for _t, v in s["points"] if v is not None]
     top = max(values + [t[0] for t in thresholds] + [0]) * 1.08
     ticks = _nice_ticks(min(top, 100.0) if percent else top, integer and not percent)
@@ -161,6 +203,7 @@ def svg_chart(label, series, start, end, gap_s, integer=True, percent=False, thr
                    % (x, x, PAD_T, bottom, COLORS["error"]))
         out.append('<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="%s" stroke-width="2"/>'
                    % (x, x, bottom - 8, bottom, COLORS["error"]))
+    out.extend(_change_markers(frame, changes, bottom, right))
     out.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s"/>' % (PAD_L, right, bottom, bottom, COLORS["axis"]))
     out.append("</svg>")
     return "\n".join(out)
@@ -173,8 +216,16 @@ def _failure_pct(row):
     return None if row["success_rate"] is None else 100.0 * (1 - row["success_rate"])
 
 
+def change_legend(changes, start, end):
+    """Legend items for the kinds of change drawn between start and end (none without changes)."""
+    kinds = {change_style(c["result"])[0] for c in changes if start <= c["at"] <= end}
+    return [(k, {"changed": "change", "rolled_back": "rolled back", "failed": "failed change"}[k])
+            for k in ("changed", "rolled_back", "failed") if k in kinds]
+
+
 def charts(host, start, end):
-    """The three charts of a host with data: queue depth, workers, failure rate."""
+    """The three charts of a host with data: queue depth, workers, failure rate; with the host's ``changes``
+    (when the model has them) as markers on each."""
     rows = host["rows"]
     spacing = sorted(intervals(rows))
     typical = spacing[len(spacing) // 2] if spacing else DEFAULT_INTERVAL_S
@@ -185,6 +236,8 @@ def charts(host, start, end):
         return [(r["ts"], r[column]) for r in rows]
 
     name = host["name"]
+    changes = host.get("changes") or ()
+    extra = change_legend(changes, *_Frame(start, end, 1).bounds()) if changes else []
     depth = [{"key": "depth", "points": points("queue_depth"), "area": True}]
     workers = [{"key": "running", "points": points("workers_running"), "width": "2.2"},
                {"key": "busy", "points": points("workers_busy")},
@@ -192,13 +245,13 @@ def charts(host, start, end):
     failure = [{"key": "failure", "points": [(r["ts"], _failure_pct(r) if r["status"] == "ok" else None)
                                              for r in rows]}]
     return [
-        ("Queue depth (pending + queued)", [("depth", "queue depth"), ("error", "collector error")],
+        ("Queue depth (pending + queued)", [("depth", "queue depth"), ("error", "collector error")] + extra,
          svg_chart("%s: queue depth" % name, depth, start, end, gap_s,
-                   thresholds=[(b, "%d" % b) for b in _policy.DEPTH_BANDS], markers=errors)),
-        ("Workers", [("running", "running"), ("busy", "busy"), ("configured", "configured")],
-         svg_chart("%s: workers" % name, workers, start, end, gap_s)),
-        ("Failed share of the jobs that ended in the last hour", [("failure", "failed %")],
+                   thresholds=[(b, "%d" % b) for b in _policy.DEPTH_BANDS], markers=errors, changes=changes)),
+        ("Workers", [("running", "running"), ("busy", "busy"), ("configured", "configured")] + extra,
+         svg_chart("%s: workers" % name, workers, start, end, gap_s, changes=changes)),
+        ("Failed share of the jobs that ended in the last hour", [("failure", "failed %")] + extra,
          svg_chart("%s: failure rate" % name, failure, start, end, gap_s, integer=False, percent=True,
                    thresholds=[(100 - pct, "%g%% (success %g%%)" % (100 - pct, pct)) for pct in
-                               sorted(round(100 * b) for b in _policy.SUCCESS_BANDS)[::-1]])),
+                               sorted(round(100 * b) for b in _policy.SUCCESS_BANDS)[::-1]], changes=changes)),
     ]

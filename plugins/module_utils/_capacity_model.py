@@ -32,12 +32,10 @@ Two figures cannot be read off the rows directly:
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import math
 from datetime import datetime, timedelta
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _metrics_log, _policy
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _capacity_changes, _metrics_log, _policy
 
 
 HOUR_S = 3600
@@ -233,16 +231,21 @@ def figures(host_rows, duration_window_s=DEFAULT_DURATION_WINDOW_S):
 
 
 def build(logs, window_s=None, title="QFieldCloud capacity report", duration_window_s=DEFAULT_DURATION_WINDOW_S,
-          until=None):
+          until=None, operations=None, timezones=None):
     """The report's model. ``logs`` maps a host to ``parse()``'s result, or to None when it has no log.
 
     The window ends at ``until``, by default the newest row of any host (never the clock, so that the same logs
-    give the same report), and spans ``window_s`` seconds (None: every row)."""
+    give the same report), and spans ``window_s`` seconds (None: every row).
+
+    ``operations`` (optional) maps a host to its operations log as ``_oplog.read`` gives it, ``(records, skipped)``,
+    or to None; ``timezones`` maps a host to its ``tzinfo`` (default UTC). With it, each host gets ``changes`` (see
+    _capacity_changes) and the model ``changes`` (every host's, oldest first); without it the model is as before."""
     newest = [p["rows"][-1]["ts"] for p in logs.values() if p and p["rows"]]
     until = parse_timestamp(until) or (max(newest) if newest else None)
     hosts = []
-    for name in sorted(logs):
-        parsed = logs[name]
+    names = set(logs) | set(operations or {})
+    for name in sorted(names):
+        parsed = logs.get(name)
         rows = []
         if parsed and until is not None:
             rows = window(parsed["rows"], until=until, last_s=window_s) if window_s else \
@@ -255,7 +258,9 @@ def build(logs, window_s=None, title="QFieldCloud capacity report", duration_win
             "rows": rows,
             "figures": figures([rows], duration_window_s),
         })
-    return {
+        if operations is not None:
+            hosts[-1].update(_host_changes(name, operations.get(name), (timezones or {}).get(name), until, window_s))
+    model = {
         "title": title,
         "window_s": window_s,
         "until": fmt_ts(until),
@@ -263,11 +268,26 @@ def build(logs, window_s=None, title="QFieldCloud capacity report", duration_win
         "hosts": hosts,
         "fleet": figures([h["rows"] for h in hosts if h["rows"]], duration_window_s),
     }
+    if operations is not None:
+        model["changes"] = sorted((c for h in hosts for c in h["changes"]), key=lambda c: (c["at"], c["host"]))
+    return model
+
+
+def _host_changes(name, oplog, tz, until, window_s):
+    """A host's changes inside the report's period: ``(since, until]`` in its local time; none without a period."""
+    records, skipped = oplog if oplog is not None else ([], 0)
+    if until is None:
+        picked, bad, outside = [], 0, len(records)
+    else:
+        since = until - timedelta(seconds=window_s) if window_s else None
+        picked, bad, outside = _capacity_changes.changes(records, tz, since, until, host=name)
+    return {"changes": picked, "operations": {"log": oplog is not None, "records": len(records),
+                                              "skipped": skipped + bad, "outside": outside}}
 
 
 def result(model):
-    """What the module returns: the figures, without the rows."""
-    return {
+    """What the module returns: the figures, without the rows (and the changes, when the model has them)."""
+    out = {
         "window_s": model["window_s"],
         "until": model["until"],
         "hosts": {h["name"]: dict(h["figures"], log=_log_state(h), rows_in_window=len(h["rows"]),
@@ -275,6 +295,11 @@ def result(model):
                   for h in model["hosts"]},
         "fleet": model["fleet"],
     }
+    if "changes" in model:
+        out["changes"] = [_capacity_changes.public(c, fmt_ts) for c in model["changes"]]
+        for host in model["hosts"]:
+            out["hosts"][host["name"]]["operations"] = dict(host["operations"], in_period=len(host["changes"]))
+    return out
 
 
 def _log_state(host):

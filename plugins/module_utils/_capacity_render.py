@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import html
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _policy
-from ansible_collections.qfieldcloud.ops.plugins.module_utils._capacity_charts import COLORS, charts
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _capacity_changes, _policy
+from ansible_collections.qfieldcloud.ops.plugins.module_utils._capacity_charts import COLORS, change_style, charts
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._capacity_model import DEFAULT_INTERVAL_S, parse_timestamp
 
 
@@ -55,7 +55,7 @@ def _host_notes(host, until):
     """Sentences about the data itself: missing log, single point, gaps, errors, garbled lines, staleness."""
     f, log, notes = host["figures"], host["log"], []
     if log is None:
-        return ["no data: no log was fetched from this host"]
+        return ["no data: no log was fetched from this host"] + _oplog_notes(host)
     if not host["rows_total"]:
         notes.append("no data: the log is empty" if not log["garbled"] else "no data: no readable row in the log")
     elif not host["rows"]:
@@ -75,7 +75,14 @@ def _host_notes(host, until):
         notes.append("largest gap between samples: %s" % _fmt_duration(f["largest_gap_s"]))
     if log["garbled"]:
         notes.append("%d unreadable line(s) skipped (first: %s)" % (log["garbled"], log["first_garbled"]))
-    return notes
+    return notes + _oplog_notes(host)
+
+
+def _oplog_notes(host):
+    ops = host.get("operations")
+    if ops and ops["skipped"]:
+        return ["%d unreadable record(s) in the operations log skipped" % ops["skipped"]]
+    return []
 
 
 def _period(model):
@@ -124,7 +131,40 @@ METHODS = [
 ]
 
 
+CHANGES_METHOD = (
+    "Changes come from each host's operations log, whose times are UTC; each is converted to the host's own time "
+    "zone (its /etc/localtime, fetched beside the metrics log, or qfc_timezone), the zone the metrics log is written "
+    "in, and shown when it falls in the report's period. Markers: a solid line for a change, dashed for one rolled "
+    "back or failed; the label is the worker count before->after.")
+CHANGES_HEADER = ["time (host local)", "host", "action", "before -> after", "result", "actor", "reason"]
+CHANGES_CSS = """
+tr.rolled_back td.result{color:#a16207;font-weight:650}tr.failed td.result{color:#be123c;font-weight:650}
+td.reason{white-space:normal;text-align:left;min-width:220px}
+p.none{margin:0;color:var(--muted)}
+"""
+
+
+def _methods(model):
+    return METHODS + ([CHANGES_METHOD] if "changes" in model else [])
+
+
+def _change_cells(change):
+    return [change["at"].strftime("%Y-%m-%d %H:%M:%S"), change["host"], change["action"],
+            _capacity_changes.span(change["before"], change["after"]), change["result"].replace("_", " "),
+            change["actor"], change["reason"] or "-"]
+
+
 # --------------------------------------------------------------------------------------------------------- markdown
+
+
+def _md_changes(model):
+    out = ["", "## Changes in this period", ""]
+    if not model["changes"]:
+        return out + ["No change recorded in the operations logs in this period."]
+    out.append(_md_row(CHANGES_HEADER))
+    out.append(_md_row(["---"] * len(CHANGES_HEADER)))
+    out.extend(_md_row(_change_cells(c)) for c in model["changes"])
+    return out
 
 
 def _md_cell(text):
@@ -151,6 +191,8 @@ def markdown(model):
         out.append(_md_row([host["name"]] + _summary_cells(host["figures"])))
     if len(model["hosts"]) > 1:
         out.append(_md_row(["**all hosts**"] + _summary_cells(fleet)))
+    if "changes" in model:
+        out.extend(_md_changes(model))
     for host in model["hosts"]:
         f = host["figures"]
         out.append("")
@@ -166,7 +208,7 @@ def markdown(model):
     out.append("")
     out.append("## How the figures are computed")
     out.append("")
-    out.extend("- %s" % m for m in METHODS)
+    out.extend("- %s" % m for m in _methods(model))
     return "\n".join(out) + "\n"
 
 
@@ -279,7 +321,8 @@ def html_page(model):
     decision = fleet["decision"]
     out = ['<!DOCTYPE html>', '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           "<title>%s</title>" % e(model["title"]), "<style>%s</style>" % CSS, "</head>", "<body>", "<main>",
+           "<title>%s</title>" % e(model["title"]),
+           "<style>%s</style>" % (CSS + CHANGES_CSS if "changes" in model else CSS), "</head>", "<body>", "<main>",
            "<h1>%s</h1>" % e(model["title"]),
            '<p class="period">%s &middot; %d host(s)</p>' % (e(_period(model)), len(model["hosts"])),
            '<section class="panel">',
@@ -300,6 +343,8 @@ def html_page(model):
         out.append('<tr class="fleet"><td>all hosts</td>%s<td>%s</td></tr>'
                    % ("".join("<td>%s</td>" % e(c) for c in cells[:-1]), _badge(decision["action"])))
     out.append("</tbody></table></section>")
+    if "changes" in model:
+        out.append(_html_changes(model))
     with_rows = [h["rows"] for h in model["hosts"] if h["rows"]]
     start = min(r[0]["ts"] for r in with_rows) if with_rows else None
     end = max(r[-1]["ts"] for r in with_rows) if with_rows else None
@@ -318,6 +363,22 @@ def html_page(model):
             out.append('<ul class="notes">%s</ul>' % "".join("<li>%s.</li>" % e(_capital(n)) for n in notes))
         out.append("</section>")
     out.append('<section class="panel methods"><h2>How the figures are computed</h2><ul>%s</ul></section>'
-               % "".join("<li>%s</li>" % e(m) for m in METHODS))
+               % "".join("<li>%s</li>" % e(m) for m in _methods(model)))
     out.extend(["</main>", "</body>", "</html>"])
     return "\n".join(out) + "\n"
+
+
+def _html_changes(model):
+    e = html.escape
+    out = ['<section class="panel" id="changes"><h2>Changes in this period</h2>']
+    if not model["changes"]:
+        out.append('<p class="none">No change recorded in the operations logs in this period.</p></section>')
+        return "\n".join(out)
+    out.append("<table><thead><tr>%s</tr></thead><tbody>" % "".join("<th>%s</th>" % e(h) for h in CHANGES_HEADER))
+    for change in model["changes"]:
+        cells = [e(c) for c in _change_cells(change)]
+        out.append('<tr class="%s"><td title="%s UTC">%s</td><td>%s</td><td>%s</td><td>%s</td><td class="result">%s'
+                   '</td><td>%s</td><td class="reason">%s</td></tr>'
+                   % (e(change_style(change["result"])[0]), e(str(change["time"])), *cells))
+    out.append("</tbody></table></section>")
+    return "\n".join(out)
