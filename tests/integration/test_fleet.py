@@ -202,6 +202,14 @@ def test_a_health_gate_failing_after_the_change_scales_the_host_back(fleet, pg):
     assert final["qfc1"] == ("server", "1", "1", "unchanged")
     assert final["qfc2"] == ("server", "0", "0", "failed at the health gate after the change, rolled back")
     assert final["qfc3"][3] == "not reached"
+    # the operations log on qfc2: the change, then the role's rollback naming the gate that failed
+    log = gated.exec("cat", "/var/log/qfieldcloud/operations.jsonl").stdout.splitlines()
+    change, rollback = [json.loads(line) for line in log][-2:]
+    assert (change["action"], change["before"], change["after"], change["result"]) == ("scale", 0, 1, "changed")
+    assert (rollback["action"], rollback["before"], rollback["after"]) == ("rollback", 1, 0)
+    assert rollback["reason"].startswith("Health gate - read the queue after the change") and "back to 0" in \
+        rollback["reason"]
+    assert change["actor"]["kind"] == rollback["actor"]["kind"] == "controller"
 
 
 def test_a_wrong_database_password_fails_the_gate_without_showing_it(fleet):

@@ -4,9 +4,12 @@ never a no-op, check mode or a failure before any change; an unwritable log neve
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import subprocess
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _oplog
-from tests.support.ansible_run import SECRETS, assert_no_secrets, run_module
+from tests.support.ansible_run import BIN, ROOT, SECRETS, ansible_env, assert_no_secrets, run_module, run_playbook
 
 ACTOR = {"awx_job_id": "42", "awx_user_name": "alice"}
 
@@ -126,3 +129,58 @@ def test_secrets_in_the_reason_are_masked(stack, tmp_path):
     text = log.read_text()
     assert_no_secrets(text)
     assert json.loads(text)["reason"] == "pw was ********"
+
+
+def playbook_inventory(stack, tmp_path, log):
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("qfieldcloud:\n  hosts:\n    qfc1:\n      ansible_connection: local\n"
+                         "      ansible_python_interpreter: %s\n      qfc_project_src: %s\n"
+                         "      qfc_health_gate: false\n      qfc_operations_log: %s\n"
+                         % (BIN / "python", stack.path, log))
+    return inventory
+
+
+def test_scale_playbook_records_the_awx_actor_once(stack, tmp_path):
+    log = tmp_path / "ops" / "operations.jsonl"
+    inventory = playbook_inventory(stack, tmp_path, log)
+    awx = {"qfc_worker_replicas": 4, "awx_job_id": 42, "awx_user_name": "alice"}
+    check = run_playbook(ROOT / "playbooks" / "scale.yml", inventory, awx, check=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert not log.exists()
+
+    first = run_playbook(ROOT / "playbooks" / "scale.yml", inventory, awx)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (record,) = records(log)
+    assert record["actor"] == {"kind": "awx", "awx_job_id": "42", "user": "alice"}
+    assert (record["action"], record["before"], record["after"], record["result"]) == ("scale", 2, 4, "changed")
+    assert "was converted" not in first.stdout + first.stderr  # the job id reaches the module as a string
+    assert_no_secrets(log.read_text())
+
+    again = run_playbook(ROOT / "playbooks" / "scale.yml", inventory, awx)
+    assert again.returncode == 0
+    assert len(records(log)) == 1
+
+
+def test_scale_playbook_outside_awx_records_the_controller_user(stack, tmp_path):
+    log = tmp_path / "operations.jsonl"
+    inventory = playbook_inventory(stack, tmp_path, log)
+    proc = run_playbook(ROOT / "playbooks" / "scale.yml", inventory,
+                        {"qfc_worker_replicas": 3, "qfc_scale_operation": "autoscale",
+                         "qfc_scale_reason": "queue 12 deep for 10 min"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (record,) = records(log)
+    expected_user = os.environ.get("USER") or pwd.getpwuid(os.getuid()).pw_name
+    assert record["actor"] == {"kind": "controller", "user": expected_user}
+    assert (record["action"], record["reason"]) == ("autoscale", "queue 12 deep for 10 min")
+
+
+def test_controller_user_without_USER_comes_from_id(stack, tmp_path):
+    log = tmp_path / "operations.jsonl"
+    inventory = playbook_inventory(stack, tmp_path, log)
+    env = ansible_env()
+    env.pop("USER", None)  # cron and some execution environments set no USER
+    proc = subprocess.run([str(BIN / "ansible-playbook"), str(ROOT / "playbooks" / "scale.yml"), "-i", str(inventory),
+                           "-e", json.dumps({"qfc_worker_replicas": 3})], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert records(log)[0]["actor"] == {"kind": "controller", "user": pwd.getpwuid(os.getuid()).pw_name}
