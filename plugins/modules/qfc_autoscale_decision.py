@@ -1,0 +1,368 @@
+#!/usr/bin/python
+# Copyright (c) qfieldcloud.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: qfc_autoscale_decision
+short_description: Decide the QFieldCloud worker count from the queue, its recorded history and the last change
+version_added: 0.2.0
+description:
+  - Read-only. Reads the job queue the way M(qfieldcloud.ops.qfc_queue_facts) does (the same query, the same
+    deadlines, running workers through the Docker Engine's socket), the recent part of the monitoring collector's
+    metrics log (O(metrics_log)) and the last change from the operations log (O(operations_log)), and returns one
+    decision in C(qfc_autoscale) - V(up) or V(down) to a C(target) count, V(hold), or V(investigate) - with its
+    reason in words. It never changes anything; the C(qfieldcloud.ops.autoscale) role applies V(up) and V(down)
+    with the scale role.
+  - "The rules, in order. A critical alert (C(failure_rate_high)) holds everything: V(investigate). A count outside
+    [O(min_replicas), O(max_replicas)] (the upper bound also capped by the core guard, CPU cores x
+    O(max_replicas_per_core), and the hard ceiling of 100) moves into the bounds. Within O(cooldown) seconds of the
+    last change (a C(scale), C(autoscale) or C(rollback) record that changed or rolled back) nothing changes."
+  - "V(up) when jobs that free workers could start now (the useful backlog) have waited for at least O(up_after)
+    seconds: every collector sample over that time had a useful backlog and the samples reach back that far; without
+    recent samples, the oldest such job has waited that long. The target is busy + waiting workers, raised by at most
+    O(max_step_up) (default: double), within the bounds. Stuck jobs (C(stuck_stale), C(stuck_orphaned_queued)) and
+    idle workers with jobs waiting (C(workers_idle_with_jobs_waiting)) explain a wait better than a lack of workers:
+    V(investigate) instead."
+  - "V(down) when the samples show the workers idle for at least O(down_after) seconds (fewer busy than configured,
+    no useful backlog in any sample or now), by at most O(max_step_down), never below the busiest sample of that
+    time nor O(min_replicas). Without recent samples the count never goes down."
+  - "Samples: the metrics log's rows (the host's local time) are read in the host's current zone. A failed collector
+    run (C(status=error)) or a missing one (two samples further apart than 1.5 collector intervals) breaks a
+    window. Only the end of a large log is read."
+  - A database that cannot be reached, a schema that is not QFieldCloud's or an unreadable operations log fails the
+    task with a message that says no change was made.
+extends_documentation_fragment:
+  - qfieldcloud.ops._postgres
+  - qfieldcloud.ops._attributes
+attributes:
+  check_mode:
+    support: full
+    details: [Read-only; decides the same in check mode.]
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details: [Never changes anything (C(changed) is always false).]
+options:
+  metrics_log:
+    description:
+      - The monitoring collector's CSV log on the host (the history). A missing file means no history; an unreadable
+        one warns and is treated the same way.
+    type: path
+    default: /var/log/qfieldcloud/queue_metrics.log
+  operations_log:
+    description:
+      - The operations log (JSON Lines) whose last change starts the cooldown. A missing file means no change yet.
+        V("") reads none (no cooldown).
+    type: path
+    default: /var/log/qfieldcloud/operations.jsonl
+  min_replicas:
+    description: The fewest workers (0 to 100).
+    type: int
+    default: 1
+  max_replicas:
+    description: The most workers (1 to 100, not below O(min_replicas)); the core guard may lower it.
+    type: int
+    default: 100
+  up_after:
+    description: Seconds jobs must have waited for a free worker before a scale-up. V(0) acts on the queue as it is now.
+    type: int
+    default: 600
+  down_after:
+    description: Seconds of recorded idle samples before a scale-down.
+    type: int
+    default: 1800
+  cooldown:
+    description: Seconds after the last change during which nothing changes.
+    type: int
+    default: 900
+  max_step_up:
+    description: Workers added at most by one decision. Unset (null) doubles the current count (at least +1).
+    type: int
+  max_step_down:
+    description: Workers removed at most by one decision.
+    type: int
+    default: 1
+  max_replicas_per_core:
+    description: The core guard, as the scale role's. Above 0, at most 64.
+    type: float
+    default: 2.5
+  thresholds:
+    description:
+      - Overrides of the alert thresholds, as for M(qfieldcloud.ops.qfc_queue_facts) (C(queue_depth_warning),
+        C(failed_ratio_critical), C(idle_grace_s), C(pending_after_s)).
+    type: dict
+    default: {}
+  worker_timeout_s:
+    description: QFieldCloud's worker timeout for the stuck-job definitions; by default read where the release reads it.
+    type: int
+  statement_timeout:
+    description: Milliseconds each statement may run (see M(qfieldcloud.ops.qfc_queue_facts)). 1 to 2147483647.
+    type: int
+    default: 5000
+  service:
+    description: The Compose service of the workers.
+    type: str
+    default: worker_wrapper
+  env_var:
+    description: The C(.env) variable holding the configured worker count.
+    type: str
+    default: QFIELDCLOUD_WORKER_REPLICAS
+  docker_cli:
+    description:
+      - Not used (running workers are counted through the Docker Engine's socket); accepted as qfc_queue_facts does.
+    type: path
+seealso:
+  - module: qfieldcloud.ops.qfc_queue_facts
+  - module: qfieldcloud.ops.qfc_scale
+author:
+  - qfieldcloud.ops contributors (@qfieldcloud-ops)
+"""
+
+EXAMPLES = r"""
+- name: Decide from the database named in .env, the collector's log and the operations log
+  qfieldcloud.ops.qfc_autoscale_decision:
+    project_src: /opt/qfieldcloud
+    min_replicas: 2
+    max_replicas: 8
+  register: decision
+
+- name: Apply it with the scale role
+  ansible.builtin.include_role:
+    name: qfieldcloud.ops.scale
+  vars:
+    qfc_worker_replicas: "{{ decision.qfc_autoscale.target }}"
+    qfc_scale_operation: autoscale
+    qfc_scale_reason: "{{ decision.qfc_autoscale.reason }}"
+  when: decision.qfc_autoscale.action in ['up', 'down']
+"""
+
+RETURN = r"""
+qfc_autoscale:
+  description: The decision.
+  returned: success
+  type: dict
+  contains:
+    action:
+      description: V(up) or V(down) (change to RV(qfc_autoscale.target)), V(hold) or V(investigate) (no change).
+      type: str
+      sample: up
+    current:
+      description: The worker count now (configured in C(.env), else running).
+      type: int
+      sample: 2
+    target:
+      description: The count to scale to (RV(qfc_autoscale.current) for hold and investigate).
+      type: int
+      sample: 4
+    reason:
+      description: Why, naming the figures.
+      type: str
+      sample: "18 job(s) could start now and have waited 900s (up_after 600s, from the history): 2 busy + 18 waiting
+        = 20 wanted, 2 -> 4 (limited by step 2)"
+    alert:
+      description: The alert code behind an V(investigate), else null.
+      type: str
+      sample: null
+    signals:
+      description: >-
+        The figures used: current, configured, running, busy, useful_backlog; history (samples, interval_s,
+        max_gap_s, recent); backlog_window and idle_window (required_s, sustained_s, source, samples, ended_by, met;
+        peak_busy); cooldown (cooldown_s, since_last_change_s, remaining_s); limits (floor, ceiling, core_limit,
+        steps); alerts (codes).
+      type: dict
+    last_change:
+      description: The operations log record that starts the cooldown, or null.
+      type: dict
+      sample: {time: "2026-12-02T23:59:01Z", action: autoscale, before: 2, after: 4, result: changed}
+    history_samples:
+      description: Rows of the metrics log read (its recent part).
+      type: int
+      sample: 12
+"""
+
+import math
+import os
+import stat
+import time
+from datetime import datetime, timedelta
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _engine, _jobs, _metrics_log, _oplog
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _policy, _postgres, _queue
+
+MAX_REPLICAS_PER_CORE = 64  # as qfc_queue_facts: only refuses typos
+ENGINE_TIMEOUT_S = 5.0
+FACTS_WINDOW_S = 3600  # the decision uses the last hour's counts; a short window keeps the query cheap
+TAIL_CHUNK = 64 * 1024
+TAIL_MAX_BYTES = 16 * 1024 * 1024  # months of 5-minute rows; a larger file is read from its end only this far
+HISTORY_MARGIN_S = 3600  # read back this much beyond the longer window: the run may start before it
+
+
+def count_workers(module, env):
+    """Configured (.env) and running workers, as qfc_queue_facts counts them (Compose labels over the Engine's
+    socket, standard library); None where unknown."""
+    p = module.params
+    value = env.get(p["env_var"])
+    workers = {"configured": int(value) if value and value.strip().isdigit() else None, "running": None}
+    if p["project_src"]:
+        if not _compose.compose_files(p["project_src"], env):
+            module.warn("Running workers unknown: no Compose file in %s" % p["project_src"])
+            return workers
+        project = _engine.project_name(env, p["project_src"])
+        workers["running"] = _engine.count_running_stdlib(project, p["service"], ENGINE_TIMEOUT_S)
+        if workers["running"] is None:
+            module.warn("Running workers unknown: the Docker Engine at %s did not answer within %ss"
+                        % (_engine.DOCKER_SOCKET, ENGINE_TIMEOUT_S))
+    return workers
+
+
+def regular_file(path):
+    """True for a regular file, False when missing; OSError for anything else (a FIFO would block the read)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(mode):
+        raise OSError("%s is not a regular file" % path)
+    return True
+
+
+def _first_stamp(lines):
+    for line in lines[:20]:
+        try:
+            return _metrics_log.parse_line(line.decode("utf-8", "replace"))["ts"]
+        except ValueError:
+            continue
+    return None
+
+
+def read_tail(path, oldest, chunk=TAIL_CHUNK, max_bytes=TAIL_MAX_BYTES):
+    """The end of the metrics log at ``path``: whole lines from (about) the first row stamped before ``oldest`` (a
+    naive local datetime) to the end, reading backwards in ``chunk`` bytes, at most ``max_bytes``. Returns the text;
+    a missing file is ``""``."""
+    if not regular_file(path):
+        return ""
+    with open(path, "rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        pos, data = end, b""
+        while pos > 0 and end - pos < max_bytes:
+            step = min(chunk, pos, max_bytes - (end - pos))
+            pos -= step
+            handle.seek(pos)
+            data = handle.read(step) + data
+            lines = data.split(b"\n")
+            stamp = _first_stamp(lines[1:] if pos > 0 else lines)
+            if stamp is not None and stamp < oldest:
+                break
+    if pos > 0:
+        data = data.split(b"\n", 1)[1] if b"\n" in data else b""  # the first line is cut
+    return data.decode("utf-8", "replace")
+
+
+def main():
+    spec = _postgres.argument_spec()
+    spec.update(
+        metrics_log=dict(type="path", default="/var/log/qfieldcloud/queue_metrics.log"),
+        operations_log=dict(type="path", default=_oplog.DEFAULT_PATH),
+        min_replicas=dict(type="int", default=_policy.AUTOSCALE_DEFAULTS["min_replicas"]),
+        max_replicas=dict(type="int", default=_policy.AUTOSCALE_DEFAULTS["max_replicas"]),
+        up_after=dict(type="int", default=_policy.AUTOSCALE_DEFAULTS["up_after_s"]),
+        down_after=dict(type="int", default=_policy.AUTOSCALE_DEFAULTS["down_after_s"]),
+        cooldown=dict(type="int", default=_policy.AUTOSCALE_DEFAULTS["cooldown_s"]),
+        max_step_up=dict(type="int"),
+        max_step_down=dict(type="int", default=_policy.AUTOSCALE_DEFAULTS["max_step_down"]),
+        max_replicas_per_core=dict(type="float", default=_policy.DEFAULT_MAX_REPLICAS_PER_CORE),
+        thresholds=dict(type="dict", default={}),
+        worker_timeout_s=dict(type="int"),
+        statement_timeout=dict(type="int", default=5000),
+        service=dict(type="str", default="worker_wrapper"),
+        env_var=dict(type="str", default="QFIELDCLOUD_WORKER_REPLICAS"),
+        docker_cli=dict(type="path"),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    if not _postgres.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_postgres.PSYCOPG2_IMPORT_ERROR)
+    p = module.params
+    nothing = " The decision is read-only: no change was made."
+    try:
+        bounds = _policy.check_bounds({
+            "min_replicas": p["min_replicas"], "max_replicas": p["max_replicas"], "up_after_s": p["up_after"],
+            "down_after_s": p["down_after"], "cooldown_s": p["cooldown"], "max_step_up": p["max_step_up"],
+            "max_step_down": p["max_step_down"]})
+        thresholds = _policy.check_thresholds(p["thresholds"])
+        if p["worker_timeout_s"] is not None:
+            _jobs.check_worker_timeout(p["worker_timeout_s"])
+        statement_timeout = _postgres.check_timeout_ms("statement_timeout", p["statement_timeout"])
+        per_core = p["max_replicas_per_core"]
+        if not math.isfinite(per_core) or not 0 < per_core <= MAX_REPLICAS_PER_CORE:
+            raise ValueError("max_replicas_per_core must be above 0 and at most %d, got %s"
+                             % (MAX_REPLICAS_PER_CORE, per_core))
+    except KeyError as exc:
+        module.fail_json(msg="Unknown thresholds: %s. Known: %s.%s" % (
+            exc.args[0], ", ".join(sorted(_policy.DEFAULT_THRESHOLDS)), nothing))
+    except (TypeError, ValueError) as exc:
+        module.fail_json(msg="Invalid option: %s%s" % (exc, nothing))
+
+    # The logs first: they are local and cheap, and an unreadable operations log is a reason not to decide at all.
+    last_change = None
+    if p["operations_log"]:
+        try:
+            records, bad = _oplog.read(p["operations_log"]) if regular_file(p["operations_log"]) else ([], 0)
+        except (OSError, UnicodeError) as exc:
+            module.fail_json(msg="Cannot read the operations log %s: %s. Without the last change the cooldown cannot "
+                             "be honoured.%s" % (p["operations_log"], exc, nothing))
+        if bad:
+            module.warn("%d unreadable line(s) in the operations log %s were skipped" % (bad, p["operations_log"]))
+        last_change = _oplog.last_change(records)
+    now = datetime.now().astimezone()  # the host's clock and zone: the metrics log is stamped in local time
+    history = []
+    lookback = max(bounds["up_after_s"], bounds["down_after_s"]) + HISTORY_MARGIN_S
+    oldest = now.replace(tzinfo=None) - timedelta(seconds=lookback)
+    try:
+        parsed = _metrics_log.parse(read_tail(p["metrics_log"], oldest))
+        history = [row for row in parsed["rows"] if row["ts"] >= oldest]
+        if parsed["garbled"]:
+            module.warn("%d garbled line(s) in the metrics log %s were skipped (first: %s)"
+                        % (parsed["garbled"], p["metrics_log"], parsed["first_garbled"]))
+    except OSError as exc:
+        module.warn("Cannot read the metrics log %s (%s): deciding without history, so no scale-down"
+                    % (p["metrics_log"], exc))
+
+    conn_params = None
+    try:
+        env, env_path = _postgres.load_env(module)
+        compose_text = _jobs.read_compose(p["project_src"] or (os.path.dirname(env_path) if env_path else None))
+        conn_params = _postgres.connection_params(p, env)
+        call_timeout = _postgres.call_timeout_for(statement_timeout)
+        deadline = time.monotonic() + p["connect_timeout"] + call_timeout
+        facts = _queue.gather(conn_params, p["worker_timeout_s"], FACTS_WINDOW_S, thresholds["pending_after_s"],
+                              statement_timeout, call_timeout=call_timeout, deadline=deadline, env=env,
+                              compose_text=compose_text)
+    except ValueError as exc:
+        module.fail_json(msg="Invalid option: %s%s" % (exc, nothing))
+    except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:
+        module.fail_json(msg="%s%s" % (exc, nothing))
+    except _postgres.NoAnswer as exc:
+        module.fail_json(msg="PostgreSQL at %s stopped answering: %s.%s"
+                         % (_postgres.describe(conn_params), str(exc).strip(), nothing))
+    except _postgres.psycopg2.Error as exc:
+        module.fail_json(msg="Query failed on %s: %s.%s"
+                         % (_postgres.describe(conn_params), str(exc).strip(), nothing))
+    workers = count_workers(module, env)
+    workers["busy"] = _queue.busy_workers(facts)
+    alerts = _policy.alerts(facts, workers, thresholds)
+    try:
+        decision = _policy.autoscale(now, facts, workers, alerts, history, last_change, bounds, os.cpu_count() or 1,
+                                     per_core)
+    except ValueError as exc:
+        module.fail_json(msg="Cannot decide: %s%s" % (exc, nothing), workers=workers)
+    decision.update(last_change=last_change, history_samples=len(history))
+    module.exit_json(changed=False, qfc_autoscale=decision)
+
+
+if __name__ == "__main__":
+    main()
