@@ -27,6 +27,13 @@ description:
     it lies between the smallest and the largest of those p95s, and the largest is returned as C(p95_max_s).
   - Blank and unreadable lines are skipped and counted. Rows whose status is C(error) (the database could not be read)
     count against availability and are left out of the averages.
+  - With O(operations), each change recorded in the hosts' operations logs (M(qfieldcloud.ops.qfc_scale),
+    M(qfieldcloud.ops.qfc_job_cleanup), the autoscaler) inside the report's period is drawn as a marker on the
+    host's charts (a vertical line labelled with the worker counts, for example C(2->4); dashed and in another colour
+    when the change was rolled back or failed) and listed in a "Changes in this period" table (time, host, action,
+    before -> after, result, actor, reason). Without it the report is exactly as before.
+  - The operations log's times are UTC and the metrics log's the host's local time. Each change's time is converted
+    to the host's time zone (O(timezones)) before it is compared with the period and placed on the charts.
   - Runs where the logs are, normally on the controller, in a task delegated to C(localhost) with C(run_once).
 extends_documentation_fragment:
   - qfieldcloud.ops._attributes
@@ -75,8 +82,27 @@ options:
         (24 h, the default window of M(qfieldcloud.ops.qfc_queue_facts)).
     type: str
     default: 24h
+  operations:
+    version_added: 0.2.0
+    description:
+      - Host name to the path of its operations log (JSON Lines, C(/var/log/qfieldcloud/operations.jsonl) on the
+        host, fetched to the controller first).
+      - A null or empty path, or a file that does not exist, means no change was recorded on that host. Unreadable
+        lines are skipped and counted (C(operations.skipped) per host in RV(hosts)).
+      - When omitted, the report has no changes table and no markers, byte for byte the report without it.
+    type: dict
+  timezones:
+    version_added: 0.2.0
+    description:
+      - Host name to the time zone its metrics log is written in, for converting the operations log's UTC times.
+      - A path (starting with C(/)) to a TZif file, such as a copy of the host's C(/etc/localtime); an IANA name
+        (C(Europe/Zurich), from the controller's zoneinfo database); C(UTC); or a fixed offset (C(+01:00)).
+      - A host not named, or named with a null or empty value, is taken as UTC (a host without
+        C(/etc/localtime) runs in UTC).
+    type: dict
 seealso:
   - module: qfieldcloud.ops.qfc_queue_facts
+  - module: qfieldcloud.ops.qfc_operations_log
 author:
   - qfieldcloud.ops contributors (@qfieldcloud-ops)
 """
@@ -100,6 +126,15 @@ EXAMPLES = r"""
   delegate_to: localhost
   run_once: true
   register: qfc_report
+
+- name: The same, with each host's scaling changes as markers and a table (times converted from UTC)
+  qfieldcloud.ops.qfc_capacity_report:
+    logs: {qfc1.example.org: /srv/reports/logs/qfc1.example.org.log}
+    operations: {qfc1.example.org: /srv/reports/logs/qfc1.example.org.operations.jsonl}
+    timezones: {qfc1.example.org: Europe/Zurich}
+    dest: /srv/reports
+  delegate_to: localhost
+  run_once: true
 
 - name: Show the fleet's decision
   ansible.builtin.debug:
@@ -127,11 +162,14 @@ hosts:
   description:
     - Figures per host, with the keys of RV(fleet), plus C(log) (V(ok), V(empty), V(missing), or V(outside_window)
       when every row is older than the window), C(rows_in_window) and C(garbled_lines).
+    - With O(operations), also C(operations) - C(log) (a log was given), C(records), C(skipped) (unreadable lines or
+      records without a time), C(outside) (records outside the period) and C(in_period).
   returned: always
   type: dict
   sample:
     qfc1.example.org:
       log: ok
+      operations: {log: true, records: 14, skipped: 0, outside: 12, in_period: 2}
       rows_in_window: 2016
       garbled_lines: 0
       samples: 2016
@@ -162,6 +200,17 @@ fleet:
       summary: configuration is sufficient
       basis: average queue depth 4.39 < 5 and success 96.3% > 90%
       reason: "average queue depth 4.39 < 5 and success 96.3% > 90%: configuration is sufficient"
+changes:
+  description:
+    - The operations log's records inside the report's period, oldest first, every host's. C(local_time) is the
+      host's local time (as the metrics log), C(time) the record's UTC time; C(actor) is written out (C(AWX job 123
+      (alice)), or the user).
+  returned: when O(operations) is given
+  type: list
+  elements: dict
+  sample:
+    - {local_time: "2025-12-15 10:05:00", time: "2025-12-15T09:05:00Z", host: qfc1.example.org, action: autoscale,
+       before: 2, after: 4, result: changed, actor: AWX job 4711 (alice), reason: "queue depth 12 > 10 for 600 s"}
 decisions:
   description: The decision's action per host, and for the fleet under the key C(_fleet).
   returned: always
@@ -175,7 +224,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _capacity_model, _capacity_render, _files, _jobs
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _metrics_log
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _capacity_changes, _metrics_log, _oplog
 
 FILES = {"markdown": "capacity_report.md", "html": "capacity_report.html"}
 
@@ -210,6 +259,51 @@ def load_logs(module, logs):
     return parsed
 
 
+def _by_host(module, option):
+    value = module.params[option]
+    if value is None:
+        return None
+    for host, item in value.items():
+        if item is not None and not isinstance(item, str):
+            module.fail_json(msg="%s.%s must be a string or null, got %r" % (option, host, item))
+    return {str(host): item or None for host, item in value.items()}
+
+
+def load_operations(module):
+    """host -> (records, skipped) from _oplog.read; a missing file is no records."""
+    paths = _by_host(module, "operations")
+    if paths is None:
+        return None
+    loaded = {}
+    for host, path in paths.items():
+        if not path or not os.path.lexists(path):
+            loaded[host] = None
+            continue
+        if os.path.isdir(path):
+            module.fail_json(msg="Operations log of %s is a directory: %s" % (host, path))
+        try:
+            loaded[host] = _oplog.read(path)
+        except (OSError, ValueError) as exc:
+            module.fail_json(msg="Cannot read the operations log of %s: %s" % (host, to_native(exc)))
+    return loaded
+
+
+def load_timezones(module):
+    """host -> tzinfo: a TZif file (absolute path), or a name/offset (_capacity_changes.timezone_of)."""
+    specs = _by_host(module, "timezones") or {}
+    zones = {}
+    for host, spec in specs.items():
+        try:
+            if spec and spec.startswith("/"):
+                with open(spec, "rb") as handle:
+                    zones[host] = _capacity_changes.timezone_from_tzif(handle.read(1 << 20), key=None)
+            else:
+                zones[host] = _capacity_changes.timezone_of(spec)
+        except (OSError, ValueError) as exc:
+            module.fail_json(msg="Time zone of %s (%s): %s" % (host, spec, to_native(exc)))
+    return zones
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -218,6 +312,8 @@ def main():
             dest=dict(type="path", required=True),
             title=dict(type="str", default="QFieldCloud capacity report"),
             duration_window=dict(type="str", default="24h"),
+            operations=dict(type="dict"),
+            timezones=dict(type="dict"),
         ),
         supports_check_mode=True,
     )
@@ -231,7 +327,8 @@ def main():
     if os.path.exists(dest) and not os.path.isdir(dest):
         module.fail_json(msg="dest %s exists and is not a directory" % dest)
 
-    model = _capacity_model.build(load_logs(module, p["logs"]), window_s, p["title"], duration_window_s)
+    model = _capacity_model.build(load_logs(module, p["logs"]), window_s, p["title"], duration_window_s,
+                                  operations=load_operations(module), timezones=load_timezones(module))
     rendered = {"markdown": _capacity_render.markdown(model), "html": _capacity_render.html_page(model)}
     paths = {kind: os.path.join(dest, name) for kind, name in FILES.items()}
     before = {kind: current(path) for kind, path in paths.items()}
