@@ -114,6 +114,9 @@ def test_converge_is_idempotent_check_safe_and_removable(monitored):
     assert "qfc-queue-collector --config" in cron_command(paths)
     rotate = paths["qfc_monitoring_logrotate_file"].read_text()
     assert str(paths["qfc_monitoring_log"]) in rotate and "rotate 12" in rotate
+    # the operations log of the scale and job_cleanup roles, by their default path, renamed monthly
+    operations = rotate.split("/var/log/qfieldcloud/operations.jsonl {", 1)[1]
+    assert "monthly" in operations and "rotate 24" in operations and "copytruncate" not in operations
     # the collector runs the collection's own query code, copied verbatim
     copied = paths["qfc_monitoring_dir"] / "lib/ansible_collections/qfieldcloud/ops/plugins/module_utils"
     assert copied.joinpath("_queue.py").read_text() == (ROOT / "plugins/module_utils/_queue.py").read_text()

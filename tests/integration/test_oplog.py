@@ -9,6 +9,7 @@ import pwd
 import subprocess
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _oplog
+from tests.support import datagen
 from tests.support.ansible_run import BIN, ROOT, SECRETS, ansible_env, assert_no_secrets, run_module, run_playbook
 
 ACTOR = {"awx_job_id": "42", "awx_user_name": "alice"}
@@ -184,3 +185,28 @@ def test_controller_user_without_USER_comes_from_id(stack, tmp_path):
                           text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert records(log)[0]["actor"] == {"kind": "controller", "user": pwd.getpwuid(os.getuid()).pw_name}
+
+
+def test_job_cleanup_records_the_jobs_it_failed_once(qfcdb, tmp_path):
+    log = tmp_path / "operations.jsonl"
+    (user,) = datagen.make_users(qfcdb.conn, 1)
+    projects = datagen.make_projects(qfcdb.conn, qfcdb.project_table, 4, user)
+    for project, status in zip(projects, ("started", "queued", "started")):  # stale: started 2 h ago
+        datagen.add_job(qfcdb.conn, project, user, status, created_ago_s=7300, started_ago_s=7200)
+    datagen.add_job(qfcdb.conn, projects[3], user, "started", created_ago_s=100, started_ago_s=60)  # not stuck
+    args = {"env_file": str(qfcdb.env_file), "operations_log": str(log), "operation_actor": ACTOR}
+    check = run_module(args, module="qfieldcloud.ops.qfc_job_cleanup", check=True)
+    assert check["count"] == 3 and check["operation_record"] is None and not log.exists()
+    run = run_module(args, module="qfieldcloud.ops.qfc_job_cleanup")
+    assert not run.failed and run["count"] == 3, run
+    (record,) = records(log)
+    assert record == run["operation_record"]
+    assert (record["action"], record["result"]) == ("job_cleanup", "changed")
+    assert record["before"] == {"queued": 1, "started": 2} and record["after"] == {"failed": 3}
+    assert sorted(record["details"]["job_ids"]) == sorted(j["id"] for j in run["jobs"])
+    assert record["actor"] == {"kind": "awx", "awx_job_id": "42", "user": "alice"}
+    assert record["reason"].startswith("mode stale: 3 jobs stuck longer than")
+    again = run_module(args, module="qfieldcloud.ops.qfc_job_cleanup")
+    assert again["count"] == 0 and again["operation_record"] is None
+    assert len(records(log)) == 1
+    assert_no_secrets(log.read_text())

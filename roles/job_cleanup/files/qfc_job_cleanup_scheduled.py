@@ -127,6 +127,8 @@ def mode_params(config, mode):
     given = dict(config.get("params") or {})
     password_file = given.pop("login_password_file", None)
     params.update((k, v) for k, v in given.items() if v is not None and v != "")
+    if given.get("operations_log") == "":
+        params["operations_log"] = ""  # "" turns the operations log off, it does not mean "the default"
     if password_file:
         with open(password_file) as handle:
             params["login_password"] = handle.read().rstrip("\r\n")

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _oplog
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _cleanup, _oplog
 from tests.support.argspecs import fragment_options
 
 NOW = datetime(2026, 12, 2, 23, 59, 1, 654321, tzinfo=timezone.utc)
@@ -385,3 +385,57 @@ def test_record_change_off_and_unwritable(tmp_path):
                                          "", "changed", warn=warnings.append)
     assert record is None and "was not written" in error and "the scale itself stands" in error
     assert warnings == [error]
+
+
+class FakeModule:
+    def __init__(self, params, check_mode=False):
+        self.params = params
+        self.check_mode = check_mode
+        self.no_log_values = {"pw-secret-1"}
+        self.warnings = []
+        self.actor_kind = "schedule"
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+
+class FakePlan:
+    mode = "age"
+    threshold_s = 86400
+
+
+class FakeCleanup:
+    plan = FakePlan()
+
+    def __init__(self, done, candidates):
+        self.done = done
+        self.candidates = candidates
+
+
+def test_cleanup_records_a_partial_failure_as_failed(tmp_path):
+    module = FakeModule(params(tmp_path, max_jobs_listed=1))
+    statuses = ((1, "queued"), (2, "started"), (3, "started"))
+    cleanup = FakeCleanup([1, 2], [{"id": i, "previous_status": s} for i, s in statuses])
+    out = {"failed": True, "msg": "batch 2 of 2 failed; password pw-secret-1", "failed_batch_outcome": "rolled back",
+           "failed_batch_jobs": [3]}
+    result = _cleanup.log_operation(module, out, cleanup)
+    record = result["operation_record"]
+    assert (record["result"], record["before"], record["after"]) == ("failed", {"queued": 1, "started": 1},
+                                                                     {"failed": 2})
+    assert record["actor"]["kind"] == "schedule"
+    assert record["details"]["committed"] == 2 and record["details"]["job_ids"] == [1]
+    assert record["details"]["jobs_truncated"] is True and record["details"]["failed_batch_jobs"] == [3]
+    assert "pw-secret-1" not in (tmp_path / "ops.jsonl").read_text()
+    # nothing committed and not uncertain: no record; check mode: no record
+    assert _cleanup.log_operation(module, dict(out), FakeCleanup([], []))["operation_record"] is None
+    check = FakeModule(params(tmp_path), check_mode=True)
+    assert _cleanup.log_operation(check, {}, cleanup) == {"operation_record": None}
+    assert len(_oplog.read(str(tmp_path / "ops.jsonl"))[0]) == 1
+
+
+def test_cleanup_records_a_commit_of_unknown_outcome(tmp_path):
+    module = FakeModule(params(tmp_path))
+    out = {"failed": True, "msg": "lost during COMMIT", "failed_batch_outcome": "unknown", "failed_batch_jobs": [1]}
+    record = _cleanup.log_operation(module, out, FakeCleanup([], [{"id": 1, "previous_status": "queued"}]))[
+        "operation_record"]
+    assert record["result"] == "failed" and record["details"]["failed_batch_outcome"] == "unknown"
