@@ -134,9 +134,9 @@ def _change_markers(frame, changes, bottom, right):
         row = next((i for i in range(LABEL_ROWS) if left > row_end[i] + 4), None)
         if row is not None:
             row_end[row] = left + width
-            out.append('<text x="%.1f" y="%d" style="fill:%s;font-weight:600;text-anchor:start;paint-order:stroke;'
-                       'stroke:#fff;stroke-width:3px">%s</text>' % (left, PAD_T + 10 + 12 * row, color,
-                                                                   html.escape(text)))
+            style = "fill:%s;font-weight:600;text-anchor:start;paint-order:stroke;stroke:#fff;stroke-width:3px" % color
+            out.append('<text x="%.1f" y="%d" style="%s">%s</text>'
+                       % (left, PAD_T + 10 + 12 * row, style, html.escape(text)))
         out.append("</g>")
     return out
 

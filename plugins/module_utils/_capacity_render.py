@@ -138,6 +138,7 @@ CHANGES_METHOD = (
     "back or failed; the label is the worker count before->after.")
 CHANGES_HEADER = ["time (host local)", "host", "action", "before -> after", "result", "actor", "reason"]
 CHANGES_CSS = """
+#changes th,#changes td{text-align:left}
 tr.rolled_back td.result{color:#a16207;font-weight:650}tr.failed td.result{color:#be123c;font-weight:650}
 td.reason{white-space:normal;text-align:left;min-width:220px}
 p.none{margin:0;color:var(--muted)}
