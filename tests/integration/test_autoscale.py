@@ -243,3 +243,23 @@ def test_a_critical_failure_rate_means_investigate_and_no_change(env):
     strict = run(paths, {"qfc_autoscale_fail_on_investigate": True})
     assert strict.returncode != 0 and recap(strict.stdout)["failed"] == 1
     assert state(stack) == ("1", 1)
+
+
+def test_oscillating_load_changes_once_per_cooldown(env):
+    """Bursts and idle spells (with the collector's idle history) one after the other: the first burst scales up,
+    then every run inside the cooldown holds, whichever way the load swings; one record in the operations log."""
+    stack, db, paths = env
+    timings = {"qfc_autoscale_cooldown": 600, "qfc_autoscale_down_after": 60}
+    seen = []
+    for swing in range(4):
+        if swing % 2 == 0:
+            burst(db)
+        else:
+            with db.conn, db.conn.cursor() as cur:
+                cur.execute("TRUNCATE core_job CASCADE")
+            idle_history(paths["metrics"], 15, int(stack.env_value()))
+        proc = run(paths, timings)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        seen.append(decision(proc.stdout)[0])
+    assert seen == ["UP", "HOLD", "HOLD", "HOLD"]
+    assert [(r["action"], r["before"]) for r in records(paths)] == [("autoscale", 1)]
