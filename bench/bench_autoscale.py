@@ -135,7 +135,9 @@ def main():
                          "      ansible_python_interpreter: %s\n      qfc_project_src: %s\n"
                          "      qfc_operations_log: %s\n      qfc_autoscale_metrics_log: %s\n"
                          % (sys.executable, project_src, oplog, work / "queue_metrics.log"))
-    fixed, scaled, runs_seen = [], [], []
+    fixed, scaled, runs_seen, doubled, runs_doubled = [], [], [], [], []
+    # The policy's own default step (double) for contrast: from 1 worker the first run reaches 2.
+    doubling = dict(autoscale, qfc_autoscale_max_step_up=None)
     noop = {"autoscale.yml": [], "scale.yml": []}
     with PgCluster() as pg:
         pg.load_schema()
@@ -156,6 +158,11 @@ def main():
                 seconds, runs = drain(conn, projects, user, opts.jobs, inventory, autoscale, opts.every)
                 scaled.append(seconds)
                 runs_seen.append(runs)
+                if opts.step_up:
+                    set_workers(project_src, opts.start)
+                    seconds, runs = drain(conn, projects, user, opts.jobs, inventory, doubling, opts.every)
+                    doubled.append(seconds)
+                    runs_doubled.append(runs)
             # No-op runs: the queue is empty, nothing in the cooldown; both keep the current count.
             count = int(re.search(r"^QFIELDCLOUD_WORKER_REPLICAS=(\d+)", (project_src / ".env").read_text(),
                                   re.M).group(1))
@@ -192,11 +199,19 @@ def main():
         "| drain | median | runs |",
         "|---|---|---|",
         "| fixed %d worker(s) | %.1f s | %s |" % (opts.start, med_fixed, ", ".join("%.1f" % s for s in fixed)),
-        "| autoscaled | %.1f s | %s |" % (med_scaled, ", ".join("%.1f" % s for s in scaled)),
+        "| autoscaled (max_step_up %s) | %.1f s | %s |"
+        % (opts.step_up or "null", med_scaled, ", ".join("%.1f" % s for s in scaled)),
+    ] + ([
+        "| autoscaled (max_step_up null: double, the default) | %.1f s (%.2fx) | %s |"
+        % (statistics.median(doubled), med_fixed / statistics.median(doubled), ", ".join("%.1f" % s for s in doubled)),
+    ] if doubled else []) + [
         "",
         "Speed-up: %.2fx (target >= %.1fx: %s). Autoscale runs during each burst (start-end s, decision): %s."
         % (ratio, TARGET, "met" if ratio >= TARGET else "MISSED",
            " | ".join("; ".join("%.1f-%.1f %s" % r for r in runs) for runs in runs_seen)),
+        "" if not doubled else "With the default step (double) the first run takes 1 worker to 2 and the burst is "
+        "gone before the next run a minute later (%s): the target needs a step of at least 2 from one worker, as "
+        "set above." % " | ".join("; ".join("%.1f-%.1f %s" % r for r in runs) for runs in runs_doubled),
         "",
         "| no-op run (median of %d alternating rounds) | seconds |" % opts.rounds,
         "|---|---|",
