@@ -74,13 +74,39 @@ class VerifyError(Exception):
         self.containers = containers
 
 
+def unix_socket_path(context=None, environ=None):
+    """The socket path when the engine is a local unix socket (``unix://PATH``), else None.
+
+    DOCKER_HOST wins as it does for the CLI (unless TLS is asked for); otherwise the ``context``'s host. Without
+    either, None: the SDK's ``from_env`` then decides (it may follow the CLI's configuration)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("DOCKER_HOST"):
+        host = environ["DOCKER_HOST"]
+        if environ.get("DOCKER_TLS_VERIFY") or environ.get("DOCKER_CERT_PATH"):
+            return None
+    elif context:
+        host = context.get("host") or ""
+    else:
+        return None
+    if host.startswith("unix://") and len(host) > len("unix://"):
+        return host[len("unix://"):]
+    return None
+
+
 def engine_client(context=None, timeout=DEFAULT_API_TIMEOUT):
-    """A low-level Engine API client; API version negotiated (which already asks the engine, within ``timeout``).
+    """A low-level Engine API client, asking nothing yet.
 
     With DOCKER_HOST set, or without a ``context``, it honours DOCKER_HOST and friends like the CLI. Otherwise it
     connects where the CLI's current context points (``context`` as returned by ``_compose.Compose.context``), so
-    the SDK and ``docker compose`` talk to the same engine (a rootless or remote context, for example).
+    qfc_scale and ``docker compose`` talk to the same engine (a rootless or remote context, for example).
+
+    A local unix socket gets the standard-library :class:`StdlibClient` (no SDK import, no version negotiation:
+    about 0.15 s less per run); tcp, ssh and TLS get the SDK's ``APIClient`` (version negotiated, which already
+    asks the engine, within ``timeout``).
     """
+    path = unix_socket_path(context)
+    if path:
+        return StdlibClient(path, timeout)
     load_sdk()
     if os.environ.get("DOCKER_HOST") or not context:
         return docker.from_env(version="auto", timeout=timeout).api
@@ -100,7 +126,8 @@ def context_tls(context):
 
 
 def ping(client):
-    """Raise DockerException (or an OSError from requests) unless the engine answers ``/_ping``."""
+    """Raise DockerException (or an OSError: requests' errors, :class:`EngineError`) unless the engine answers
+    ``/_ping``."""
     if not client.ping():
         raise DockerException("the engine did not answer OK to /_ping")
 
@@ -141,6 +168,78 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self.path)
+
+
+class EngineError(OSError):
+    """The Engine could not be asked, or answered with an error (an OSError: callers already treat requests'
+    connection errors, which are OSErrors, as the engine failing)."""
+
+
+class ContainerGone(EngineError):
+    """``inspect`` answered 404: the container was removed after it was listed."""
+
+
+class StdlibClient:
+    """The part of the SDK's ``APIClient`` that qfc_scale uses (``ping``, ``containers``, ``inspect_container``),
+    over a local unix socket with the standard library. Unversioned paths: the engine answers with its own API
+    version, and the fields read here (state, start time, restart count, labels) are in every version.
+
+    One keep-alive connection serves consecutive requests; every request, connect included, has ``timeout``
+    seconds per socket operation (as the SDK's), and a failed request drops the connection."""
+
+    def __init__(self, path, timeout=DEFAULT_API_TIMEOUT):
+        self.path = path
+        self.timeout = timeout
+        self.base_url = "unix://%s" % path
+        self.conn = None
+
+    def request(self, path):
+        """(status, body bytes) of ``GET path``; EngineError when the engine cannot be asked."""
+        for attempt in (1, 2):
+            reused = self.conn is not None
+            if self.conn is None:
+                self.conn = UnixHTTPConnection(self.path, self.timeout)
+            try:
+                self.conn.request("GET", path)
+                response = self.conn.getresponse()
+                return response.status, response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                # the engine may close an idle keep-alive connection: a GET is safe to send once more, afresh
+                if reused and attempt == 1 and isinstance(exc, (ConnectionError, http.client.RemoteDisconnected)):
+                    continue
+                if isinstance(exc, socket.timeout):
+                    exc = "no answer within %ss" % self.timeout
+                raise EngineError("GET %s on %s: %s" % (path.split("?")[0], self.base_url, exc)) from None
+
+    def get_json(self, path):
+        status, body = self.request(path)
+        if status == 404:
+            raise ContainerGone("GET %s on %s: 404 %s" % (path.split("?")[0], self.base_url, body[:200]))
+        if status != 200:
+            raise EngineError("GET %s on %s: HTTP %d %s" % (path.split("?")[0], self.base_url, status, body[:200]))
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise EngineError("GET %s on %s: not JSON: %r" % (path.split("?")[0], self.base_url, body[:200])) from None
+
+    def ping(self):
+        status, body = self.request("/_ping")
+        return status == 200 and body.strip() == b"OK"
+
+    def containers(self, all=False, filters=None):  # noqa: A002  (the SDK's name)
+        query = "all=%d" % bool(all)
+        if filters:
+            query += "&filters=%s" % quote(json.dumps(filters))
+        return self.get_json("/containers/json?" + query)
+
+    def inspect_container(self, container_id):
+        return self.get_json("/containers/%s/json" % quote(container_id, safe=""))
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def list_containers_stdlib(filters, timeout, socket_path=DOCKER_SOCKET):
@@ -207,7 +306,7 @@ def snapshot(client, project, service):
     for item in client.containers(all=True, filters=label_filters(project, service)):
         try:
             containers.append(summarize(client.inspect_container(item["Id"])))
-        except NotFound:  # removed between list and inspect (a scale-down in progress)
+        except (NotFound, ContainerGone):  # removed between list and inspect (a scale-down in progress)
             continue
     return sorted(containers, key=lambda c: c["number"])
 

@@ -85,9 +85,8 @@ def test_wait_for_replicas_times_out_with_the_reason(monkeypatch):
     assert "w1 restarting" in err.value.msg and clock.t >= 104.8
 
 
-def test_engine_client_follows_the_cli_context(sdk, monkeypatch, tmp_path):
+def test_engine_client_follows_the_cli_context(sdk, monkeypatch):
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    dead = tmp_path / "dead.sock"
     calls = []
 
     class FakeAPIClient:  # the SDK negotiates the version with the engine in its constructor
@@ -95,17 +94,47 @@ def test_engine_client_follows_the_cli_context(sdk, monkeypatch, tmp_path):
             calls.append(kwargs)
 
     monkeypatch.setattr(_engine.docker, "APIClient", FakeAPIClient)
-    context = {"name": "moved", "host": "unix://%s" % dead, "skip_tls_verify": False, "tls_path": None}
+    context = {"name": "moved", "host": "tcp://127.0.0.1:2375", "skip_tls_verify": False, "tls_path": None}
     _engine.engine_client(context, timeout=7)
-    assert calls == [{"base_url": "unix://%s" % dead, "version": "auto", "timeout": 7, "tls": False}]
+    assert calls == [{"base_url": "tcp://127.0.0.1:2375", "version": "auto", "timeout": 7, "tls": False}]
 
 
 def test_engine_client_prefers_docker_host(sdk, monkeypatch):
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
     seen = []
     monkeypatch.setattr(_engine.docker, "from_env", lambda **kw: seen.append(kw) or type("C", (), {"api": "api"})())
     assert _engine.engine_client({"name": "other", "host": "unix:///x"}, timeout=5) == "api"
     assert seen == [{"version": "auto", "timeout": 5}]
+
+
+def test_engine_client_uses_the_stdlib_for_a_local_socket(sdk, monkeypatch, tmp_path):
+    # a unix socket needs no SDK: no import, no version negotiation (nothing is asked until the first request)
+    monkeypatch.setattr(_engine.docker, "APIClient", lambda **kw: pytest.fail("SDK used for a unix socket"))
+    monkeypatch.setattr(_engine.docker, "from_env", lambda **kw: pytest.fail("SDK used for a unix socket"))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    client = _engine.engine_client({"name": "rootless", "host": "unix://%s/docker.sock" % tmp_path}, timeout=7)
+    assert isinstance(client, _engine.StdlibClient)
+    assert (client.path, client.timeout, client.conn) == ("%s/docker.sock" % tmp_path, 7, None)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/1000/docker.sock")  # DOCKER_HOST wins over the context
+    client = _engine.engine_client({"name": "rootless", "host": "tcp://127.0.0.1:2375"}, timeout=3)
+    assert isinstance(client, _engine.StdlibClient) and client.path == "/run/user/1000/docker.sock"
+
+
+@pytest.mark.parametrize("environ, context, expected", [
+    ({}, {"host": "unix:///var/run/docker.sock"}, "/var/run/docker.sock"),
+    ({}, {"host": "tcp://127.0.0.1:2375"}, None),
+    ({}, {"host": "ssh://user@host"}, None),
+    ({}, {"host": "npipe:////./pipe/docker_engine"}, None),
+    ({}, {"host": "unix://"}, None),
+    ({}, None, None),  # neither: the SDK's from_env decides
+    ({"DOCKER_HOST": "unix:///srv/d.sock"}, {"host": "tcp://127.0.0.1:2375"}, "/srv/d.sock"),
+    ({"DOCKER_HOST": "tcp://127.0.0.1:2376"}, {"host": "unix:///var/run/docker.sock"}, None),
+    ({"DOCKER_HOST": "unix:///srv/d.sock", "DOCKER_TLS_VERIFY": "1"}, None, None),  # TLS asked for: the SDK's
+    ({"DOCKER_HOST": "unix:///srv/d.sock", "DOCKER_CERT_PATH": "/certs"}, None, None),
+    ({"DOCKER_HOST": ""}, {"host": "unix:///run/d.sock"}, "/run/d.sock"),
+])
+def test_unix_socket_path(environ, context, expected):
+    assert _engine.unix_socket_path(context, environ=environ) == expected
 
 
 def test_context_tls(sdk, tmp_path):
@@ -117,22 +146,61 @@ def test_context_tls(sdk, tmp_path):
     assert _engine.context_tls({"tls_path": None, "skip_tls_verify": True}).verify is False
 
 
-def test_an_unreachable_engine_fails_within_the_timeout(sdk, tmp_path):
+@pytest.fixture
+def hung_tcp():
+    """A loopback TCP port whose connections the kernel accepts and nobody ever answers."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield "tcp://127.0.0.1:%d" % server.getsockname()[1]
+    server.close()
+
+
+def test_an_unreachable_engine_fails_within_the_timeout(sdk, hung_tcp):
+    started = time.monotonic()
+    with pytest.raises(_engine.DockerException):
+        _engine.engine_client({"name": "hung", "host": hung_tcp}, timeout=1)
+    assert time.monotonic() - started < 5
+
+
+def test_a_hung_local_engine_fails_the_ping_within_the_timeout(tmp_path):
     path = tmp_path / "hung.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(1)  # accepts (the kernel does) and never answers
-    started = time.monotonic()
-    with pytest.raises(_engine.DockerException):
-        _engine.engine_client({"name": "hung", "host": "unix://%s" % path}, timeout=1)
-    assert time.monotonic() - started < 5
-    server.close()
+    try:
+        client = _engine.engine_client({"name": "hung", "host": "unix://%s" % path}, timeout=1)
+        started = time.monotonic()
+        with pytest.raises(OSError) as err:
+            _engine.ping(client)
+        assert 0.9 < time.monotonic() - started < 5
+        assert str(err.value) == "GET /_ping on unix://%s: no answer within 1s" % path
+    finally:
+        server.close()
+
+
+def test_a_dead_local_engine_fails_the_ping_at_once(tmp_path):
+    dead = tmp_path / "dead.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(dead))  # bound, never listening: connections are refused
+    try:
+        for path in (dead, tmp_path / "absent.sock"):
+            started = time.monotonic()
+            with pytest.raises(_engine.EngineError) as err:
+                _engine.ping(_engine.StdlibClient(str(path), timeout=5))
+            assert time.monotonic() - started < 1
+            assert str(err.value).startswith("GET /_ping on unix://%s: [Errno" % path)
+    finally:
+        sock.close()
 
 
 # -- the standard-library client, against a real unix socket served by a tiny HTTP server ---------------------------
 class FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """``GET /containers/json`` over a unix socket, filtering ``containers`` by ``label`` and ``status`` as the
-    engine does. ``status_code``/``body`` override the answer; every request's filters are kept in ``seen``."""
+    """The Engine API over a unix socket: ``/_ping``; ``GET /containers/json``, filtering ``containers`` by ``label``
+    and ``status`` as the engine does (running ones only without ``all=1``); ``GET /containers/ID/json``, a
+    container's ``inspect`` (404 for an unknown id). ``status_code``/``body`` override the answer; every request's
+    path and filters are kept in ``seen``. HTTP/1.1 keep-alive; ``drop_idle`` closes each connection after one
+    answer without saying so (as an engine closing an idle connection); ``connections`` counts those accepted."""
 
     daemon_threads = True
 
@@ -141,21 +209,41 @@ class FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.seen = []
         self.status_code = 200
         self.body = None
+        self.drop_idle = False
+        self.connections = 0
         super().__init__(str(path), EngineHandler)
 
 
 class EngineHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        self.server.connections += 1
+
     def do_GET(self):  # noqa: N802  (http.server's naming)
         url = urlsplit(self.path)
-        filters = json.loads(parse_qs(url.query).get("filters", ["{}"])[0])
+        query = parse_qs(url.query)
+        filters = json.loads(query.get("filters", ["{}"])[0])
         self.server.seen.append((url.path, filters))
-        found = [c for c in self.server.containers if matches(c, filters)]
-        body = self.server.body if self.server.body is not None else json.dumps(found).encode()
-        self.send_response(self.server.status_code)
+        status = self.server.status_code
+        if url.path == "/_ping":
+            body = b"OK"
+        elif url.path == "/containers/json":
+            found = [c for c in self.server.containers if matches(c, filters)
+                     and (query.get("all") == ["1"] or c["State"] == "running")]
+            body = json.dumps([{k: v for k, v in c.items() if k != "Inspect"} for c in found]).encode()
+        else:
+            found = [c for c in self.server.containers if "/containers/%s/json" % c["Id"] == url.path]
+            body = json.dumps(found[0]["Inspect"]).encode() if found else b'{"message": "No such container"}'
+            status = status if found else 404
+        body = self.server.body if self.server.body is not None else body
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        self.close_connection = self.server.drop_idle
 
     def address_string(self):
         return "unix"
@@ -173,10 +261,16 @@ def matches(container, filters):
     return not filters.get("status") or container["State"] in filters["status"]
 
 
-def worker(project, number, state="running", oneoff="False", service="worker_wrapper"):
-    return {"Id": "%s%d" % (project, number), "State": state,
-            "Labels": {"com.docker.compose.project": project, "com.docker.compose.service": service,
-                       "com.docker.compose.oneoff": oneoff, "com.docker.compose.container-number": str(number)}}
+def worker(project, number, state="running", oneoff="False", service="worker_wrapper", started=None, restarts=0):
+    labels = {"com.docker.compose.project": project, "com.docker.compose.service": service,
+              "com.docker.compose.oneoff": oneoff, "com.docker.compose.container-number": str(number)}
+    cid = "%s%d" % (project, number)
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)) + ".5Z" if started else "0001-01-01T00:00:00Z"
+    return {"Id": cid, "State": state, "Labels": labels,
+            "Inspect": {"Id": cid + "0" * 52, "Name": "/%s-%s-%d" % (project, service, number),
+                        "RestartCount": restarts,
+                        "State": {"Status": state, "Restarting": state == "restarting", "StartedAt": started_at},
+                        "Config": {"Labels": labels}}}
 
 
 @pytest.fixture
@@ -242,6 +336,76 @@ def test_stdlib_client_gives_up_on_a_hung_engine_within_its_timeout(tmp_path):
         assert 0.4 < time.monotonic() - started < 3
     finally:
         server.close()
+
+
+def test_stdlib_client_lists_inspects_and_pings_over_one_connection(fake_engine, tmp_path):
+    engine = fake_engine([worker("qfc", 1, started=1000), worker("qfc", 2, state="exited"), worker("other", 1)])
+    client = _engine.StdlibClient(str(tmp_path / "docker.sock"), timeout=2)
+    assert client.ping() is True
+    filters = _engine.label_filters("qfc", "worker_wrapper")
+    assert [c["Id"] for c in client.containers(all=True, filters=filters)] == ["qfc1", "qfc2"]
+    assert [c["Id"] for c in client.containers(filters=filters)] == ["qfc1"]  # running only, as the engine
+    assert client.inspect_container("qfc1")["State"]["StartedAt"] == "1970-01-01T00:16:40.5Z"
+    with pytest.raises(_engine.ContainerGone):
+        client.inspect_container("gone")
+    assert [path for path, _f in engine.seen] == ["/_ping", "/containers/json", "/containers/json",
+                                                  "/containers/qfc1/json", "/containers/gone/json"]
+    assert engine.seen[1][1] == filters
+    assert engine.connections == 1  # keep-alive: one connection for all six requests
+    client.close()
+
+
+def test_stdlib_client_reconnects_once_when_the_engine_closed_an_idle_connection(fake_engine, tmp_path):
+    engine = fake_engine([worker("qfc", 1, started=1000)])
+    engine.drop_idle = True
+    client = _engine.StdlibClient(str(tmp_path / "docker.sock"), timeout=2)
+    assert client.ping() and client.ping() and client.inspect_container("qfc1")["Id"].startswith("qfc1")
+    assert engine.connections == 3
+
+
+def test_stdlib_client_errors_say_what_was_asked_where(fake_engine, tmp_path):
+    sock = str(tmp_path / "docker.sock")
+    engine = fake_engine([worker("qfc", 1)])
+    client = _engine.StdlibClient(sock, timeout=2)
+    engine.status_code, engine.body = 500, b'{"message": "boom"}'
+    assert client.ping() is False  # ping() answers, _engine.ping raises
+    with pytest.raises(_engine.DockerException, match="did not answer OK"):
+        _engine.ping(client)
+    with pytest.raises(_engine.EngineError) as err:
+        client.containers(all=True)
+    assert str(err.value) == "GET /containers/json on unix://%s: HTTP 500 %r" % (sock, b'{"message": "boom"}')
+    engine.status_code, engine.body = 200, b"not json"
+    with pytest.raises(OSError, match="not JSON"):  # an OSError: qfc_scale treats it as the engine failing
+        client.inspect_container("qfc1")
+
+
+def test_snapshot_and_wait_through_the_stdlib_client(fake_engine, tmp_path):
+    now = time.time()
+    engine = fake_engine([worker("qfc", 2, started=now - 60), worker("qfc", 1, started=now - 60, restarts=1),
+                          worker("qfc", 3, state="exited", restarts=4), worker("qfc", 5, oneoff="True"),
+                          worker("qfc", 1, service="app")])
+    client = _engine.engine_client({"name": "default", "host": "unix://%s" % (tmp_path / "docker.sock")}, timeout=2)
+    containers = _engine.snapshot(client, "qfc", "worker_wrapper")
+    assert [(c["name"], c["number"], c["state"], c["restart_count"]) for c in containers] == [
+        ("qfc-worker_wrapper-1", 1, "running", 1), ("qfc-worker_wrapper-2", 2, "running", 0),
+        ("qfc-worker_wrapper-3", 3, "exited", 4)]
+    assert containers[0]["started_at"] == pytest.approx(int(now - 60) + 0.5)
+    with pytest.raises(VerifyError, match="not running: qfc-worker_wrapper-3 exited"):
+        wait_for_replicas(client, "qfc", "worker_wrapper", 2, 1, 0.5)
+    engine.containers = [c for c in engine.containers if c["State"] == "running"]
+    assert len(wait_for_replicas(client, "qfc", "worker_wrapper", 2, 5, 0.5)) == 2
+    engine.containers.append(worker("qfc", 3, started=time.time() + 2))  # started just now (the clock rounds down)
+    with pytest.raises(VerifyError, match="3 running, 1 of them up for less than 30"):
+        wait_for_replicas(client, "qfc", "worker_wrapper", 3, 1, 30)
+
+
+def test_snapshot_skips_a_container_removed_between_list_and_inspect(fake_engine, tmp_path, monkeypatch):
+    engine = fake_engine([worker("qfc", 1, started=1000), worker("qfc", 2, started=1000)])
+    client = _engine.StdlibClient(str(tmp_path / "docker.sock"), timeout=2)
+    listed = client.containers(all=True, filters=_engine.label_filters("qfc", "worker_wrapper"))
+    monkeypatch.setattr(client, "containers", lambda **kw: listed)
+    engine.containers.pop()  # the second one is gone by the time it is inspected (a scale-down in progress)
+    assert [c["number"] for c in _engine.snapshot(client, "qfc", "worker_wrapper")] == [1]
 
 
 @pytest.mark.parametrize("environ, env, configured, expected", [
