@@ -413,7 +413,9 @@ def test_cleanup_modes_left_out_of_a_launch_fall_back_to_the_role_default():
 # --- privilege escalation -------------------------------------------------------------------------------------------
 # Playbooks that act on the QFieldCloud hosts need root there (.env, the Docker socket, /opt, /etc/cron.d): become,
 # overridable with qfc_become. The capacity report runs its module on the controller and reads a world-readable log.
-BECOME_PLAYBOOKS = {"scale.yml", "cleanup.yml", "monitoring.yml", "queue_report.yml", "autoscale.yml"}
+# operations_report.yml reads the operations log on each host (root's, mode 0640).
+BECOME_PLAYBOOKS = {"scale.yml", "cleanup.yml", "monitoring.yml", "queue_report.yml", "autoscale.yml",
+                    "operations_report.yml"}
 
 
 @pytest.mark.parametrize("playbook", sorted(p.name for p in PLAYBOOKS.glob("*.yml")))
