@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: qfc_autoscale_decision
 short_description: Decide the QFieldCloud worker count from the queue, its recorded history and the last change
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Read-only. Reads the job queue the way M(qfieldcloud.ops.qfc_queue_facts) does (the same query, the same
     deadlines, running workers through the Docker Engine's socket), the recent part of the monitoring collector's

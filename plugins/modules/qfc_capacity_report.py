@@ -83,7 +83,6 @@ options:
     type: str
     default: 24h
   operations:
-    version_added: 0.2.0
     description:
       - Host name to the path of its operations log (JSON Lines, C(/var/log/qfieldcloud/operations.jsonl) on the
         host, fetched to the controller first).
@@ -92,7 +91,6 @@ options:
       - When omitted, the report has no changes table and no markers, byte for byte the report without it.
     type: dict
   timezones:
-    version_added: 0.2.0
     description:
       - Host name to the time zone its metrics log is written in, for converting the operations log's UTC times.
       - A path (starting with C(/)) to a TZif file, such as a copy of the host's C(/etc/localtime); an IANA name

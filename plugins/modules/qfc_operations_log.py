@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: qfc_operations_log
 short_description: Read the last records of a QFieldCloud host's operations log
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Reads the operations log (JSON Lines) that M(qfieldcloud.ops.qfc_scale), M(qfieldcloud.ops.qfc_job_cleanup) and
     the autoscaler append to on the host, one record per change - time (UTC), host, action, before, after, reason,
