@@ -56,6 +56,7 @@ options:
     description:
       - The operations log (JSON Lines) whose last change starts the cooldown. A missing file means no change yet.
         V("") reads none (no cooldown).
+      - When it holds no change (just rotated), its last rotation (the same path with C(.1)) is read too.
     type: path
     default: /var/log/qfieldcloud/operations.jsonl
   min_replicas:
@@ -220,6 +221,20 @@ def count_workers(module, env):
     return workers
 
 
+def last_recorded_change(path, warn):
+    """The newest change in the operations log, else in its last rotation (``path.1``, kept uncompressed by the
+    monitoring role's ``delaycompress``): just after the monthly rotation the last change sits there, and the cooldown
+    must still see it. OSError/UnicodeError when a file exists but cannot be read."""
+    for candidate in (path, path + ".1"):
+        records, bad = _oplog.read(candidate) if regular_file(candidate) else ([], 0)
+        if bad:
+            warn("%d unreadable line(s) in the operations log %s were skipped" % (bad, candidate))
+        change = _oplog.last_change(records)
+        if change is not None:
+            return change
+    return None
+
+
 def regular_file(path):
     """True for a regular file, False when missing; OSError for anything else (a FIFO would block the read)."""
     try:
@@ -311,13 +326,10 @@ def main():
     last_change = None
     if p["operations_log"]:
         try:
-            records, bad = _oplog.read(p["operations_log"]) if regular_file(p["operations_log"]) else ([], 0)
+            last_change = last_recorded_change(p["operations_log"], module.warn)
         except (OSError, UnicodeError) as exc:
             module.fail_json(msg="Cannot read the operations log %s: %s. Without the last change the cooldown cannot "
                              "be honoured.%s" % (p["operations_log"], exc, nothing))
-        if bad:
-            module.warn("%d unreadable line(s) in the operations log %s were skipped" % (bad, p["operations_log"]))
-        last_change = _oplog.last_change(records)
     now = datetime.now().astimezone()  # the host's clock and zone: the metrics log is stamped in local time
     history = []
     lookback = max(bounds["up_after_s"], bounds["down_after_s"]) + HISTORY_MARGIN_S

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _metrics_log, _policy
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _metrics_log, _oplog, _policy
 from ansible_collections.qfieldcloud.ops.plugins.modules import qfc_autoscale_decision as mod
 
 from tests.support.argspecs import argument_spec
@@ -107,3 +107,32 @@ def test_the_bounds_options_default_to_the_policy():
         d["up_after_s"], d["down_after_s"], d["cooldown_s"])
     assert spec["max_step_up"].get("default") is None and spec["max_step_down"]["default"] == d["max_step_down"]
     assert spec["login_password"]["no_log"] is True
+
+
+def _change(path, when, after):
+    record = _oplog.make_record("scale", after - 1, after, "test", "changed", _oplog.make_actor(user="t"),
+                                host="h", now=when)
+    _oplog.append(str(path), record)
+
+
+def test_the_last_change_is_found_in_the_rotated_log_after_a_rotation(tmp_path):
+    log = tmp_path / "operations.jsonl"
+    warnings = []
+    assert mod.last_recorded_change(str(log), warnings.append) is None
+    _change(str(log) + ".1", datetime(2026, 12, 1, 0, 0, tzinfo=timezone.utc), 3)
+    assert mod.last_recorded_change(str(log), warnings.append)["after"] == 3  # the current log is missing
+    log.write_text("")  # rotated, nothing recorded since
+    assert mod.last_recorded_change(str(log), warnings.append)["after"] == 3
+    _change(log, datetime(2026, 12, 2, 0, 0, tzinfo=timezone.utc), 5)
+    assert mod.last_recorded_change(str(log), warnings.append)["after"] == 5  # the current log wins
+    with open(log, "a") as handle:
+        handle.write("torn line\n")
+    assert mod.last_recorded_change(str(log), warnings.append)["after"] == 5
+    assert len(warnings) == 1 and "1 unreadable line" in warnings[0]
+
+
+def test_a_rotated_log_that_is_not_a_file_is_refused(tmp_path):
+    log = tmp_path / "operations.jsonl"
+    os.mkfifo(str(log) + ".1")
+    with pytest.raises(OSError, match="not a regular file"):
+        mod.last_recorded_change(str(log), print)
