@@ -143,6 +143,8 @@ def test_a_burst_raises_the_count_in_one_run_and_the_change_is_logged_once_with_
     assert state(stack) == (str(target), target)
     assert "worker_wrapper: running 1 -> %d" % target in proc.stdout  # the scale role's outcome
     assert "Rollout summary" in proc.stdout
+    table = proc.stdout[proc.stdout.index("Autoscale summary"):]
+    assert re.search(r"host +action +current -> target +reason", table[:800]), table[:800]
     (record,) = records(paths)
     summary = (record["action"], record["before"], record["after"], record["result"])
     assert summary == ("autoscale", 1, target, "changed")
