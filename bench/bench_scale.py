@@ -81,6 +81,7 @@ def main():
                          # like for like: the naive playbook has no health gate (and this stack no database)
                          "      qfc_health_gate: false\n" % (sys.executable, project, PROJECT))
     runs = {"ours_change": [], "ours_noop": [], "naive_change": [], "naive_noop": []}
+    loads = []  # the 1-minute load average after each round: a loaded machine flatters ours (see docs/performance.md)
     state_before = machine_state()
     try:
         for _round in range(opts.rounds):
@@ -90,6 +91,7 @@ def main():
                 sh(["docker", "compose", "up", "-d"], project)  # reset: 2 workers, not timed
                 runs[name + "_change"].append(timed_playbook(playbook, inventory, 4))
                 runs[name + "_noop"].append(timed_playbook(playbook, inventory, 4))
+            loads.append(os.getloadavg()[0])
     finally:
         sh(["docker", "compose", "down", "--timeout", "1"], project, check=False)
         shutil.rmtree(work, ignore_errors=True)
@@ -113,7 +115,8 @@ def main():
         "| no-op rerun | %.2f s | %.2f s | %.2fx | <= 1.0x | %s |"
         % (med["ours_noop"], med["naive_noop"], noop_ratio, "met" if noop_ratio <= 1.0 else "MISSED"),
         "",
-        "Raw seconds: " + "; ".join("%s %s" % (k, ", ".join("%.2f" % x for x in v)) for k, v in runs.items()),
+        "Raw seconds: " + "; ".join("%s %s" % (k, ", ".join("%.2f" % x for x in v)) for k, v in runs.items())
+        + "; load average after each round " + ", ".join("%.2f" % x for x in loads),
         MARK_END,
     ])
     print(table)
