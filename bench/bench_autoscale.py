@@ -152,7 +152,7 @@ def main():
         try:
             subprocess.run(["docker", "compose", "up", "-d", "--wait"], cwd=project_src, check=True,
                            capture_output=True)
-            for _ in range(opts.repeat):
+            for _round in range(opts.repeat):
                 set_workers(project_src, opts.start)
                 fixed.append(drain(conn, projects, user, opts.jobs)[0])
                 seconds, runs = drain(conn, projects, user, opts.jobs, inventory, autoscale, opts.every)
@@ -166,7 +166,7 @@ def main():
             # No-op runs: the queue is empty, nothing in the cooldown; both keep the current count.
             count = int(re.search(r"^QFIELDCLOUD_WORKER_REPLICAS=(\d+)", (project_src / ".env").read_text(),
                                   re.M).group(1))
-            for _ in range(opts.rounds):
+            for _round in range(opts.rounds):
                 seconds, out = timed("autoscale.yml", inventory, autoscale)
                 assert "autoscale HOLD" in out, out[-2000:]
                 noop["autoscale.yml"].append(seconds)

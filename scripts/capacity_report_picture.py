@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) qfieldcloud.ops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Regenerate docs/monitoring/capacity-report.png, the README's picture of the capacity report: a week of made-up
