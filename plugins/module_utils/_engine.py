@@ -5,9 +5,10 @@
 """The Docker Engine: the one place that asks it anything.
 
 A Compose service's containers are found by Compose's labels (``label_filters``), under Compose's project name
-(``project_name``), through the Docker SDK (``engine_client``, ``snapshot``, ``wait_for_replicas``: qfc_scale; imported
-on demand by ``load_sdk``) or, where the SDK may be missing (the cron collector, the queue modules), through the
-standard library over the unix socket (``count_running_stdlib``, ``running_job_ids_stdlib``)."""
+(``project_name``). qfc_scale asks through ``engine_client`` (``ping``, ``snapshot``, ``wait_for_replicas``): the
+standard library's :class:`StdlibClient` when the engine is a local unix socket, else the Docker SDK (tcp, ssh, TLS;
+imported on demand by ``load_sdk``). The callers where the SDK may be missing (the cron collector, the queue modules)
+use the standard library over the unix socket (``count_running_stdlib``, ``running_job_ids_stdlib``)."""
 
 from __future__ import annotations
 
@@ -205,8 +206,9 @@ class StdlibClient:
                 return response.status, response.read()
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                # the engine may close an idle keep-alive connection: a GET is safe to send once more, afresh
-                if reused and attempt == 1 and isinstance(exc, (ConnectionError, http.client.RemoteDisconnected)):
+                # the engine may close an idle keep-alive connection (RemoteDisconnected, EPIPE: ConnectionErrors);
+                # a GET is safe to send once more, afresh. A timeout is not retried: the deadline stays ``timeout``.
+                if reused and attempt == 1 and isinstance(exc, ConnectionError):
                     continue
                 if isinstance(exc, socket.timeout):
                     exc = "no answer within %ss" % self.timeout
@@ -214,14 +216,16 @@ class StdlibClient:
 
     def get_json(self, path):
         status, body = self.request(path)
+        where = "GET %s on %s" % (path.split("?")[0], self.base_url)
+        text = body[:200].decode("utf-8", errors="replace").strip()
         if status == 404:
-            raise ContainerGone("GET %s on %s: 404 %s" % (path.split("?")[0], self.base_url, body[:200]))
+            raise ContainerGone("%s: 404 %s" % (where, text))
         if status != 200:
-            raise EngineError("GET %s on %s: HTTP %d %s" % (path.split("?")[0], self.base_url, status, body[:200]))
+            raise EngineError("%s: HTTP %d %s" % (where, status, text))
         try:
             return json.loads(body)
         except ValueError:
-            raise EngineError("GET %s on %s: not JSON: %r" % (path.split("?")[0], self.base_url, body[:200])) from None
+            raise EngineError("%s: not JSON: %s" % (where, text)) from None
 
     def ping(self):
         status, body = self.request("/_ping")

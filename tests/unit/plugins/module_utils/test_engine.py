@@ -373,7 +373,7 @@ def test_stdlib_client_errors_say_what_was_asked_where(fake_engine, tmp_path):
         _engine.ping(client)
     with pytest.raises(_engine.EngineError) as err:
         client.containers(all=True)
-    assert str(err.value) == "GET /containers/json on unix://%s: HTTP 500 %r" % (sock, b'{"message": "boom"}')
+    assert str(err.value) == 'GET /containers/json on unix://%s: HTTP 500 {"message": "boom"}' % sock
     engine.status_code, engine.body = 200, b"not json"
     with pytest.raises(OSError, match="not JSON"):  # an OSError: qfc_scale treats it as the engine failing
         client.inspect_container("qfc1")
