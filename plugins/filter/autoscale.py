@@ -1,7 +1,7 @@
 # Copyright (c) qfieldcloud.ops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The autoscale role's batch summary in Python (unit tests: tests/unit/plugins/filter/test_autoscale_table.py) instead of
-Jinja. Documented in qfc_autoscale_table.yml beside this file."""
+"""The autoscale role's batch summary in Python (unit tests: tests/unit/plugins/filter/test_autoscale_table.py)
+instead of Jinja. Documented in qfc_autoscale_table.yml beside this file."""
 
 from __future__ import annotations
 
