@@ -37,9 +37,10 @@ description:
   - Every failure after the first change says what was changed (backup, C(.env) written, C(docker compose up) run or
     killed, C(.env) restored).
   - The preflight, before anything is written, also lists the service's containers with Compose and pings the
-    Docker Engine through the Docker SDK (within min(O(command_timeout), 30) seconds), so an engine that the SDK
-    cannot reach, or a hung engine, fails the task with nothing changed. With E(DOCKER_HOST) unset, the SDK connects
-    to the endpoint of the docker CLI's current context (C(docker context inspect)), TLS material included.
+    Docker Engine (within min(O(command_timeout), 30) seconds), so an engine that the module cannot reach, or a hung
+    engine, fails the task with nothing changed. With E(DOCKER_HOST) unset, the module connects to the endpoint of
+    the docker CLI's current context (C(docker context inspect)): a local unix socket with the standard library, tcp,
+    ssh and TLS (its material included) through the Docker SDK.
 extends_documentation_fragment:
   - qfieldcloud.ops._project
   - qfieldcloud.ops._replicas
@@ -118,11 +119,13 @@ options:
     description:
       - Seconds a container must have been running without a restart before it counts. Catches workers that
         crash on start and are restarted by the C(unless-stopped) policy.
+      - The default catches a worker that exits at start (a bad image, command, mount or missing variable) many times
+        over; such a worker was measured to exit 0.03 s after its start.
       - A worker that fails later than this (for example after its own database retries) is not caught; raise it
-        for such images.
+        for such images. The scale role's health gate reads the queue after the change as a second check.
       - A finite number from 0 to 3600, shorter than O(wait_timeout).
     type: float
-    default: 1.0
+    default: 0.5
   rollback:
     description:
       - When applying or verifying fails, restore the original C(.env), apply the previous count again and verify it.
@@ -142,8 +145,9 @@ seealso:
     description: The C(--scale), C(--no-deps) and C(--no-recreate) options used to apply the count.
     link: https://docs.docker.com/reference/cli/docker/compose/up/
 requirements:
-  - The Docker SDK for Python (C(docker)) on the target when O(apply=true), to verify containers by their Compose
-    labels.
+  - The Docker SDK for Python (C(docker)) on the target when O(apply=true) and the Docker Engine is not a local unix
+    socket (tcp, ssh or TLS, from C(DOCKER_HOST) or the docker CLI's current context). A local socket, the usual
+    case, is reached with the standard library.
 notes:
   - A scale-down stops the highest-numbered workers. Each gets SIGTERM and up to its C(stop_grace_period) to finish its
     current job, so a scale-down can take up to 15 minutes. Run long scale-downs with C(async) and C(poll) so that
@@ -372,7 +376,7 @@ def argument_spec():
         backup_keep=dict(type="int", default=10),
         apply=dict(type="bool", default=True),
         wait_timeout=dict(type="int", default=120),
-        settle_time=dict(type="float", default=1.0),
+        settle_time=dict(type="float", default=0.5),
         rollback=dict(type="bool", default=True),
         lock_timeout=dict(type="int", default=1800),
         command_timeout=dict(type="int", default=_compose.DEFAULT_TIMEOUT),

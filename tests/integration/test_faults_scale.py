@@ -266,7 +266,7 @@ def test_restore_failing_on_a_full_disk_keeps_both_errors(tmp_path, tmpfs, engin
         stack.down()
 
 
-# -- 8: the SDK cannot reach the engine the CLI reaches -----------------------------------------------------------
+# -- 8: the Engine API client cannot reach the engine the CLI reaches ------------------------------------------------
 @pytest.fixture
 def docker_config(tmp_path):
     """A private DOCKER_CONFIG (the shared ~/.docker is not touched) with a context ``qfct`` on the real engine."""
@@ -289,7 +289,7 @@ def test_sdk_unreachable_while_the_cli_works_fails_before_any_write(stack, tmp_p
     result, took = run(scale_args(stack, 3, docker_cli=str(cli)),
                        env={"DOCKER_HOST": "unix://%s" % (tmp_path / "nobody.sock"), "DOCKER_CONFIG": str(config)})
     assert result.failed, result
-    assert "The Docker SDK cannot reach the Docker Engine at DOCKER_HOST=unix://" in result["msg"]
+    assert "(a unix socket connection) cannot reach the Docker Engine at DOCKER_HOST=unix://" in result["msg"]
     assert "nothing was changed" in result["msg"]
     assert sha(stack.env_file) == before and stack.backups() == []
     assert len(stack.running()) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -15,6 +16,9 @@ from ansible_collections.qfieldcloud.ops.plugins.module_utils import _engine
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._replicas import DEFAULT_MAX_REPLICAS_PER_CORE
 from tests.support.ansible_run import assert_no_secrets, run_module
 from tests.support.stacks import make_stack
+from tests.support.tcp_proxy import tcp_to_unix
+
+REAL_SOCKET = _engine.DOCKER_SOCKET
 
 
 def sha(path):
@@ -418,12 +422,50 @@ def test_no_compose_v2_is_a_clear_error(stack, tmp_path):
     assert sha(stack.env_file) == before
 
 
-def test_missing_docker_sdk_is_reported(stack, tmp_path):
+@pytest.fixture
+def bare_python(tmp_path):
+    """A Python with the standard library only: no Docker SDK (nor requests)."""
     bare = tmp_path / "bare-venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    result = scale(stack, 3, python=str(bare / "bin" / "python"))
+    python = str(bare / "bin" / "python")
+    assert subprocess.run([python, "-c", "import docker"], check=False, capture_output=True).returncode != 0
+    return python
+
+
+@contextlib.contextmanager
+def docker_host(value):
+    env = dict(os.environ)
+    os.environ["DOCKER_HOST"] = value
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+
+
+def test_a_local_engine_needs_no_docker_sdk(stack, bare_python):
+    # the unix socket is served by the standard library: scaling, verification and the no-op run need no SDK
+    result = scale(stack, 3, python=bare_python)
+    assert not result.failed, result
+    assert result["changed"] and result["running"] == 3 and len(stack.running()) == 3
+    assert not scale(stack, 3, python=bare_python)["changed"]
+
+
+def test_missing_docker_sdk_is_reported_for_a_tcp_engine(stack, bare_python):
+    # the real engine on a loopback port: Compose reaches it over tcp, and the module would need the SDK
+    with tcp_to_unix(REAL_SOCKET) as url, docker_host(url):
+        before = sha(stack.env_file)
+        result = scale(stack, 3, python=bare_python)
     assert result.failed and "Failed to import the required Python library (docker)" in result["msg"]
-    assert stack.env_value() == "2"
+    assert "not a local unix socket" in result["msg"] and "Nothing was changed" in result["msg"]
+    assert sha(stack.env_file) == before and stack.backups() == [] and len(stack.running()) == 2
+
+
+def test_a_tcp_engine_is_verified_through_the_docker_sdk(stack):
+    with tcp_to_unix(REAL_SOCKET) as url, docker_host(url):
+        result = scale(stack, 3)
+    assert not result.failed, result
+    assert result["changed"] and result["running"] == 3 and len(stack.running()) == 3
 
 
 def test_unreachable_engine_fails_without_touching_env(stack):
