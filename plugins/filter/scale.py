@@ -46,6 +46,9 @@ OPTION_VARS = {
     "command_timeout": "qfc_command_timeout", "backup_keep": "qfc_backup_keep",
 }
 OPTION_RE = re.compile(r"^(%s)\b(?=[ =])" % "|".join(sorted(OPTION_VARS, key=len, reverse=True)))
+# the play keywords' values: a batch is a number of hosts from 1 or a percentage from 1% to 100%
+SERIAL_BATCH_RE = re.compile(r"^([1-9][0-9]{0,5}|([1-9][0-9]?|100)%)$")
+FAIL_PERCENTAGE_RE = re.compile(r"^([0-9]{1,2}([.][0-9]+)?|100([.]0+)?)$")
 GATE_TASK = "Health gate"  # the health gate's tasks are named so
 SCALE_TASK = "Scale QFieldCloud workers"
 FAILED_RESULTS = ("failed", "unreachable")
@@ -89,6 +92,32 @@ def qfc_input_problems(values):
             problems.append("%s must be a %s (%s: no newline, no =, no space), got %s"
                             % (name, what, pattern.pattern.strip("^$"), json.dumps(str(value))))
     return problems
+
+
+def qfc_serial_batches(value):
+    """The play's ``serial`` from qfc_serial: a list, one batch size, or a comma list (an AWX survey's text) such as
+    ``1,25%,100%``. Refuses, before any host is touched, what Ansible would misread (NaN, booleans, 0, negative or
+    over 100%) or an empty list."""
+    if isinstance(value, str):
+        batches = [item.strip() for item in value.split(",")]
+    elif is_sequence(value):
+        batches = list(value)
+    else:
+        batches = [value]
+    if not batches or any(isinstance(b, bool) or not SERIAL_BATCH_RE.match(str(b)) for b in batches):
+        raise AnsibleFilterError("qfc_serial must be batch sizes, each a whole number of hosts from 1 or a percentage "
+                                 "from 1%% to 100%% (a list, or a comma list such as 1,25%%,100%%), got %s. Nothing "
+                                 "was changed." % (value,))
+    return batches
+
+
+def qfc_fail_percentage(value):
+    """The play's ``max_fail_percentage`` from qfc_max_fail_percentage, a number from 0 to 100; refused otherwise
+    (Ansible itself would crash on NaN, or with a negative value silently run no task at all)."""
+    if isinstance(value, bool) or not FAIL_PERCENTAGE_RE.match(str(value).strip()):
+        raise AnsibleFilterError("qfc_max_fail_percentage must be a number from 0 to 100, got %s. Nothing was "
+                                 "changed." % (value,))
+    return value
 
 
 def _get(result, *path):
@@ -251,6 +280,8 @@ class FilterModule:
     def filters(self):
         return {
             "qfc_input_problems": qfc_input_problems,
+            "qfc_serial_batches": qfc_serial_batches,
+            "qfc_fail_percentage": qfc_fail_percentage,
             "qfc_gate_failed": qfc_gate_failed,
             "qfc_scale_outcome": qfc_scale_outcome,
             "qfc_scale_outcomes": qfc_scale_outcomes,

@@ -6,7 +6,8 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.qfieldcloud.ops.plugins.filter.scale import (
-    FilterModule, qfc_gate_failed, qfc_input_problems, qfc_rollout_table, qfc_scale_outcome, qfc_scale_outcomes)
+    FilterModule, qfc_fail_percentage, qfc_gate_failed, qfc_input_problems, qfc_rollout_table, qfc_scale_outcome,
+    qfc_scale_outcomes, qfc_serial_batches)
 
 DEFAULTS = {"qfc_wait_timeout": 120, "qfc_settle_time": 1.0, "qfc_max_replicas_per_core": 2.5,
             "qfc_lock_timeout": 1800, "qfc_command_timeout": 1200, "qfc_backup_keep": 10,
@@ -18,7 +19,41 @@ NAN, INF = float("nan"), float("inf")
 
 def test_the_filters_are_exported():
     assert set(FilterModule().filters()) == {"qfc_input_problems", "qfc_gate_failed", "qfc_scale_outcome",
-                                             "qfc_scale_outcomes", "qfc_rollout_table"}
+                                             "qfc_scale_outcomes", "qfc_rollout_table", "qfc_serial_batches",
+                                             "qfc_fail_percentage"}
+
+
+@pytest.mark.parametrize("value, expected", [
+    ([1, "25%", "100%"], [1, "25%", "100%"]),
+    ("1, 25% ,100%", ["1", "25%", "100%"]),  # an AWX survey's text
+    ("100%", ["100%"]),
+    (3, [3]),
+    ("999999", ["999999"]),
+    (("1%", 2), ["1%", 2]),
+])
+def test_serial_batches(value, expected):
+    assert qfc_serial_batches(value) == expected
+
+
+@pytest.mark.parametrize("value", [[], "", "0", 0, -1, "1,-1", "1,250%", "0%", "nan", NAN, INF, [1, INF], True,
+                                   [1, False], "1.5", 1.0, "1,,2", "1000000", None, {"a": 1}])
+def test_serial_batches_refuses_what_ansible_would_misread(value):
+    with pytest.raises(AnsibleFilterError, match=r"^qfc_serial must be batch sizes.*got .*Nothing was changed\.$"):
+        qfc_serial_batches(value)
+
+
+@pytest.mark.parametrize("value", [0, 30, "30", " 50 ", 99.5, "100", "100.0", 100])
+def test_fail_percentage(value):
+    assert qfc_fail_percentage(value) == value
+
+
+@pytest.mark.parametrize("value, shown", [(-5, "-5"), ("nan", "nan"), (NAN, "nan"), (INF, "inf"), (1000, "1000"),
+                                          (100.5, "100.5"), (True, "True"), ("", ""), (None, "None"), ("1e1", "1e1")])
+def test_fail_percentage_refuses_what_ansible_would_misread(value, shown):
+    with pytest.raises(AnsibleFilterError) as err:
+        qfc_fail_percentage(value)
+    expected = "qfc_max_fail_percentage must be a number from 0 to 100, got %s. Nothing was changed." % shown
+    assert str(err.value) == expected
 
 
 @pytest.mark.parametrize("changes", [
