@@ -79,7 +79,10 @@ def main():
                          "      ansible_python_interpreter: %s\n      qfc_project_src: %s\n"
                          "      qfc_bench_project: %s\n"
                          # like for like: the naive playbook has no health gate (and this stack no database)
-                         "      qfc_health_gate: false\n" % (sys.executable, project, PROJECT))
+                         "      qfc_health_gate: false\n"
+                         # the record is written as on a server, but not into this machine's own log
+                         "      qfc_operations_log: %s\n"
+                         % (sys.executable, project, PROJECT, work / "operations.jsonl"))
     runs = {"ours_change": [], "ours_noop": [], "naive_change": [], "naive_noop": []}
     loads = []  # the 1-minute load average after each round: a loaded machine flatters ours (see docs/performance.md)
     state_before = machine_state()

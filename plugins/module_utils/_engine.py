@@ -270,6 +270,31 @@ def count_running_stdlib(project, service, timeout=3.0, socket_path=DOCKER_SOCKE
     return None if containers is None else len(containers)
 
 
+WORKER_COUNT_TIMEOUT_S = 5.0  # the Engine's answer to one container listing, for the queue modules
+
+
+def worker_counts(env, project_src, env_var, service, warn, has_compose_file,
+                  timeout=WORKER_COUNT_TIMEOUT_S, socket_path=DOCKER_SOCKET):
+    """Configured (``env_var`` in ``env``, the project's .env) and running workers, None where unknown: the counts
+    of qfc_queue_facts and qfc_autoscale_decision.
+
+    Running workers are counted the way the metrics collector counts them: the Engine's containers with the
+    service's Compose labels, over the local socket with the standard library (no SDK, no CLI). Monitoring degrades
+    instead of failing: without ``project_src`` or a Compose file (``has_compose_file``), or when the Engine does not
+    answer in time, ``running`` is None and ``warn`` says why."""
+    value = env.get(env_var)
+    workers = {"configured": int(value) if value and value.strip().isdigit() else None, "running": None}
+    if not project_src:
+        return workers
+    if not has_compose_file:
+        warn("Running workers unknown: no Compose file in %s" % project_src)
+        return workers
+    workers["running"] = count_running_stdlib(project_name(env, project_src), service, timeout, socket_path)
+    if workers["running"] is None:
+        warn("Running workers unknown: the Docker Engine at %s did not answer within %ss" % (socket_path, timeout))
+    return workers
+
+
 def running_job_ids_stdlib(timeout=5.0, socket_path=DOCKER_SOCKET):
     """``job_id`` labels of running containers (QFieldCloud labels each QGIS job container with its job id);
     None when the engine cannot be asked."""

@@ -196,29 +196,10 @@ from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _policy, _postgres, _queue
 
 MAX_REPLICAS_PER_CORE = 64  # as qfc_queue_facts: only refuses typos
-ENGINE_TIMEOUT_S = 5.0
 FACTS_WINDOW_S = 3600  # the decision uses the last hour's counts; a short window keeps the query cheap
 TAIL_CHUNK = 64 * 1024
 TAIL_MAX_BYTES = 16 * 1024 * 1024  # months of 5-minute rows; a larger file is read from its end only this far
 HISTORY_MARGIN_S = 3600  # read back this much beyond the longer window: the run may start before it
-
-
-def count_workers(module, env):
-    """Configured (.env) and running workers, as qfc_queue_facts counts them (Compose labels over the Engine's
-    socket, standard library); None where unknown."""
-    p = module.params
-    value = env.get(p["env_var"])
-    workers = {"configured": int(value) if value and value.strip().isdigit() else None, "running": None}
-    if p["project_src"]:
-        if not _compose.compose_files(p["project_src"], env):
-            module.warn("Running workers unknown: no Compose file in %s" % p["project_src"])
-            return workers
-        project = _engine.project_name(env, p["project_src"])
-        workers["running"] = _engine.count_running_stdlib(project, p["service"], ENGINE_TIMEOUT_S)
-        if workers["running"] is None:
-            module.warn("Running workers unknown: the Docker Engine at %s did not answer within %ss"
-                        % (_engine.DOCKER_SOCKET, ENGINE_TIMEOUT_S))
-    return workers
 
 
 def last_recorded_change(path, warn):
@@ -364,7 +345,8 @@ def main():
     except _postgres.psycopg2.Error as exc:
         module.fail_json(msg="Query failed on %s: %s.%s"
                          % (_postgres.describe(conn_params), str(exc).strip(), nothing))
-    workers = count_workers(module, env)
+    workers = _engine.worker_counts(env, p["project_src"], p["env_var"], p["service"], module.warn,
+                                    bool(p["project_src"]) and bool(_compose.compose_files(p["project_src"], env)))
     workers["busy"] = _queue.busy_workers(facts)
     alerts = _policy.alerts(facts, workers, thresholds)
     try:

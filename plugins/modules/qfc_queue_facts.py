@@ -166,29 +166,6 @@ from ansible_collections.qfieldcloud.ops.plugins.module_utils import _queue
 # The option's ceiling: far above any real guideline (2.5, _replicas.DEFAULT_MAX_REPLICAS_PER_CORE), it only refuses
 # typos; the count itself is capped by _replicas.MAX_REPLICAS whatever the cores.
 MAX_REPLICAS_PER_CORE = 64
-ENGINE_TIMEOUT_S = 5.0  # the Engine's answer to one container listing
-
-
-def count_workers(module, env):
-    """Configured (.env) and running workers; None where the source is not given or cannot answer.
-
-    Running workers are counted the way the metrics collector counts them (one method for both): the Engine's
-    containers with the service's Compose labels, over the local Engine socket with the standard library, so the
-    queue modules need no Docker SDK and spawn no CLI."""
-    p = module.params
-    value = env.get(p["env_var"])
-    workers = {"configured": int(value) if value and value.strip().isdigit() else None, "running": None}
-    if p["project_src"]:
-        # Monitoring degrades instead of failing: the queue facts stay useful when the Engine cannot answer.
-        if not _compose.compose_files(p["project_src"], env):
-            module.warn("Running workers unknown: no Compose file in %s" % p["project_src"])
-            return workers
-        project = _engine.project_name(env, p["project_src"])
-        workers["running"] = _engine.count_running_stdlib(project, p["service"], ENGINE_TIMEOUT_S)
-        if workers["running"] is None:
-            module.warn("Running workers unknown: the Docker Engine at %s did not answer within %ss"
-                        % (_engine.DOCKER_SOCKET, ENGINE_TIMEOUT_S))
-    return workers
 
 
 def main():
@@ -247,7 +224,8 @@ def main():
     except _postgres.psycopg2.Error as exc:
         module.fail_json(msg="Query failed on %s: %s. The facts are read-only: nothing was changed."
                          % (_postgres.describe(conn_params), str(exc).strip()))
-    workers = count_workers(module, env)
+    workers = _engine.worker_counts(env, p["project_src"], p["env_var"], p["service"], module.warn,
+                                    bool(p["project_src"]) and bool(_compose.compose_files(p["project_src"], env)))
     workers["busy"] = _queue.busy_workers(facts)
     facts["workers"] = workers
     facts["alerts"] = _policy.alerts(facts, workers, thresholds_)

@@ -41,6 +41,7 @@ from tests.support.ansible_run import (  # noqa: E402  (re-exported: __all__)
     assert_no_secrets,
     run_module,
     run_playbook,
+    with_test_oplog,
 )
 from tests.support.collection import export_collections_path  # noqa: E402
 from tests.support.pgcluster import NEWEST, SCHEMA_VERSIONS, PgCluster  # noqa: E402
@@ -59,6 +60,7 @@ from tests.support.stacks import (  # noqa: E402  (re-exported: __all__)
 __all__ = [
     "BIN", "FIXTURE", "FIXTURE_DB", "ROOT", "SECRETS", "WORKER_SIM", "QfcDb", "Result", "Stack", "all_versions",
     "ansible_env", "assert_no_secrets", "instantiate", "make_db_stack", "make_stack", "run_module", "run_playbook",
+    "with_test_oplog",
 ]
 
 export_collections_path()  # read by pytest-ansible when it configures (tests/support/collection.py)
@@ -84,7 +86,7 @@ def run_qfc_module(ansible_module):
         if check or diff or verbose or python or timeout:
             return run_module(module_args, check=check, diff=diff, verbose=verbose, python=python,
                               timeout=timeout or 600, module=module)
-        return getattr(ansible_module, module)(**module_args)["localhost"]
+        return getattr(ansible_module, module)(**with_test_oplog(module_args, module))["localhost"]
 
     return run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import docker
 import pytest
-from conftest import all_versions, run_module
+from conftest import all_versions, run_module, with_test_oplog
 
 from tests.support import datagen
 from tests.support.pgcluster import SCHEMA_VERSIONS
@@ -23,7 +23,7 @@ def cleanup(ansible_module):
         args = dict(args, env_file=str(db.env_file))
         if check:
             return run_module(args, module=CLEANUP, check=True)
-        return getattr(ansible_module, CLEANUP)(**args)["localhost"]
+        return getattr(ansible_module, CLEANUP)(**with_test_oplog(args, CLEANUP))["localhost"]
 
     return run
 

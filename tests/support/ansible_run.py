@@ -22,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,9 +82,25 @@ class Result:
         return "Result(rc=%s, data=%s)\n%s" % (self.rc, self.data, self.output[-3000:])
 
 
+# The modules that append to the operations log: unless a test names a log, they write to this session's own file,
+# not to the machine's /var/log/qfieldcloud/operations.jsonl.
+OPLOG_WRITERS = ("qfieldcloud.ops.qfc_scale", "qfieldcloud.ops.qfc_job_cleanup")
+_test_oplog_dir = []
+
+
+def with_test_oplog(module_args, module):
+    """``module_args`` with ``operations_log`` set to this session's file for the modules that write one."""
+    if module not in OPLOG_WRITERS or "operations_log" in module_args:
+        return module_args
+    if not _test_oplog_dir:
+        _test_oplog_dir.append(tempfile.mkdtemp(prefix="qfc-test-oplog-"))
+    return dict(module_args, operations_log=os.path.join(_test_oplog_dir[0], "operations.jsonl"))
+
+
 def run_module(module_args, check=False, diff=False, verbose=False, python=None, timeout=600,
                module="qfieldcloud.ops.qfc_scale"):
     """One real ad-hoc Ansible run of a module on localhost (arguments as JSON); returns its parsed result."""
+    module_args = with_test_oplog(module_args, module)
     cmd = [str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
            "-e", "ansible_python_interpreter=%s" % (python or sys.executable),
            "-m", module, "-a", json.dumps(module_args)]

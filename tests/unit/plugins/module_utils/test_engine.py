@@ -425,3 +425,33 @@ def test_importing_engine_does_not_import_the_sdk():
             "assert 'docker' not in sys.modules and _engine.sdk_installed() and 'docker' not in sys.modules; "
             "assert _engine.load_sdk() and _engine.DockerException.__module__ == 'docker.errors'")
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"QFIELDCLOUD_WORKER_REPLICAS": "3"}, 3), ({"QFIELDCLOUD_WORKER_REPLICAS": " 4 "}, 4),
+    ({"QFIELDCLOUD_WORKER_REPLICAS": "auto"}, None), ({"QFIELDCLOUD_WORKER_REPLICAS": "-1"}, None), ({}, None)])
+def test_worker_counts_reads_the_configured_count_from_env(env, expected):
+    warnings = []
+    counts = _engine.worker_counts(env, None, "QFIELDCLOUD_WORKER_REPLICAS", "worker_wrapper", warnings.append, False)
+    assert counts == {"configured": expected, "running": None} and warnings == []  # no project_src: not asked
+
+
+def test_worker_counts_counts_the_running_workers_of_the_project(fake_engine, tmp_path):
+    fake_engine([worker("qfc", 1), worker("qfc", 2), worker("qfc", 3, state="exited"), worker("other", 1)])
+    warnings = []
+    counts = _engine.worker_counts({"COMPOSE_PROJECT_NAME": "qfc", "QFIELDCLOUD_WORKER_REPLICAS": "3"}, "/srv/x",
+                                   "QFIELDCLOUD_WORKER_REPLICAS", "worker_wrapper", warnings.append, True,
+                                   socket_path=str(tmp_path / "docker.sock"))
+    assert counts == {"configured": 3, "running": 2} and warnings == []
+
+
+def test_worker_counts_degrade_with_a_warning(tmp_path):
+    warnings = []
+    env = {"QFIELDCLOUD_WORKER_REPLICAS": "2"}
+    assert _engine.worker_counts(env, "/srv/x", "QFIELDCLOUD_WORKER_REPLICAS", "worker_wrapper", warnings.append,
+                                 False) == {"configured": 2, "running": None}
+    assert warnings == ["Running workers unknown: no Compose file in /srv/x"]
+    dead = str(tmp_path / "none.sock")
+    assert _engine.worker_counts(env, "/srv/x", "QFIELDCLOUD_WORKER_REPLICAS", "worker_wrapper", warnings.append,
+                                 True, timeout=0.5, socket_path=dead) == {"configured": 2, "running": None}
+    assert warnings[1] == "Running workers unknown: the Docker Engine at %s did not answer within 0.5s" % dead
