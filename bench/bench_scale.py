@@ -4,7 +4,7 @@ Both scale a QFieldCloud-shaped stack from 2 to 4 workers (the change run) and t
 rerun). Rounds alternate between the two so that drift on the machine hits both alike. Reports medians and the
 ratios ours/naive; `--write` replaces the qfc_scale section of docs/performance.md.
 
-    .venv/bin/python bench/bench_scale.py [--rounds 7] [--write]
+    .venv/bin/python bench/bench_scale.py [--rounds 7] [--settle-time S] [--write]
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--write", action="store_true", help="update docs/performance.md")
+    parser.add_argument("--settle-time", type=float, default=None,
+                        help="qfc_settle_time for ours (default: the role's default)")
     opts = parser.parse_args()
     ensure_collection_link()
 
@@ -82,7 +84,8 @@ def main():
                          "      qfc_health_gate: false\n"
                          # the record is written as on a server, but not into this machine's own log
                          "      qfc_operations_log: %s\n"
-                         % (sys.executable, project, PROJECT, work / "operations.jsonl"))
+                         % (sys.executable, project, PROJECT, work / "operations.jsonl")
+                         + ("      qfc_settle_time: %s\n" % opts.settle_time if opts.settle_time is not None else ""))
     runs = {"ours_change": [], "ours_noop": [], "naive_change": [], "naive_noop": []}
     loads = []  # the 1-minute load average after each round: a loaded machine flatters ours (see docs/performance.md)
     state_before = machine_state()
@@ -106,10 +109,11 @@ def main():
     compose = sh(["docker", "compose", "version", "--short"], ROOT).stdout.strip()
     table = "\n".join([
         MARK_BEGIN,
-        "Measured %s on %s, %d cores, Python %s, Compose %s; median of %d alternating rounds. Load average (1 min) "
-        "%.2f before, %.2f after; %d containers on the engine before (%d images)."
+        "Measured %s on %s, %d cores, Python %s, Compose %s; median of %d alternating rounds; settle time %s. Load "
+        "average (1 min) %.2f before, %.2f after; %d containers on the engine before (%d images)."
         % (time.strftime("%Y-%m-%d"), platform.machine(), os.cpu_count(), platform.python_version(), compose,
-           opts.rounds, state_before[0], state_after[0], state_before[1], state_before[2]),
+           opts.rounds, "%s s" % opts.settle_time if opts.settle_time is not None else "the role's default",
+           state_before[0], state_after[0], state_before[1], state_before[2]),
         "",
         "| run | playbooks/scale.yml | naive built-ins | ratio | target | verdict |",
         "|---|---|---|---|---|---|",

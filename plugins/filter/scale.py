@@ -153,6 +153,9 @@ def _failure_message(failure, stage, severities, gate_timeout):
         if blocking:
             alerts = ["%s: %s" % (a.get("severity"), a.get("message")) for a in blocking]
             return "health gate %s: %s" % (stage, "; ".join(alerts))
+    problems = (result.get("ansible_facts") or {}).get("qfc_scale_input_problems")
+    if problems:  # the role's input check (a set_fact that fails): its problems are the message
+        return "%s. Nothing was changed." % "; ".join(str(p) for p in problems)
     msg = result.get("msg") or "failed (no message)"
     if SCALE_TASK in task:  # the module's input errors name its options: say the role's variable instead
         msg = OPTION_RE.sub(lambda m: OPTION_VARS[m.group(1)], str(msg), count=1)

@@ -39,8 +39,8 @@ description:
   - The preflight, before anything is written, also lists the service's containers with Compose and pings the
     Docker Engine (within min(O(command_timeout), 30) seconds), so an engine that the module cannot reach, or a hung
     engine, fails the task with nothing changed. With E(DOCKER_HOST) unset, the module connects to the endpoint of
-    the docker CLI's current context (C(docker context inspect)): a local unix socket with the standard library, tcp,
-    ssh and TLS (its material included) through the Docker SDK.
+    the docker CLI's current context (C(docker context inspect)). A local unix socket is reached with the standard
+    library; tcp, ssh and TLS (its material included) through the Docker SDK.
 extends_documentation_fragment:
   - qfieldcloud.ops._project
   - qfieldcloud.ops._replicas

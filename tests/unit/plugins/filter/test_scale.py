@@ -311,3 +311,16 @@ def test_outcomes_are_read_from_hostvars_registered_or_set():
     assert qfc_scale_outcomes(hostvars, ["a"], var="other") == {}
     with pytest.raises(AnsibleFilterError):
         qfc_scale_outcomes(hostvars, None)
+
+
+def test_a_failed_input_check_names_every_problem():
+    # the role's input check is a set_fact that fails: its result carries the problems, not a msg
+    failure = {"task": "Check the numbers and names (before anything changes)",
+               "result": {"failed": True, "failed_when_result": True, "ansible_facts": {
+                   "qfc_scale_input_problems": ["qfc_settle_time must be a finite number from 0 to 3600, got nan",
+                                                "qfc_poll must be a whole number from 1 to 3600, got 0"]}}}
+    outcome = qfc_scale_outcome({}, failure=failure, host="h")
+    assert outcome["result"] == "failed"
+    assert outcome["message"] == ("qfc_settle_time must be a finite number from 0 to 3600, got nan; qfc_poll must be a "
+                                  "whole number from 1 to 3600, got 0. Nothing was changed.")
+    assert outcome["before"] is None and outcome["after"] is None
