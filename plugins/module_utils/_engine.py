@@ -274,14 +274,15 @@ WORKER_COUNT_TIMEOUT_S = 5.0  # the Engine's answer to one container listing, fo
 
 
 def worker_counts(env, project_src, env_var, service, warn, has_compose_file,
-                  timeout=WORKER_COUNT_TIMEOUT_S, socket_path=DOCKER_SOCKET):
+                  timeout=WORKER_COUNT_TIMEOUT_S, socket_path=None, environ=None):
     """Configured (``env_var`` in ``env``, the project's .env) and running workers, None where unknown: the counts
     of qfc_queue_facts and qfc_autoscale_decision.
 
     Running workers are counted the way the metrics collector counts them: the Engine's containers with the
-    service's Compose labels, over the local socket with the standard library (no SDK, no CLI). Monitoring degrades
-    instead of failing: without ``project_src`` or a Compose file (``has_compose_file``), or when the Engine does not
-    answer in time, ``running`` is None and ``warn`` says why."""
+    service's Compose labels, over a local unix socket with the standard library (no SDK, no CLI): ``socket_path``,
+    else a ``unix://`` DOCKER_HOST (a rootless engine), else /var/run/docker.sock. Monitoring degrades instead of
+    failing: without ``project_src`` or a Compose file (``has_compose_file``), with a DOCKER_HOST that is not a local
+    socket, or when the Engine does not answer in time, ``running`` is None and ``warn`` says why."""
     value = env.get(env_var)
     workers = {"configured": int(value) if value and value.strip().isdigit() else None, "running": None}
     if not project_src:
@@ -289,6 +290,14 @@ def worker_counts(env, project_src, env_var, service, warn, has_compose_file,
     if not has_compose_file:
         warn("Running workers unknown: no Compose file in %s" % project_src)
         return workers
+    if socket_path is None:
+        environ = os.environ if environ is None else environ
+        socket_path = unix_socket_path(None, environ)
+        if socket_path is None and environ.get("DOCKER_HOST"):
+            warn("Running workers unknown: DOCKER_HOST=%s is not a local unix socket, and the queue modules count "
+                 "workers over one" % environ["DOCKER_HOST"])
+            return workers
+        socket_path = socket_path or DOCKER_SOCKET
     workers["running"] = count_running_stdlib(project_name(env, project_src), service, timeout, socket_path)
     if workers["running"] is None:
         warn("Running workers unknown: the Docker Engine at %s did not answer within %ss" % (socket_path, timeout))

@@ -455,3 +455,22 @@ def test_worker_counts_degrade_with_a_warning(tmp_path):
     assert _engine.worker_counts(env, "/srv/x", "QFIELDCLOUD_WORKER_REPLICAS", "worker_wrapper", warnings.append,
                                  True, timeout=0.5, socket_path=dead) == {"configured": 2, "running": None}
     assert warnings[1] == "Running workers unknown: the Docker Engine at %s did not answer within 0.5s" % dead
+
+
+def test_worker_counts_follow_a_unix_docker_host(fake_engine, tmp_path):
+    # a rootless engine: DOCKER_HOST names its socket, and the count is asked there
+    fake_engine([worker("qfc", 1), worker("qfc", 2)])
+    warnings = []
+    environ = {"DOCKER_HOST": "unix://%s" % (tmp_path / "docker.sock")}
+    counts = _engine.worker_counts({"COMPOSE_PROJECT_NAME": "qfc"}, "/srv/x", "QFIELDCLOUD_WORKER_REPLICAS",
+                                   "worker_wrapper", warnings.append, True, environ=environ)
+    assert counts == {"configured": None, "running": 2} and warnings == []
+
+
+def test_worker_counts_do_not_ask_another_engine_for_a_tcp_docker_host():
+    warnings = []
+    counts = _engine.worker_counts({}, "/srv/x", "QFIELDCLOUD_WORKER_REPLICAS", "worker_wrapper", warnings.append,
+                                   True, environ={"DOCKER_HOST": "tcp://10.0.0.5:2376"})
+    assert counts == {"configured": None, "running": None}
+    assert warnings == ["Running workers unknown: DOCKER_HOST=tcp://10.0.0.5:2376 is not a local unix socket, and the "
+                        "queue modules count workers over one"]
