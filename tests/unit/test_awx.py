@@ -27,6 +27,7 @@ SURVEY_PLAYBOOKS = {
     "queue_report.json": "queue_report.yml",
     "autoscale.json": "autoscale.yml",
     "autoscale_per_host.json": "autoscale.yml",
+    "operations_report.json": "operations_report.yml",
 }
 # Variables a playbook reads itself (not through a role's argument spec), with the type the playbook expects.
 PLAYBOOK_VARIABLES = {
@@ -35,6 +36,7 @@ PLAYBOOK_VARIABLES = {
     "monitoring.yml": {"qfc_target_hosts": "str"},
     "queue_report.yml": {"qfc_target_hosts": "str", "qfc_project_src": "path"},
     "autoscale.yml": {"qfc_target_hosts": "str", "qfc_serial": "raw", "qfc_max_fail_percentage": "int"},
+    "operations_report.yml": {"qfc_target_hosts": "str", "qfc_operations_limit": "int"},
 }
 # AWX's question types and the Python type of their `default` (JobTemplateSurveySpec.ALLOWED_TYPES).
 QUESTION_TYPES = {
