@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import importlib
-import importlib.util
 import json
 import os
 import socket
@@ -37,11 +36,6 @@ class DockerException(Exception):
 
 class NotFound(DockerException):
     pass
-
-
-def sdk_installed():
-    """Whether the Docker SDK can be found, without importing it."""
-    return HAS_DOCKER_SDK or importlib.util.find_spec("docker") is not None
 
 
 def load_sdk():

@@ -233,8 +233,8 @@ class Workers:
                     raise ScaleFailure("Cannot read the docker CLI's current context: %s. Nothing was changed."
                                        % exc.msg, **failure_fields(exc)) from exc
                 where = "%s (docker context %s)" % (context["host"], context["name"])
-            if _engine.unix_socket_path(context) is None and not _engine.load_sdk():
-                # tcp, ssh and TLS engines are reached through the SDK; a local unix socket needs none
+            local = _engine.unix_socket_path(context) is not None  # else tcp, ssh or TLS: the SDK's client
+            if not local and not _engine.load_sdk():
                 self.module.fail_json(msg="%s The Docker Engine at %s is not a local unix socket, so qfc_scale reaches "
                                       "it through the Docker SDK. Nothing was changed."
                                       % (missing_required_lib("docker"), where),
@@ -244,7 +244,7 @@ class Workers:
                 client = _engine.engine_client(context, timeout=timeout)
                 _engine.ping(client)
             except (_engine.DockerException, OSError) as exc:
-                how = "the Docker SDK" if _engine.unix_socket_path(context) is None else "a unix socket connection"
+                how = "a unix socket connection" if local else "the Docker SDK"
                 raise ScaleFailure("qfc_scale's Engine API client (%s) cannot reach the Docker Engine at %s within %ss "
                                    "(%.1fs): %s. The docker CLI reaches it, but containers are verified through the "
                                    "Engine API, so nothing was changed."
