@@ -74,9 +74,10 @@ def children_cpu():
     return usage.ru_utime + usage.ru_stime
 
 
-def run_scale(inventory, hosts, replicas, serial, batches, forks):
-    """One timed ansible-playbook run: (wall s, machine CPU s, controller CPU s). Fails loudly unless every host
-    changed, none failed and the expected number of batches ran."""
+def run_scale(inventory, hosts, replicas, serial, batches, forks, task_cpu=False):
+    """One timed ansible-playbook run: (wall s, machine CPU s, controller CPU s, per-task controller CPU or None).
+    Fails loudly unless every host changed, none failed and the expected number of batches ran. ``task_cpu``: also
+    record the controller CPU of each task (bench/callbacks/qfc_task_cpu.py: [[task, main s, children s], ...])."""
     extra = {"qfc_worker_replicas": replicas}
     if serial is not None:
         extra["qfc_serial"] = serial
@@ -89,10 +90,17 @@ def run_scale(inventory, hosts, replicas, serial, batches, forks):
     with tempfile.TemporaryDirectory(prefix="qfc-cp-") as control:
         env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_SSH_CONTROL_PATH_DIR=control, PATH="%s:%s" % (BIN, os.environ["PATH"]))
+        tasks_file = Path(control) / "tasks.json"
+        if task_cpu:
+            env.update(ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "bench" / "callbacks"),
+                       ANSIBLE_CALLBACKS_ENABLED="qfc_task_cpu", QFC_BENCH_TASK_CPU=str(tasks_file))
         cpu0, own0, start = busy_cpu(), children_cpu(), time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=900)
         elapsed, cpu, own = time.perf_counter() - start, busy_cpu() - cpu0, children_cpu() - own0
+        tasks = json.loads(tasks_file.read_text()) if task_cpu and tasks_file.exists() else None
         for socket in Path(control).iterdir():  # not timed: end the run's SSH masters rather than let them linger
+            if socket == tasks_file:
+                continue
             subprocess.run(["ssh", "-O", "exit", "-o", "ControlPath=%s" % socket, "fleet-node"], capture_output=True,
                            check=False, timeout=30)
     recap = {h: [int(c) for c in counts] for h, *counts in RECAP.findall(proc.stdout)}
@@ -105,9 +113,55 @@ def run_scale(inventory, hosts, replicas, serial, batches, forks):
                  for h, c in recap.items() if c[1] == 0 or c[2] or c[3]]
     if proc.stdout.count(SUMMARY_TASK) != batches:
         problems.append("%d batches, expected %d" % (proc.stdout.count(SUMMARY_TASK), batches))
+    if task_cpu and tasks is None:
+        problems.append("no per-task CPU from bench/callbacks/qfc_task_cpu.py")
     if problems:
         raise SystemExit("%s\n-> %s\n%s" % (" ".join(cmd), "; ".join(problems), (proc.stdout + proc.stderr)[-4000:]))
-    return elapsed, cpu, own
+    return elapsed, cpu, own, tasks
+
+
+def ssh_key_exchange(inventory, host, samples=5):
+    """(key exchange algorithm, controller CPU s of opening one new SSH connection, of one more command over it):
+    what each host's first task pays before any module runs, measured with Ansible's own ssh options (ControlMaster,
+    ControlPersist) against one server of the fleet. The first figure minus the second is the connection's cost."""
+    hostvars = json.loads(Path(inventory).read_text())["all"]["children"]["qfieldcloud"]["hosts"][host]
+    base = ["ssh", "-C", "-o", "ControlMaster=auto", "-o", "ControlPersist=60s", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-i", hostvars["ansible_ssh_private_key_file"],
+            "-p", str(hostvars["ansible_port"]), "%s@%s" % (hostvars["ansible_user"], hostvars["ansible_host"])]
+    # The algorithm from a connection of its own: -v on a ControlMaster run would keep the master's stderr open.
+    proc = subprocess.run(base[:1] + ["-v", "-o", "ControlPath=none"] + base[1:] + ["true"], capture_output=True,
+                          text=True, check=True, timeout=60)
+    found = re.search(r"kex: algorithm: (\S+)", proc.stderr)
+    algorithm = found.group(1) if found else "unknown"
+    first, more = [], []
+    for _ in range(samples):
+        with tempfile.TemporaryDirectory(prefix="qfc-kex-") as control:
+            cmd = base[:1] + ["-o", "ControlPath=%s/cp" % control] + base[1:] + ["true"]
+            for into in (first, more):  # no pipes: the backgrounded master would hold them open for 60 s
+                cpu0 = children_cpu()
+                subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               check=True, timeout=60)
+                into.append(children_cpu() - cpu0)
+            subprocess.run(["ssh", "-O", "exit", "-o", "ControlPath=%s/cp" % control, "fleet-node"],
+                           capture_output=True, check=False, timeout=30)
+    return algorithm, statistics.median(first), statistics.median(more)
+
+
+def task_table(runs, hosts):
+    """Median controller CPU per task over the runs that recorded it, in the order the tasks ran: Markdown rows."""
+    order, values = [], {}
+    for tasks in runs:
+        for name, main, children in tasks:
+            if name not in values:
+                order.append(name)
+                values[name] = []
+            values[name].append(main + children)
+    rows = []
+    for name in order:
+        med = statistics.median(values[name])
+        label = re.sub(r"^qfieldcloud\.ops\.scale : ", "", name)
+        rows.append("| %s | %.2f s | %.3f s |" % (label.replace("|", "/"), med, med / hosts))
+    return rows
 
 
 def check_nodes(fleet, hosts, replicas):
@@ -117,6 +171,24 @@ def check_nodes(fleet, hosts, replicas):
         value, running = node.env_value(), node.running()
         if value != str(replicas) or len(running) != replicas:
             raise SystemExit("%s: expected %d workers, .env says %s, running %s" % (host, replicas, value, running))
+
+
+def kex_and_tasks(kex, big, big_runs):
+    """The lines that say where the controller CPU of the big runs goes: SSH connections, then each task."""
+    algorithm, first, more = kex
+    lines = [wrap("Where the controller CPU goes. SSH: every run opens one new connection per host (key exchange `%s` "
+                  "on this controller): %.3f s of CPU for the first command against %.3f s for one more over the open "
+                  "connection, so about %.2f s per host before any task, %.0f%% of the %.2f s target per host. It "
+                  "depends on the controller's OpenSSH, not on the collection: OpenSSH 9.0-9.8 default to "
+                  "sntrup761x25519, whose key generation is slow; 9.9 and later to mlkem768x25519, which is fast."
+                  % (algorithm, first, more, first - more, 100 * (first - more) / CPU_PER_HOST_TARGET,
+                     CPU_PER_HOST_TARGET)), ""]
+    recorded = [r[3] for r in big_runs if r[3]]
+    if big and recorded:
+        lines += ["Per task, %d servers, median of %d runs (bench/callbacks/qfc_task_cpu.py: the main process and the "
+                  "children reaped during the task):" % (big, len(recorded)), "",
+                  "| task | controller CPU | per host |", "|---|---|---|", *task_table(recorded, big), ""]
+    return lines
 
 
 def wrap(text):
@@ -161,6 +233,8 @@ def main():
             idle_load = (busy_cpu() - cpu0) / 5  # what the idle fleet (and anything else) keeps busy
             print("fleet of %d servers up in %.1f s; idle load %.2f cores; forks %d"
                   % (servers, up_seconds, idle_load, forks), flush=True)
+            kex = ssh_key_exchange(inventory, fleet.servers[0].name)
+            print("ssh: key exchange %s; a new connection %.3f s CPU, a command over it %.3f s" % kex, flush=True)
             replicas = 1
             for rnd in range(opts.rounds):
                 replicas = 2 if rnd % 2 == 0 else 1  # up, down, up, ...: every case the same direction per round
@@ -180,7 +254,8 @@ def main():
                 for i in range(opts.big_runs + (1 if cfg_forks < big else 0)):
                     replicas = 3 - replicas
                     default = i == opts.big_runs  # the last one: the forks ansible.cfg gives
-                    result = run_scale(inventory, hosts, replicas, "100%", 1, 0 if default else forks)
+                    result = run_scale(inventory, hosts, replicas, "100%", 1, 0 if default else forks,
+                                       task_cpu=not default)
                     check_nodes(fleet, hosts, replicas)
                     if default:
                         big_default = result
@@ -280,6 +355,7 @@ def main():
              % (cpu_slope, cpu_floor(10) * cores, cpu_floor(10), cores, max(project(10), cpu_floor(10)),
                 "" if not big else " (measured %d: %.2f s)" % (big, medians(big_runs)[0]))),
         "",
+        *kex_and_tasks(kex, big, big_runs),
         "Raw seconds: " + "; ".join(raw),
         MARK[1],
     ])
