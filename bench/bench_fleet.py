@@ -134,7 +134,7 @@ def ssh_key_exchange(inventory, host, samples=5):
     found = re.search(r"kex: algorithm: (\S+)", proc.stderr)
     algorithm = found.group(1) if found else "unknown"
     first, more = [], []
-    for _ in range(samples):
+    for _sample in range(samples):
         with tempfile.TemporaryDirectory(prefix="qfc-kex-") as control:
             cmd = base[:1] + ["-o", "ControlPath=%s/cp" % control] + base[1:] + ["true"]
             for into in (first, more):  # no pipes: the backgrounded master would hold them open for 60 s

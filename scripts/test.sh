@@ -19,7 +19,7 @@ for step in "${steps[@]}"; do
     # tests/molecule/test_molecule.py resets each scenario, then runs `molecule test -s NAME`; -s streams its output.
     # The pytest step below does not run them (tests/molecule is not in pyproject.toml's testpaths).
     molecule) banner "molecule test (every scenario, through pytest)"; python -m pytest -s tests/molecule ;;
-    pytest) banner "pytest: unit and integration"; python -m pytest tests/unit tests/integration ;;
+    pytest) banner "pytest: unit and integration"; python -m pytest --durations=30 tests/unit tests/integration ;;
     *) echo "unknown step: $step" >&2; exit 2 ;;
   esac
 done
