@@ -39,6 +39,7 @@ from tests.support.ansible_run import (  # noqa: E402  (re-exported: __all__)
     Result,
     ansible_env,
     assert_no_secrets,
+    custom_stats,
     run_module,
     run_playbook,
     with_test_oplog,
@@ -59,8 +60,8 @@ from tests.support.stacks import (  # noqa: E402  (re-exported: __all__)
 # What other test files import from here (``from conftest import ...``), most of it re-exported from tests/support.
 __all__ = [
     "BIN", "FIXTURE", "FIXTURE_DB", "ROOT", "SECRETS", "WORKER_SIM", "QfcDb", "Result", "Stack", "all_versions",
-    "ansible_env", "assert_no_secrets", "instantiate", "make_db_stack", "make_stack", "run_module", "run_playbook",
-    "with_test_oplog",
+    "ansible_env", "assert_no_secrets", "custom_stats", "instantiate", "make_db_stack", "make_stack", "run_module",
+    "run_playbook", "with_test_oplog",
 ]
 
 export_collections_path()  # read by pytest-ansible when it configures (tests/support/collection.py)

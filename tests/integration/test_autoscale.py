@@ -5,16 +5,14 @@ queue, the decision module, the scale role and the operations log. One stack and
 
 from __future__ import annotations
 
-import json
 import re
 import socket
-import subprocess
 import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import BIN, ROOT, QfcDb, ansible_env, assert_no_secrets, drop_database, make_db_stack
+from conftest import BIN, ROOT, QfcDb, assert_no_secrets, custom_stats, drop_database, make_db_stack, run_playbook
 
 from tests.support import datagen
 from tests.support.pgcluster import NEWEST, free_port
@@ -95,19 +93,15 @@ def idle_history(path, minutes, workers):
 
 def run(paths, extra=None, check=False):
     """ansible-playbook playbooks/autoscale.yml as AWX launches it (the actor's extra vars), custom stats shown."""
-    cmd = [str(BIN / "ansible-playbook"), str(PLAYBOOK), "-i", str(paths["inventory"]),
-           "-e", json.dumps(dict(FAST, **ACTOR, **(extra or {})))] + (["--check"] if check else [])
-    proc = subprocess.run(cmd, cwd=ROOT, env=ansible_env({"ANSIBLE_SHOW_CUSTOM_STATS": "1"}), capture_output=True,
-                          text=True, timeout=300, check=False)
+    proc = run_playbook(PLAYBOOK, paths["inventory"], dict(FAST, **ACTOR, **(extra or {})), check=check, timeout=300,
+                        env={"ANSIBLE_SHOW_CUSTOM_STATS": "1"})
     assert_no_secrets(proc.stdout + proc.stderr)
     return proc
 
 
 def artifact(output):
     """The job artifact (set_stats) as AWX and ansible-runner get it: qfc_autoscale_decisions by host."""
-    match = re.search(r"^\s*RUN: (\{.*\})\s*$", output, re.M)
-    assert match, output
-    return json.loads(match.group(1))["qfc_autoscale_decisions"]
+    return custom_stats(output)["qfc_autoscale_decisions"]
 
 
 def recap(output):

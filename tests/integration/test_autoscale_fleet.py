@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 
 import psycopg2
 import pytest
-from conftest import BIN, ROOT, ansible_env, assert_no_secrets
+from conftest import ROOT, assert_no_secrets, custom_stats, run_playbook
 
 from tests.support.datagen import add_job, make_projects, make_users
 from tests.support.fleet import Fleet
@@ -49,18 +48,14 @@ def backlog(pg, database, waiting):
 
 
 def run(inventory):
-    cmd = [str(BIN / "ansible-playbook"), str(PLAYBOOK), "-i", str(inventory), "-e", json.dumps(FAST)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=ansible_env({"ANSIBLE_SHOW_CUSTOM_STATS": "1"}), capture_output=True,
-                          text=True, timeout=600, check=False)
+    proc = run_playbook(PLAYBOOK, inventory, FAST, timeout=600, env={"ANSIBLE_SHOW_CUSTOM_STATS": "1"})
     assert_no_secrets(proc.stdout + proc.stderr)
     return proc
 
 
 def artifact(output):
     """qfc_autoscale_decisions by host, as AWX and ansible-runner get it (set_stats, aggregated over the batches)."""
-    match = re.search(r"^\s*RUN: (\{.*\})\s*$", output, re.M)
-    assert match, output
-    return json.loads(match.group(1))["qfc_autoscale_decisions"]
+    return custom_stats(output)["qfc_autoscale_decisions"]
 
 
 def recap(output):

@@ -120,7 +120,8 @@ def run_module(module_args, check=False, diff=False, verbose=False, python=None,
     return Result(proc, data)
 
 
-def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, timeout=900):
+def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, timeout=900, env=None):
+    """ansible-playbook from the checkout; ``env``: more environment (for example ANSIBLE_SHOW_CUSTOM_STATS)."""
     cmd = [str(BIN / "ansible-playbook"), str(playbook), "-i", str(inventory)]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
@@ -128,8 +129,16 @@ def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, 
         cmd.append("--check")
     if diff:
         cmd.append("--diff")
-    return subprocess.run(cmd, cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=timeout,
+    return subprocess.run(cmd, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout,
                           check=False)
+
+
+def custom_stats(output):
+    """The custom stats (set_stats) of a run with ANSIBLE_SHOW_CUSTOM_STATS=1, as AWX and ansible-runner get them:
+    the default callback's ``RUN: {...}`` line, aggregated over the batches."""
+    match = re.search(r"^\s*RUN: (\{.*\})\s*$", output, re.M)
+    assert match, output
+    return json.loads(match.group(1))
 
 
 def assert_no_secrets(text, *more):
