@@ -232,8 +232,8 @@ def qfc_scale_outcome(scale, gate=None, rollback=None, failure=None, check_mode=
 
 
 def qfc_scale_outcomes(hostvars, hosts, var="qfc_scale_outcome"):
-    """{host: outcome} for the hosts of ``hosts`` that have one in ``hostvars`` (the role registers it as the result
-    of its report task, whose ``msg`` is the outcome); hosts without one (not reached yet, failed before the role
+    """{host: outcome} for the hosts of ``hosts`` that have one in ``hostvars`` (the role registers the result of
+    qfc_scale_rollout, whose ``outcome`` it is); hosts without one (not reached yet, failed before the role
     recorded it, or an earlier run's leftover reset to {}) are left out."""
     if not is_sequence(hosts):
         raise AnsibleFilterError("qfc_scale_outcomes expects a list of hosts, got %s" % type(hosts).__name__)
@@ -243,8 +243,8 @@ def qfc_scale_outcomes(hostvars, hosts, var="qfc_scale_outcome"):
             value = hostvars[host].get(var)
         except (KeyError, AttributeError):
             continue
-        if isinstance(value, dict) and isinstance(value.get("msg"), dict):
-            value = value["msg"]
+        if isinstance(value, dict) and isinstance(value.get("outcome"), dict):
+            value = value["outcome"]
         if isinstance(value, dict) and "result" in value:
             out[host] = value
     return out

@@ -182,8 +182,10 @@ def test_scale_role_refuses_bad_numbers_and_names_before_any_change(tmp_path, ca
     for fragment in EXPECTED.get(case, ["%s must be" % name for name in SCALE_BAD[case]]):
         assert fragment in proc.stdout, (fragment, proc.stdout[-3000:])
     assert "Nothing was changed." in proc.stdout
-    assert "TASK [qfieldcloud.ops.scale : Health gate" not in proc.stdout
-    assert "TASK [qfieldcloud.ops.scale : Scale QFieldCloud workers" not in proc.stdout
+    # the rollout's steps: the input check only, neither the gate's read nor qfc_scale
+    assert '"Check the numbers and names (before anything changes)"' in proc.stdout
+    assert '"Health gate - read the queue' not in proc.stdout
+    assert '"Scale QFieldCloud workers (backup' not in proc.stdout
     assert stack.env_file.read_bytes() == before and stack.backups() == []
 
 

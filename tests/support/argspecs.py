@@ -27,7 +27,10 @@ def _stand_in(*args, **kwargs):
 
 
 def module_names():
-    return sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py") if not p.name.startswith("_"))
+    """The modules that run on the host (an AnsibleModule of their own); a module file that only documents an action
+    plugin of the same name (qfc_scale_rollout) is not one."""
+    return sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py")
+                  if not p.name.startswith("_") and not (ROOT / "plugins" / "action" / p.name).exists())
 
 
 def argument_spec(module_name):

@@ -300,7 +300,7 @@ def test_rollout_table_refuses_what_is_not_a_list_and_a_dict():
 
 def test_outcomes_are_read_from_hostvars_registered_or_set():
     hostvars = {
-        "a": {"qfc_scale_outcome": {"changed": False, "msg": outcome("changed")}},  # registered by the report task
+        "a": {"qfc_scale_outcome": {"changed": True, "outcome": outcome("changed"), "steps": []}},  # registered
         "b": {"qfc_scale_outcome": outcome("unchanged")},  # an outcome as it is
         "c": {"qfc_scale_outcome": {}},  # reset at the start of a run that went no further
         "d": {},  # a later batch
