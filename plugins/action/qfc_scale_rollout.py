@@ -19,7 +19,7 @@ from ansible.errors import AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.qfieldcloud.ops.plugins.plugin_utils._scale_rollout import run_rollout
+from ansible_collections.qfieldcloud.ops.plugins.plugin_utils._scale_rollout import run_rollout, whole
 
 display = Display()
 
@@ -79,7 +79,7 @@ class HostSteps:
         self.facts = {}
 
     def read_queue(self, gate_args, timeout):
-        return self._module(QUEUE_MODULE, gate_args, int(timeout))
+        return self._module(QUEUE_MODULE, gate_args, whole(timeout))
 
     def scale(self, scale_args):
         if self._background:
@@ -115,7 +115,7 @@ class HostSteps:
         a long scale-down (stop_grace_period, 15 min upstream) holds no connection open and survives idle-connection
         timeouts. The job's limit outlasts the module's own deadlines, so the module always gets to roll back."""
         action = self._action
-        limit = int(scale_args.get("command_timeout", 1200)) + int(scale_args.get("wait_timeout", 120)) + 60
+        limit = whole(scale_args.get("command_timeout", 1200)) + whole(scale_args.get("wait_timeout", 120)) + 60
         saved, action._task.async_val = action._task.async_val, limit  # _execute_module reads the limit from here
         try:
             started = self._module(SCALE_MODULE, scale_args, self._site_timeout, wrap_async=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: qfc_scale_rollout
 short_description: One host's scale rollout - health gate, scale, health gate, roll back on failure
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - The scale role's per-host flow (M(qfieldcloud.ops.qfc_scale) with a health gate around it) in one task, so that a
     fleet rollout costs the controller one forked worker per host instead of one per step.

@@ -32,6 +32,11 @@ GATE_VARS = {"worker_timeout_s": "qfc_worker_timeout_s", "login_port": "qfc_db_p
 OWN_VARS = {"gate_delay": "qfc_health_gate_delay", "gate_timeout": "qfc_health_gate_timeout", "poll": "qfc_poll"}
 
 
+def whole(value):
+    """A number the input check accepted as whole (60, "60", 60.0, "6e1") as an int."""
+    return int(float(value))
+
+
 def input_values(args):
     """{role variable: value} of the numbers and names the role checks before anything changes."""
     scale, gate = args.get("scale") or {}, args.get("gate") or {}
@@ -83,7 +88,7 @@ def run_rollout(steps, args, check_mode=False, host=None):
     else:
         ran.append(INPUTS)
     if failure is None and gate_args is not None:
-        gate = step(GATE_BEFORE, steps.read_queue(gate_args, args["gate_timeout"]))
+        gate = step(GATE_BEFORE, steps.read_queue(gate_args, whole(args["gate_timeout"])))
         if not gate.get("unreachable") and qfc_gate_failed(gate, severities):
             failure = {"task": GATE_BEFORE, "result": gate}
     if failure is None and not gate.get("unreachable"):
@@ -91,9 +96,9 @@ def run_rollout(steps, args, check_mode=False, host=None):
         if scale.get("failed") and not scale.get("unreachable"):
             failure = {"task": SCALE, "result": scale}
     if failure is None and gate_args is not None and scale.get("changed") and not scale.get("unreachable"):
-        if int(args.get("gate_delay") or 0) > 0:
-            step(DELAY, steps.sleep(int(args["gate_delay"])) or {"changed": False})
-        after = step(GATE_AFTER, steps.read_queue(gate_args, args["gate_timeout"]))
+        if whole(args.get("gate_delay") or 0) > 0:
+            step(DELAY, steps.sleep(whole(args["gate_delay"])) or {"changed": False})
+        after = step(GATE_AFTER, steps.read_queue(gate_args, whole(args["gate_timeout"])))
         if after.get("unreachable") or qfc_gate_failed(after, severities):
             failure = {"task": GATE_AFTER, "result": after}
             if scale.get("rollback_replicas") is not None and not check_mode:

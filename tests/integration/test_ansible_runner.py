@@ -59,8 +59,9 @@ def test_scale_through_ansible_runner_publishes_the_outcome_as_awx_shows_it(db_s
     outcome = stats_artifact(result)["qfc_scale_outcomes"]["qfc1"]
     assert (outcome["before"], outcome["after"], outcome["result"]) == (2, 3, "changed")
     ok = [e for e in host_events(result, "qfc1") if e["event"] == "runner_on_ok"]
-    scale = [e for e in ok if e["event_data"]["task_action"] == "qfieldcloud.ops.qfc_scale"]
+    scale = [e for e in ok if e["event_data"]["task_action"] == "qfieldcloud.ops.qfc_scale_rollout"]
     assert len(scale) == 1 and scale[0]["event_data"]["res"]["changed"] is True
+    assert scale[0]["event_data"]["res"]["outcome"]["result"] == "changed"  # each host's event carries its outcome
     assert result.stats["changed"] == {"qfc1": 1} and not result.stats["failures"]
     assert_no_secrets(json.dumps(events(result)), db.pg.password)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.qfieldcloud.ops.plugins.plugin_utils._scale_rollout import (
-    DELAY, GATE_AFTER, GATE_BEFORE, INPUTS, ROLLBACK, SCALE, input_values, rollback_args, run_rollout)
+    DELAY, GATE_AFTER, GATE_BEFORE, INPUTS, ROLLBACK, SCALE, input_values, rollback_args, run_rollout, whole)
 
 SCALE_ARGS = {"project_src": "/srv/qfc", "replicas": 4, "wait_timeout": 120, "settle_time": 0.5,
               "max_replicas_per_core": 2.5, "lock_timeout": 1800, "command_timeout": 1200, "backup_keep": 10,
@@ -194,3 +194,11 @@ def test_rollback_args_keep_everything_else():
     assert args["project_src"] == "/srv/qfc" and args["replicas"] == 2
     assert args["operation_reason"] == "the gate failed after 2 -> 4; back to 2"
     assert SCALE_ARGS["replicas"] == 4  # not changed in place
+
+
+def test_whole_numbers_given_as_text_or_floats_reach_the_steps_as_ints():
+    steps = FakeSteps(reads=[queue(2), queue(4)], scales=[CHANGED])
+    run_rollout(steps, dict(ARGS, gate_timeout="60.0", gate_delay=2.0))
+    assert [c for c in steps.calls if c[0] == "sleep"] == [("sleep", 2)]
+    assert {c[2] for c in steps.calls if c[0] == "read_queue"} == {60}
+    assert whole("6e1") == 60
