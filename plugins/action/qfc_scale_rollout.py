@@ -15,7 +15,7 @@ import signal
 import time
 
 from ansible import constants as C
-from ansible.errors import AnsibleConnectionFailure
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
@@ -102,6 +102,8 @@ class HostSteps:
                     "msg": "%s did not finish within %s s" % (name, timeout)}
         except AnsibleConnectionFailure as exc:
             return {"unreachable": True, "changed": False, "msg": str(exc)}
+        except AnsibleError as exc:  # e.g. no interpreter found, a become failure: this step failed, as its task would
+            return {"failed": True, "changed": False, "msg": "%s: %s" % (name, exc)}
         finally:
             if not wrap_async:
                 action._remove_tmp_path(action._connection._shell.tmpdir)
