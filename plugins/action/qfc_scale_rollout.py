@@ -15,7 +15,8 @@ import signal
 import time
 
 from ansible import constants as C
-from ansible.errors import AnsibleConnectionFailure, AnsibleError
+from ansible.errors import AnsibleConnectionFailure
+from ansible.executor.module_common import _apply_action_arg_defaults  # as core's package and service
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
@@ -39,6 +40,7 @@ ARGUMENT_SPEC = {
 }
 # what a step's result shown with -v leaves out: the diff is shown once as the task's, invocation is noise
 HIDDEN_KEYS = ("diff", "invocation")
+CLEANUP_TIMEOUT = 30  # seconds for a temporary directory's removal or the async directory's lookup on the host
 
 
 class DeadlineExceeded(BaseException):
@@ -48,14 +50,23 @@ class DeadlineExceeded(BaseException):
 
 @contextlib.contextmanager
 def deadline(seconds):
-    """Raise DeadlineExceeded in this (forked worker's main) thread after ``seconds``; 0 or None: no deadline."""
+    """Raise DeadlineExceeded in this (forked worker's main) thread after ``seconds``; 0 or None: no deadline.
+
+    An outer alarm (a ``timeout`` on the task, when the plugin is used without the role) is kept: when it comes first
+    it is left to fire, else it is re-armed with the time it has left afterwards."""
     if not seconds:
+        yield
+        return
+    outer = signal.alarm(0)  # seconds left of an outer alarm, 0 when there is none
+    if outer and outer <= seconds:
+        signal.alarm(outer)
         yield
         return
 
     def fire(_signum, _frame):
         raise DeadlineExceeded(seconds)
 
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, fire)
     signal.alarm(int(seconds))
     try:
@@ -63,6 +74,8 @@ def deadline(seconds):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.alarm(max(1, round(outer - (time.monotonic() - started))))
 
 
 class HostSteps:
@@ -95,29 +108,59 @@ class HostSteps:
         action = self._action
         try:
             with deadline(timeout):
-                result = action._execute_module(module_name=name, module_args=dict(args), task_vars=self._task_vars,
+                # module_defaults of the play (group/qfieldcloud.ops.qfc_db, qfc_project...) apply to each module run
+                # as they did to the role's tasks; the arguments given win, as in any task
+                args = _apply_action_arg_defaults(name, action._task, dict(args), action._templar)
+                result = action._execute_module(module_name=name, module_args=args, task_vars=self._task_vars,
                                                 wrap_async=wrap_async)
         except DeadlineExceeded:
             return {"failed": True, "changed": False, "timedout": {"period": timeout},
                     "msg": "%s did not finish within %s s" % (name, timeout)}
         except AnsibleConnectionFailure as exc:
             return {"unreachable": True, "changed": False, "msg": str(exc)}
-        except AnsibleError as exc:  # e.g. no interpreter found, a become failure: this step failed, as its task would
+        except Exception as exc:  # noqa: BLE001 - no interpreter, a become failure...: this step failed, as its task would
             return {"failed": True, "changed": False, "msg": "%s: %s" % (name, exc)}
         finally:
             if not wrap_async:
-                action._remove_tmp_path(action._connection._shell.tmpdir)
+                self._remove_tmp_path()
         for key, value in (result.get("ansible_facts") or {}).items():
             if key.startswith("discovered_interpreter_"):  # cached for the host, as any module task's would be
                 self.facts[key] = value
         return result
 
+    def _remove_tmp_path(self):
+        """Remove the step's temporary directory on the host (none with pipelining), within CLEANUP_TIMEOUT; a host
+        that fails it keeps a directory, which must not replace the step's result."""
+        action = self._action
+        try:
+            with deadline(CLEANUP_TIMEOUT):
+                action._remove_tmp_path(action._connection._shell.tmpdir)
+        except (DeadlineExceeded, Exception):  # noqa: BLE001
+            action._connection._shell.tmpdir = None
+
+    def _async_dir(self):
+        action = self._action
+        try:
+            with deadline(CLEANUP_TIMEOUT):
+                return action._remote_expand_user(action.get_shell_option("async_dir", default="~/.ansible_async"))
+        except DeadlineExceeded:
+            return {"failed": True, "changed": False, "msg": "the host did not say its home directory within %s s "
+                                                             "(async_dir); nothing was started" % CLEANUP_TIMEOUT}
+        except AnsibleConnectionFailure as exc:
+            return {"unreachable": True, "changed": False, "msg": str(exc)}
+        except Exception as exc:  # noqa: BLE001
+            return {"failed": True, "changed": False, "msg": "async_dir: %s; nothing was started" % exc}
+
     def _scale_in_background(self, scale_args):
         """qfc_scale under async_wrapper, polled every ``poll`` s with async_status, as a task with async/poll:
         a long scale-down (stop_grace_period, 15 min upstream) holds no connection open and survives idle-connection
-        timeouts. The job's limit outlasts the module's own deadlines, so the module always gets to roll back."""
+        timeouts. The job's limit (background_limit) outlasts the module's own deadlines, so the module always gets
+        to roll back itself."""
         action = self._action
-        limit = whole(scale_args.get("command_timeout", 1200)) + whole(scale_args.get("wait_timeout", 120)) + 60
+        async_dir = self._async_dir()  # before the job starts: a failure here leaves nothing running
+        if isinstance(async_dir, dict):
+            return async_dir
+        limit = background_limit(scale_args)
         saved, action._task.async_val = action._task.async_val, limit  # _execute_module reads the limit from here
         try:
             started = self._module(SCALE_MODULE, scale_args, self._site_timeout, wrap_async=True)
@@ -126,7 +169,6 @@ class HostSteps:
         jid = started.get("ansible_job_id")
         if started.get("failed") or started.get("unreachable") or not jid:
             return started
-        async_dir = action._remote_expand_user(action.get_shell_option("async_dir", default="~/.ansible_async"))
         host = self._task_vars.get("inventory_hostname")
         give_up = time.monotonic() + limit + self._poll
         status = {}
@@ -134,19 +176,31 @@ class HostSteps:
             time.sleep(self._poll)
             status = self._module("ansible.legacy.async_status", {"jid": jid, "_async_dir": async_dir}, 60)
             if status.get("unreachable") or status.get("timedout"):  # a network bounce: keep polling until the limit
+                with contextlib.suppress(Exception):
+                    action._connection.reset()
                 continue
             display.display("ASYNC POLL on %s: jid=%s started=%s finished=%s"
                             % (host, jid, status.get("started"), status.get("finished")))
-            if status.get("finished") or status.get("failed"):
+            # Only a finished job ends the polling (async_status says finished also for a job file it cannot read);
+            # a reply that could not be parsed is polled again, as Ansible's own poll loop does.
+            if status.get("finished"):
                 break
         else:
             return {"failed": True, "changed": False, "ansible_job_id": jid,
                     "msg": "qfc_scale in the background (job %s) did not finish within %s s; it may still be running "
-                           "on the host" % (jid, limit)}
+                           "on the host, its result in %s/%s" % (jid, limit, async_dir, jid)}
         self._module("ansible.legacy.async_status", {"jid": jid, "mode": "cleanup", "_async_dir": async_dir}, 60)
         for key in ("started", "finished", "results_file", "stdout", "stderr", "stdout_lines", "stderr_lines"):
             status.pop(key, None)
         return status
+
+
+def background_limit(scale_args):
+    """Seconds the background job may run: the module's own deadlines one after the other (the lock wait, the
+    preflight's Compose calls, compose up, the settle wait, and a restore's compose up and wait) and a margin, so
+    async_wrapper never kills qfc_scale before it has rolled back itself."""
+    command, wait = whole(scale_args.get("command_timeout", 1200)), whole(scale_args.get("wait_timeout", 120))
+    return whole(scale_args.get("lock_timeout", 1800)) + 3 * command + 2 * wait + 60
 
 
 class ActionModule(ActionBase):
@@ -165,7 +219,7 @@ class ActionModule(ActionBase):
         flow = run_rollout(steps, args, check_mode=bool(self._task.check_mode),
                            host=task_vars.get("inventory_hostname"))
         results = flow["results"]
-        diffs = [r["diff"] for r in results.values() if isinstance(r, dict) and r.get("diff")]
+        diffs = collect_diffs(results)
         result.update(changed=flow["changed"], outcome=flow["outcome"], steps=flow["steps"])
         if diffs:
             result["diff"] = diffs if len(diffs) > 1 else diffs[0]
@@ -181,8 +235,18 @@ class ActionModule(ActionBase):
         return result
 
 
+def collect_diffs(results):
+    """Every step's diff in order, as one flat list: qfc_scale's diff is a list (one entry per file), and the
+    callback shows nothing for a list of lists (the change and its rollback)."""
+    diffs = []
+    for step_result in results.values():
+        diff = step_result.get("diff") if isinstance(step_result, dict) else None
+        diffs.extend(diff if isinstance(diff, list) else [diff] if diff else [])
+    return diffs
+
+
 def _whole(value, default):
     try:
         return max(1, int(float(value)))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default

@@ -192,7 +192,8 @@ def qfc_scale_outcome(scale, gate=None, rollback=None, failure=None, check_mode=
     failed = bool(failure)
     stage = "after the change" if changed else "before the change"
     gate_failed = failed and GATE_TASK in (failure.get("task") or "")
-    rollback_failed = bool(rollback.get("failed"))
+    # a rollback that could not reach the host failed as much as one that ran and failed: the new count is in place
+    rollback_failed = bool(rollback.get("failed") or rollback.get("unreachable"))
     gate_rolled_back = "running" in rollback and not rollback_failed
     # running before: from qfc_scale, else from the gate's read of the queue, else the .env value
     before = _first(scale.get("previous_running"), _get(gate, "ansible_facts", "qfc_queue", "workers", "running"),

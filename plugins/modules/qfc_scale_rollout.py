@@ -23,13 +23,16 @@ description:
   - (4) When something changed and O(gate) is set, it waits O(gate_delay) seconds and reads the queue again; a failed
     read (a timeout or an unreachable host included) or a blocking alert rolls the host back to its count before
     (C(rollback_replicas) of qfc_scale's result), with C(operation=rollback) in the operations log.
+  - The play's C(module_defaults) for M(qfieldcloud.ops.qfc_scale) and M(qfieldcloud.ops.qfc_queue_facts) (or their
+    groups) apply to each run of them; the options given here win.
   - Never fails for what the host does. The result's RV(outcome) says what happened (C(changed), C(unchanged),
     C(would change), C(failed ...), C(unreachable)) and why, so that a play can print its rollout summary before it
     fails the host; the scale role fails the host after the summary.
   - Input errors name the scale role's variables (C(qfc_wait_timeout), C(qfc_health_gate_timeout)...), as this is
     that role's flow.
-  - Each step has its own deadline - the gate's reads O(gate_timeout), M(qfieldcloud.ops.qfc_scale) the site's task
-    timeout (C(TASK_TIMEOUT)), and with O(background) only its start, as a task with C(async). Set the task keyword
+  - Deadlines - each of the gate's reads O(gate_timeout); M(qfieldcloud.ops.qfc_scale) its own (lock, Compose,
+    settle wait) and the site's task timeout (C(TASK_TIMEOUT)), with O(background) only on its start, as a task with
+    C(async); removing a temporary directory on the host 30 s. Set the task keyword
     C(timeout) to V(0), as the role does, so that no timeout over the whole flow cuts a rollback short.
 extends_documentation_fragment:
   - qfieldcloud.ops._attributes
@@ -73,14 +76,16 @@ options:
     type: raw
     default: 60
   gate_delay:
-    description: Seconds to wait after a change before the second read (a whole number from 0 to 3600).
+    description: Seconds to wait after a change before the second read (a whole number from 0 to 3600); the hosts of a
+      batch wait in parallel, up to C(forks) at a time.
     type: raw
     default: 0
   background:
     description:
       - Run M(qfieldcloud.ops.qfc_scale) in the background on the host (C(async_wrapper)) and poll it, so a long
-        scale-down holds no connection open. Its limit is C(command_timeout) + C(wait_timeout) + 60 s, so the module's
-        own deadlines fire first. Not in check mode.
+        scale-down holds no connection open. Its limit is C(lock_timeout) + 3 x C(command_timeout) + 2 x C(wait_timeout)
+        + 60 s (the lock wait, the preflight, C(compose up), the settle wait and a restore), so the module's own
+        deadlines fire first. The rollback runs in the background too. Not in check mode.
     type: bool
     default: false
   poll:
@@ -94,9 +99,6 @@ options:
 seealso:
   - module: qfieldcloud.ops.qfc_scale
   - module: qfieldcloud.ops.qfc_queue_facts
-  - name: The scale role
-    description: Runs this task on each host, then prints the rollout summary and fails the hosts that failed.
-    link: https://github.com/opengisch/qfieldcloud
 author:
   - qfieldcloud.ops contributors (@qfieldcloud-ops)
 """

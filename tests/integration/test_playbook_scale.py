@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -107,3 +108,23 @@ def test_qfc_async_carries_a_scale_down_longer_than_the_task_timeout(stack, tmp_
     assert "worker_wrapper: running 2 -> 1" in proc.stdout
     assert stack.running() == [c.name for c in stack.containers() if c.name.endswith("-1")]
     assert (stack.out / ("graceful-%s" % victim.id[:12])).exists()
+
+
+def test_the_plays_module_defaults_reach_qfc_scale_inside_the_rollout_task(stack, tmp_path):
+    """The role runs qfc_scale inside qfc_scale_rollout (an action plugin), where Ansible does not apply module_defaults
+    by itself: a play's `module_defaults` for qfc_scale (here its Docker CLI, a wrapper that logs each call) must still
+    reach it, as it reached the role's qfc_scale task before."""
+    log = tmp_path / "docker-calls.log"
+    wrapper = tmp_path / "docker-wrapper"
+    wrapper.write_text('#!/bin/sh\necho "$*" >> %s\nexec %s "$@"\n' % (log, shutil.which("docker")))
+    wrapper.chmod(0o755)
+    playbook = tmp_path / "defaults.yml"
+    playbook.write_text(
+        "- hosts: qfieldcloud\n  gather_facts: false\n"
+        "  module_defaults:\n    qfieldcloud.ops.qfc_scale:\n      docker_cli: %s\n"
+        "  roles:\n    - role: qfieldcloud.ops.scale\n" % wrapper)
+    proc = run_playbook(str(playbook), inventory_for(stack, tmp_path), {"qfc_worker_replicas": 3})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(stack.running()) == 3
+    calls = log.read_text().splitlines()
+    assert any(" up " in " %s " % call and "--scale" in call for call in calls), calls

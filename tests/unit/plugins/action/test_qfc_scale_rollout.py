@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ansible_collections.qfieldcloud.ops.plugins.action.qfc_scale_rollout import (
-    ARGUMENT_SPEC, DeadlineExceeded, _whole, deadline)
+    ARGUMENT_SPEC, DeadlineExceeded, _whole, background_limit, collect_diffs, deadline)
 
 
 def test_a_deadline_interrupts_a_call_that_hangs_and_restores_the_handler():
@@ -38,7 +38,7 @@ def test_a_deadline_is_not_swallowed_by_except_exception():
                 pytest.fail("swallowed")
 
 
-@pytest.mark.parametrize("value, expected", [(10, 10), ("3", 3), ("2.0", 2), (0, 1), ("nan", 7), (None, 7)])
+@pytest.mark.parametrize("value, expected", [(10, 10), ("3", 3), ("2.0", 2), (0, 1), ("nan", 7), (None, 7), ("inf", 7)])
 def test_poll_seconds(value, expected):
     assert _whole(value, 7) == expected
 
@@ -46,3 +46,47 @@ def test_poll_seconds(value, expected):
 def test_the_numbers_are_taken_as_given_for_the_input_check():
     # NaN and fractions must reach the flow's input check (which names the role's variable), not Ansible's int type
     assert {ARGUMENT_SPEC[k]["type"] for k in ("gate_timeout", "gate_delay", "poll")} == {"raw"}
+
+
+def test_an_outer_alarm_that_comes_later_is_re_armed_with_the_time_it_has_left():
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(time.monotonic()))
+    try:
+        signal.alarm(3)  # a task timeout around the step
+        with deadline(1):
+            time.sleep(0.2)
+        left = signal.alarm(0)
+        assert 2 <= left <= 3 and not fired
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_outer_alarm_that_comes_first_is_left_to_fire():
+    class Outer(BaseException):
+        pass
+
+    def outer_fires(*_):
+        raise Outer()
+
+    previous = signal.signal(signal.SIGALRM, outer_fires)
+    try:
+        signal.alarm(1)
+        with pytest.raises(Outer):
+            with deadline(5):
+                time.sleep(3)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_background_job_outlasts_every_deadline_of_the_module():
+    # lock wait 1800 + preflight, up and restore (3 x 1200) + settle wait and the restore's wait (2 x 120) + 60
+    assert background_limit({}) == 1800 + 3 * 1200 + 2 * 120 + 60
+    assert background_limit({"lock_timeout": 0, "command_timeout": "10", "wait_timeout": 5.0}) == 30 + 10 + 60
+
+
+def test_diffs_of_the_change_and_the_rollback_are_one_flat_list():
+    change, back = {"before": "N=2\n", "after": "N=4\n"}, {"before": "N=4\n", "after": "N=2\n"}
+    results = {"gate": {"changed": False}, "scale": {"diff": [change]}, "rollback": {"diff": back}, "x": "text"}
+    assert collect_diffs(results) == [change, back]
+    assert collect_diffs({"gate": {}}) == []

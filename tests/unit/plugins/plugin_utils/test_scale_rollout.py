@@ -157,11 +157,14 @@ def test_a_failed_read_after_the_change_rolls_back_to_the_count_before():
 
 
 @pytest.mark.parametrize("after", [UNREACHABLE, {"failed": True, "timedout": {"period": 60}, "msg": "timed out"}])
-def test_a_read_after_the_change_that_never_answers_rolls_back_too(after):
-    steps = FakeSteps(reads=[queue(2), after], scales=[CHANGED, {"failed": True, "msg": "unreachable too"}])
+@pytest.mark.parametrize("rollback", [{"failed": True, "msg": "compose up failed"}, UNREACHABLE])
+def test_a_read_after_the_change_that_never_answers_rolls_back_too(after, rollback):
+    steps = FakeSteps(reads=[queue(2), after], scales=[CHANGED, rollback])
     outcome = run_rollout(steps, ARGS)["outcome"]
     assert names(steps) == ["read_queue", "scale", "read_queue", "scale"]
+    # a rollback that could not reach the host is a failed one: the new count is still in place
     assert outcome["result"] == "failed at the health gate after the change, ROLLBACK FAILED"
+    assert outcome["after"] == 4
 
 
 @pytest.mark.parametrize("case, kwargs, scale", [
