@@ -192,8 +192,11 @@ def test_a_health_gate_failing_after_the_change_scales_the_host_back(fleet, pg):
     assert stopped.returncode == 0, stopped.stdout
     add_jobs(pg, fleet["qfc2"].database, 3, status="pending")
     proc = run_playbook(PLAYBOOK, inventory, {"qfc_worker_replicas": 1,
-                                              "qfc_health_gate_severities": ["critical", "error"]})
+                                              "qfc_health_gate_severities": ["critical", "error"]}, diff=True)
     assert proc.returncode != 0
+    # --diff shows both edits of .env on qfc2, the change and the rollback (one task, two diffs)
+    assert "-QFIELDCLOUD_WORKER_REPLICAS=0\n+QFIELDCLOUD_WORKER_REPLICAS=1" in proc.stdout.replace("\r", "")
+    assert "-QFIELDCLOUD_WORKER_REPLICAS=1\n+QFIELDCLOUD_WORKER_REPLICAS=0" in proc.stdout.replace("\r", "")
     # three pending jobs of one free project: upstream's dequeue starts one of them (useful_backlog counts 1)
     assert "health gate after the change: error: 1 of 1 workers idle while 1 job(s) could start now" in proc.stdout
     gated = fleet["qfc2"]
