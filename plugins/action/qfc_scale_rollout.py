@@ -85,7 +85,7 @@ class HostSteps:
         self._action = action
         self._task_vars = task_vars
         self._background = background and not action._task.check_mode  # Ansible refuses async in check mode
-        self._poll = poll
+        self._poll = poll  # as given; whole() once the flow's input check has passed it (1 to 3600)
         # The site's task timeout (ANSIBLE_TASK_TIMEOUT) covered the role's qfc_scale task, and with qfc_async only
         # starting it; the role turns the keyword off for this task (timeout: 0) and it applies here the same way.
         self._site_timeout = int(C.config.get_config_value("TASK_TIMEOUT") or 0)
@@ -104,22 +104,33 @@ class HostSteps:
         time.sleep(seconds)
         return {"changed": False, "slept": seconds}
 
-    def _module(self, name, args, timeout, wrap_async=False):
-        action = self._action
+    @staticmethod
+    def _guarded(what, timeout, call):
+        """call() under a deadline of ``timeout`` s; what goes wrong on the host becomes a result, as a task's would:
+        a timeout (``timedout``), an unreachable host, any other error (no interpreter, a become failure...)."""
         try:
             with deadline(timeout):
-                # module_defaults of the play (group/qfieldcloud.ops.qfc_db, qfc_project...) apply to each module run
-                # as they did to the role's tasks; the arguments given win, as in any task
-                args = _apply_action_arg_defaults(name, action._task, dict(args), action._templar)
-                result = action._execute_module(module_name=name, module_args=args, task_vars=self._task_vars,
-                                                wrap_async=wrap_async)
+                return call()
         except DeadlineExceeded:
             return {"failed": True, "changed": False, "timedout": {"period": timeout},
-                    "msg": "%s did not finish within %s s" % (name, timeout)}
+                    "msg": "%s did not finish within %s s" % (what, timeout)}
         except AnsibleConnectionFailure as exc:
             return {"unreachable": True, "changed": False, "msg": str(exc)}
-        except Exception as exc:  # noqa: BLE001 - no interpreter, a become failure...: this step failed, as its task would
-            return {"failed": True, "changed": False, "msg": "%s: %s" % (name, exc)}
+        except Exception as exc:  # noqa: BLE001
+            return {"failed": True, "changed": False, "msg": "%s: %s" % (what, exc)}
+
+    def _module(self, name, args, timeout, wrap_async=False):
+        action = self._action
+
+        def execute():
+            # module_defaults of the play (group/qfieldcloud.ops.qfc_db, qfc_project...) apply to each module run as
+            # they did to the role's tasks; the arguments given win, as in any task
+            module_args = _apply_action_arg_defaults(name, action._task, dict(args), action._templar)
+            return action._execute_module(module_name=name, module_args=module_args, task_vars=self._task_vars,
+                                          wrap_async=wrap_async)
+
+        try:
+            result = self._guarded(name, timeout, execute)
         finally:
             if not wrap_async:
                 self._remove_tmp_path()
@@ -138,28 +149,18 @@ class HostSteps:
         except (DeadlineExceeded, Exception):  # noqa: BLE001
             action._connection._shell.tmpdir = None
 
-    def _async_dir(self):
-        action = self._action
-        try:
-            with deadline(CLEANUP_TIMEOUT):
-                return action._remote_expand_user(action.get_shell_option("async_dir", default="~/.ansible_async"))
-        except DeadlineExceeded:
-            return {"failed": True, "changed": False, "msg": "the host did not say its home directory within %s s "
-                                                             "(async_dir); nothing was started" % CLEANUP_TIMEOUT}
-        except AnsibleConnectionFailure as exc:
-            return {"unreachable": True, "changed": False, "msg": str(exc)}
-        except Exception as exc:  # noqa: BLE001
-            return {"failed": True, "changed": False, "msg": "async_dir: %s; nothing was started" % exc}
-
     def _scale_in_background(self, scale_args):
         """qfc_scale under async_wrapper, polled every ``poll`` s with async_status, as a task with async/poll:
         a long scale-down (stop_grace_period, 15 min upstream) holds no connection open and survives idle-connection
         timeouts. The job's limit (background_limit) outlasts the module's own deadlines, so the module always gets
         to roll back itself."""
         action = self._action
-        async_dir = self._async_dir()  # before the job starts: a failure here leaves nothing running
+        # looked up on the host before the job starts: a failure here leaves nothing running
+        async_dir = self._guarded("looking up async_dir on the host", CLEANUP_TIMEOUT,
+                                  lambda: action._remote_expand_user(
+                                      action.get_shell_option("async_dir", default="~/.ansible_async")))
         if isinstance(async_dir, dict):
-            return async_dir
+            return dict(async_dir, msg="%s; nothing was started" % async_dir["msg"])
         limit = background_limit(scale_args)
         saved, action._task.async_val = action._task.async_val, limit  # _execute_module reads the limit from here
         try:
@@ -169,11 +170,11 @@ class HostSteps:
         jid = started.get("ansible_job_id")
         if started.get("failed") or started.get("unreachable") or not jid:
             return started
-        host = self._task_vars.get("inventory_hostname")
-        give_up = time.monotonic() + limit + self._poll
+        host, poll = self._task_vars.get("inventory_hostname"), whole(self._poll)
+        give_up = time.monotonic() + limit + poll
         status = {}
         while time.monotonic() < give_up:
-            time.sleep(self._poll)
+            time.sleep(poll)
             status = self._module("ansible.legacy.async_status", {"jid": jid, "_async_dir": async_dir}, 60)
             if status.get("unreachable") or status.get("timedout"):  # a network bounce: keep polling until the limit
                 with contextlib.suppress(Exception):
@@ -215,7 +216,7 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         del validation
-        steps = HostSteps(self, task_vars, args["background"], _whole(args["poll"], 10))
+        steps = HostSteps(self, task_vars, args["background"], args["poll"])
         flow = run_rollout(steps, args, check_mode=bool(self._task.check_mode),
                            host=task_vars.get("inventory_hostname"))
         results = flow["results"]
@@ -243,10 +244,3 @@ def collect_diffs(results):
         diff = step_result.get("diff") if isinstance(step_result, dict) else None
         diffs.extend(diff if isinstance(diff, list) else [diff] if diff else [])
     return diffs
-
-
-def _whole(value, default):
-    try:
-        return max(1, int(float(value)))
-    except (TypeError, ValueError, OverflowError):
-        return default

@@ -87,8 +87,9 @@ def run_rollout(steps, args, check_mode=False, host=None):
         step(INPUTS, failure["result"])
     else:
         ran.append(INPUTS)
+        gate_timeout, delay = whole(args["gate_timeout"]), whole(args.get("gate_delay") or 0)
     if failure is None and gate_args is not None:
-        gate = step(GATE_BEFORE, steps.read_queue(gate_args, whole(args["gate_timeout"])))
+        gate = step(GATE_BEFORE, steps.read_queue(gate_args, gate_timeout))
         if not gate.get("unreachable") and qfc_gate_failed(gate, severities):
             failure = {"task": GATE_BEFORE, "result": gate}
     if failure is None and not gate.get("unreachable"):
@@ -96,9 +97,9 @@ def run_rollout(steps, args, check_mode=False, host=None):
         if scale.get("failed") and not scale.get("unreachable"):
             failure = {"task": SCALE, "result": scale}
     if failure is None and gate_args is not None and scale.get("changed") and not scale.get("unreachable"):
-        if whole(args.get("gate_delay") or 0) > 0:
-            step(DELAY, steps.sleep(whole(args["gate_delay"])) or {"changed": False})
-        after = step(GATE_AFTER, steps.read_queue(gate_args, whole(args["gate_timeout"])))
+        if delay > 0:
+            step(DELAY, steps.sleep(delay) or {"changed": False})
+        after = step(GATE_AFTER, steps.read_queue(gate_args, gate_timeout))
         if after.get("unreachable") or qfc_gate_failed(after, severities):
             failure = {"task": GATE_AFTER, "result": after}
             if scale.get("rollback_replicas") is not None and not check_mode:

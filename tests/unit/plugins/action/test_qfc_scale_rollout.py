@@ -6,9 +6,10 @@ import signal
 import time
 
 import pytest
+from ansible.errors import AnsibleConnectionFailure
 
 from ansible_collections.qfieldcloud.ops.plugins.action.qfc_scale_rollout import (
-    ARGUMENT_SPEC, DeadlineExceeded, _whole, background_limit, collect_diffs, deadline)
+    ARGUMENT_SPEC, DeadlineExceeded, HostSteps, background_limit, collect_diffs, deadline)
 
 
 def test_a_deadline_interrupts_a_call_that_hangs_and_restores_the_handler():
@@ -38,9 +39,25 @@ def test_a_deadline_is_not_swallowed_by_except_exception():
                 pytest.fail("swallowed")
 
 
-@pytest.mark.parametrize("value, expected", [(10, 10), ("3", 3), ("2.0", 2), (0, 1), ("nan", 7), (None, 7), ("inf", 7)])
-def test_poll_seconds(value, expected):
-    assert _whole(value, 7) == expected
+def test_what_goes_wrong_in_a_step_becomes_its_result():
+    def hang():
+        time.sleep(10)
+
+    def lost():
+        raise AnsibleConnectionFailure("ssh: connect to host qfc1 port 22: Connection refused")
+
+    def broken():
+        raise ValueError("no interpreter")
+
+    timed_out = HostSteps._guarded("qfc_queue_facts", 1, hang)
+    assert timed_out == {"failed": True, "changed": False, "timedout": {"period": 1},
+                         "msg": "qfc_queue_facts did not finish within 1 s"}
+    assert HostSteps._guarded("qfc_scale", 5, lost) == {
+        "unreachable": True, "changed": False, "msg": "ssh: connect to host qfc1 port 22: Connection refused"}
+    failed = HostSteps._guarded("qfc_scale", 5, broken)
+    assert failed == {"failed": True, "changed": False, "msg": "qfc_scale: no interpreter"}
+    assert HostSteps._guarded("qfc_scale", 5, lambda: {"changed": True}) == {"changed": True}
+    assert signal.alarm(0) == 0
 
 
 def test_the_numbers_are_taken_as_given_for_the_input_check():
