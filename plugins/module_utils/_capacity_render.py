@@ -9,6 +9,7 @@ idempotence rests on that)."""
 from __future__ import annotations
 
 import html
+import re
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _capacity_changes, _policy
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._capacity_charts import COLORS, change_style, charts
@@ -168,12 +169,19 @@ def _md_changes(model):
     return out
 
 
-def _md_cell(text):
-    return str(text).replace("|", "\\|").replace("\n", " ")
+# Text from the logs (an operations-log reason, an error row, a host name) is data, never markup: CommonMark passes
+# raw HTML through and makes links of brackets, so ``<`` and ``&`` become entities and brackets, backslashes and
+# pipes are escaped. Renders as the original text; a newline would end the table row or the list item.
+_MD_ESCAPES = {"\\": "\\\\", "&": "&amp;", "<": "&lt;", "[": "\\[", "]": "\\]", "|": "\\|", "\n": " ", "\r": " "}
+_MD_SPECIAL_RE = re.compile(r"[\\&<\[\]|\r\n]")
+
+
+def _md_text(text):
+    return _MD_SPECIAL_RE.sub(lambda m: _MD_ESCAPES[m.group(0)], str(text))
 
 
 def _md_row(cells):
-    return "| " + " | ".join(_md_cell(c) for c in cells) + " |"
+    return "| " + " | ".join(_md_text(c) for c in cells) + " |"
 
 
 def markdown(model):
@@ -197,7 +205,7 @@ def markdown(model):
     for host in model["hosts"]:
         f = host["figures"]
         out.append("")
-        out.append("## %s" % host["name"])
+        out.append("## %s" % _md_text(host["name"]))
         out.append("")
         out.append("**%s**, %s: %s." % (f["decision"]["action"].upper(), f["decision"]["summary"],
                                         f["decision"]["basis"]))
@@ -205,7 +213,7 @@ def markdown(model):
         if f["samples"]:
             out.extend(_md_details(f))
         for note in _host_notes(host, model["until"]):
-            out.append("- Note: %s." % note)
+            out.append("- Note: %s." % _md_text(note))
     out.append("")
     out.append("## How the figures are computed")
     out.append("")

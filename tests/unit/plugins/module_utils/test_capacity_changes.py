@@ -4,11 +4,13 @@ is the report as before."""
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from markdown_it import MarkdownIt
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import (
     _capacity_changes, _capacity_charts, _capacity_model, _capacity_render, _metrics_log, _oplog)
@@ -229,3 +231,23 @@ def test_records_written_by_the_oplog_are_read_back_into_the_report(tmp_path):
     m = model({"qfc1": _oplog.read(str(path))})
     assert [c["label"] for c in m["changes"]] == ["1->2", "2->1"]
     assert {c["actor"] for c in m["changes"]} == {"AWX job 17 (carol)"}
+
+
+HOSTILE = ["<img src=x onerror=alert(1)>", "[click](javascript:alert(1))", "![x](http://evil.example/x.png)",
+           "<script>alert(1)</script>", "a\\|b", "&lt;b&gt; stays text", "x\r\ny"]
+
+
+@pytest.mark.parametrize("reason", HOSTILE)
+def test_markdown_shows_hostile_operations_log_text_as_text(reason):
+    # issue 21, defect 8: the Markdown report passed raw HTML from an operations-log reason through; rendered by a
+    # CommonMark renderer, no tag, link or image may come out of it, and the visible text is the reason itself
+    records = [rec("2025-12-12T09:05:00Z", reason=reason, actor={"kind": "controller", "user": reason},
+                   host=reason)]
+    md = _capacity_render.markdown(model({"qfc1": (records, 0)}, logs={"qfc1": _metrics_log.parse(DAY),
+                                                                       reason: _metrics_log.parse(DAY)}))
+    rendered = MarkdownIt("commonmark").enable("table").render(md)
+    assert "<img" not in rendered and "<script" not in rendered and "<a " not in rendered
+    row = [line for line in md.splitlines() if line.startswith("| 2025-12-12 ")][0]
+    assert row.count(" | ") == len(_capacity_render.CHANGES_HEADER) - 1          # one row, no cell split off
+    visible = re.sub(r"<[^>]+>", "", rendered)
+    assert html_lib.unescape(visible).count(reason.replace("\r\n", "  ")) >= 2   # reason and actor, as written
