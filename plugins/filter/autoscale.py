@@ -9,6 +9,9 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.collections import is_sequence
 
 HEADER = ("host", "action", "current -> target", "reason")
+# the reason of a decision that qfc_scale's compare-and-set refused (the scale role's qfc_expect_current)
+HELD = ("the configured count changed from %s to %s since the decision; nothing was changed; the next run decides "
+        "again")
 
 
 def _row(host, result):
@@ -32,8 +35,33 @@ def qfc_autoscale_table(hosts, hostvars, result_var="qfc_autoscale_result"):
             for row in rows]
 
 
+def qfc_autoscale_applied(result, rollout):
+    """The decision as applied: ``result`` (the registered result of qfc_autoscale_decision) as it is, unless the
+    scale role's rollout (``rollout``: its registered qfc_scale_rollout result, or the outcome itself) was
+    ``refused``: qfc_scale's compare-and-set found another count in .env under the project lock (a manual scale that
+    held the lock changed it after the decision). Then the decision becomes a hold at the count found, with the reason
+    naming both counts, and the decision made is kept under ``decided``."""
+    if not isinstance(result, dict) or not isinstance(result.get("qfc_autoscale"), dict):
+        return result
+    outcome = rollout.get("outcome", rollout) if isinstance(rollout, dict) else None
+    if not isinstance(outcome, dict) or outcome.get("result") != "refused":
+        return result
+    decision = result["qfc_autoscale"]
+    refused = outcome.get("refused") if isinstance(outcome.get("refused"), dict) else {}
+    expected = _first(refused.get("expected"), decision.get("current"))
+    configured = refused.get("configured")
+    held = dict(decision, action="hold", current=configured, target=configured,
+                reason=HELD % (expected, "unset" if configured is None else configured),
+                decided={key: decision.get(key) for key in ("action", "current", "target", "reason")})
+    return dict(result, qfc_autoscale=held)
+
+
+def _first(*values):
+    return next((v for v in values if v is not None), None)
+
+
 class FilterModule:
     """qfieldcloud.ops filters of the autoscale role."""
 
     def filters(self):
-        return {"qfc_autoscale_table": qfc_autoscale_table}
+        return {"qfc_autoscale_table": qfc_autoscale_table, "qfc_autoscale_applied": qfc_autoscale_applied}

@@ -31,7 +31,8 @@ NUMBER_RULES = (
     ("qfc_worker_timeout_s", 0, 3153600000, True),
     ("qfc_db_port", 0, 65535, True),
 )
-NUMBER_RE = re.compile(r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$")
+# \Z, not $: $ also matches before a final newline (the values are stripped first: spaces around a number are fine)
+NUMBER_RE = re.compile(r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?\Z")
 # (variable, pattern, what it must be) for the names that reach .env and the Compose command line
 NAME_RULES = (
     ("qfc_env_var", ENV_VAR_RE, ".env variable name"),
@@ -47,8 +48,9 @@ OPTION_VARS = {
 }
 OPTION_RE = re.compile(r"^(%s)\b(?=[ =])" % "|".join(sorted(OPTION_VARS, key=len, reverse=True)))
 # the play keywords' values: a batch is a number of hosts from 1 or a percentage from 1% to 100%
-SERIAL_BATCH_RE = re.compile(r"^([1-9][0-9]{0,5}|([1-9][0-9]?|100)%)$")
-FAIL_PERCENTAGE_RE = re.compile(r"^([0-9]{1,2}([.][0-9]+)?|100([.]0+)?)$")
+# \Z: a list item "50%\n" reaches Ansible as it is, and Ansible then fails with a ValueError of int()
+SERIAL_BATCH_RE = re.compile(r"^([1-9][0-9]{0,5}|([1-9][0-9]?|100)%)\Z")
+FAIL_PERCENTAGE_RE = re.compile(r"^([0-9]{1,2}([.][0-9]+)?|100([.]0+)?)\Z")
 GATE_TASK = "Health gate"  # the health gate's tasks are named so
 SCALE_TASK = "Scale QFieldCloud workers"
 FAILED_RESULTS = ("failed", "unreachable")
@@ -164,7 +166,7 @@ def _failure_message(failure, stage, severities, gate_timeout):
 
 def _report(scale, service, env_var, check_mode):
     """The before/after line of a qfc_scale run that succeeded; None when it did not run or failed."""
-    if not scale or "replicas" not in scale or scale.get("failed") or scale.get("skipped"):
+    if not scale or "replicas" not in scale or scale.get("failed") or scale.get("skipped") or scale.get("refused"):
         return None
 
     def show(value, missing):
@@ -185,7 +187,8 @@ def qfc_scale_outcome(scale, gate=None, rollback=None, failure=None, check_mode=
     rescue's rollback result; ``failure``: {"task": name, "result": result} of the task that failed (the gate's read
     after the change included), None or {} when none did. A result may be empty or a skipped task's. Returns a dict
     with host, layout, before, after (running counts; the .env value where no count was read), replicas, result,
-    message and report."""
+    message and report; for ``refused`` (qfc_scale's expect_current did not hold) also refused: {expected,
+    configured}."""
     scale, gate, rollback = scale or {}, gate or {}, rollback or {}
     reach = next((r for r in (gate, scale) if _get(r, "unreachable")), None)
     changed = bool(scale.get("changed"))
@@ -204,6 +207,8 @@ def qfc_scale_outcome(scale, gate=None, rollback=None, failure=None, check_mode=
         result = "failed%s%s%s" % (" at the health gate " + stage if gate_failed else "",
                                    ", rolled back" if gate_rolled_back or scale.get("rolled_back") else "",
                                    ", ROLLBACK FAILED" if rollback_failed else "")
+    elif scale.get("refused"):  # qfc_scale's compare-and-set (expect_current): nothing changed, not a failure
+        result = "refused"
     elif changed:
         result = "would change" if check_mode else "changed"
     else:
@@ -214,13 +219,15 @@ def qfc_scale_outcome(scale, gate=None, rollback=None, failure=None, check_mode=
         after = scale["running"]
     else:
         after = before if failed and not changed else None
+    if result == "refused":  # the count found under the lock is newer than the gate's read, which came before it
+        before = after = _first(scale.get("previous_replicas"), before)
     if reach:
         message = reach.get("msg") or ""
     elif failed:
         message = _failure_message(failure, stage, severities or (), gate_timeout)
     else:
-        message = ""
-    return {
+        message = str(scale.get("msg") or "") if result == "refused" else ""
+    outcome = {
         "host": host,
         "layout": "worker node" if worker_node else "server",
         "before": before,
@@ -230,6 +237,9 @@ def qfc_scale_outcome(scale, gate=None, rollback=None, failure=None, check_mode=
         "message": message,
         "report": _report(scale, service, env_var, check_mode),
     }
+    if result == "refused":  # the count the caller expected and the one .env held under the lock
+        outcome["refused"] = {"expected": scale.get("expect_current"), "configured": scale.get("previous_replicas")}
+    return outcome
 
 
 def qfc_scale_outcomes(hostvars, hosts, var="qfc_scale_outcome"):

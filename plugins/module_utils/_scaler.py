@@ -60,6 +60,8 @@ def check_inputs(p):
     num("lock_timeout", p["lock_timeout"], 0, 86400, unit=" s")
     num("command_timeout", p["command_timeout"], 10, 86400, unit=" s")
     num("backup_keep", p["backup_keep"], 1, 1000)
+    if p.get("expect_current") is not None:
+        num("expect_current", p["expect_current"], 0, _replicas.MAX_REPLICAS)
     _replicas.check_name("env_var", p["env_var"], _replicas.ENV_VAR_RE, "a .env variable name")
     _replicas.check_name("service", p["service"], _replicas.SERVICE_RE, "a Compose service name")
     _oplog.check_options(p)
@@ -283,7 +285,7 @@ class Scaler:
         self.env_file = os.path.abspath(p["env_file"] or os.path.join(self.project_src, ".env"))
         self.result = {"changed": False, "replicas": self.replicas, "previous_replicas": None,
                        "previous_running": None, "running": None, "containers": [], "rollback_replicas": None,
-                       "env_file": self.env_file, "rolled_back": False, "cpu_count": self.cores,
+                       "env_file": self.env_file, "rolled_back": False, "refused": False, "cpu_count": self.cores,
                        "max_replicas_per_core": p["max_replicas_per_core"],
                        "core_limit": _replicas.core_limit(self.cores, p["max_replicas_per_core"])}
         self.done = []  # what this run changed so far, in order, for every failure message after the first change
@@ -338,6 +340,9 @@ class Scaler:
         raw, text, entries, entry = self.env.load()
         previous = as_int(entry.value if entry else None)
         self.result["previous_replicas"] = self.result["rollback_replicas"] = previous
+        if p.get("expect_current") is not None and previous != p["expect_current"]:
+            self.refuse(p["expect_current"], previous)
+            return
         project, containers = self.workers.preflight({e.key: e.value for e in entries}, self.replicas, p["apply"])
         self.result["project"] = project
         before = containers()
@@ -383,6 +388,18 @@ class Scaler:
             self.fail_and_roll_back(exc, raw, desired, env_changes, previous, project)
         self.result["containers"] = public(containers)
         self.result["running"] = _engine.count_running(containers)
+
+    def refuse(self, expected, configured):
+        """The compare-and-set failed: the configured count under the lock is not the one the caller decided on
+        (another run changed it while this one waited for the lock). Nothing is written or called: no backup, no
+        .env write, no Compose or Engine call; in check mode this is the prediction. Not a failure: the caller's
+        premise is gone, so its change is dropped and it decides again (the autoscaler reports a hold)."""
+        shown = "unset" if configured is None else configured
+        self.result.update(refused=True, expect_current=expected, msg=(
+            "Refused - expect_current=%d, but %s holds %s=%s under the project lock: the configured count changed "
+            "from %d to %s since the caller read it. Nothing was changed (no backup, no .env write, no docker "
+            "compose call); decide again from %s." % (expected, self.env_file, self.env_var, shown, expected, shown,
+                                                      shown)))
 
     def fail_and_roll_back(self, exc, raw, desired, env_changes, previous, project):
         """Restore .env and the previous count; the result keeps the first failure (msg, cmd, rc, stderr) and says

@@ -137,6 +137,19 @@ options:
       - From 0 to 86400.
     type: int
     default: 1800
+  expect_current:
+    description:
+      - A compare-and-set. The count the caller based its decision on, as configured in C(.env) (O(env_var)) when it
+        decided. Under the project lock, before anything else, the module reads O(env_var); when it does not hold this
+        count (another run changed it while this one waited for the lock, or it is unset), the run is refused - no
+        backup, no C(.env) write, no Compose or Engine call - and returns RV(refused=true) with a message naming both
+        counts.
+      - A refusal is not a failure (the caller's premise is gone, so its change is dropped); the autoscale role reports
+        it as a hold and decides again on its next run. Use C(failed_when) on RV(refused) to fail on it instead.
+      - In check mode the same comparison predicts the refusal. A refusal writes nothing to the operations log, as
+        any run that changes nothing.
+      - Unset (the default) - no comparison. A whole number from 0 to 100.
+    type: int
 seealso:
   - name: QFieldCloud docker-compose.yml
     description: The C(worker_wrapper) service and its C(scale:) line.
@@ -267,6 +280,20 @@ rolled_back:
   returned: always
   type: bool
   sample: false
+refused:
+  description:
+    - V(true) when O(expect_current) was set and C(.env) held another count under the project lock - the run changed
+      nothing (RV(changed=false), no backup, no C(.env) write, no Compose call) and C(msg) names both counts
+      (C(Refused - expect_current=3, but /opt/qfieldcloud/.env holds QFIELDCLOUD_WORKER_REPLICAS=1 under the project
+      lock ...)). RV(previous_replicas) is the count found. Not a failure; also predicted in check mode.
+  returned: always
+  type: bool
+  sample: false
+expect_current:
+  description: The O(expect_current) that C(.env) did not hold.
+  returned: when RV(refused=true)
+  type: int
+  sample: 3
 cpu_count:
   description: CPU cores of the target, as the core-count guard and O(replicas=auto) see them.
   returned: always
@@ -380,6 +407,7 @@ def argument_spec():
         rollback=dict(type="bool", default=True),
         lock_timeout=dict(type="int", default=1800),
         command_timeout=dict(type="int", default=_compose.DEFAULT_TIMEOUT),
+        expect_current=dict(type="int"),
     )
     return spec
 

@@ -15,11 +15,13 @@ description:
   - The scale role's per-host flow (M(qfieldcloud.ops.qfc_scale) with a health gate around it) in one task, so that a
     fleet rollout costs the controller one forked worker per host instead of one per step.
   - "In order, each step only when the one before succeeded: (1) it checks the numbers and names (NaN, fractions,
-    out-of-range values) and refuses them before anything runs."
+    out-of-range values, booleans, text, and null - the defaults below apply only to an option left out) and refuses
+    them before anything runs, each named with the scale role's variable."
   - (2) The health gate, when O(gate) is set, reads the queue with M(qfieldcloud.ops.qfc_queue_facts) within
     O(gate_timeout) seconds; a failed read or an alert of a severity in O(gate_severities) stops the rollout here.
   - (3) It runs M(qfieldcloud.ops.qfc_scale) with O(scale), in the background with O(background), polled every
-    O(poll) seconds.
+    O(poll) seconds. When qfc_scale refuses the change because C(.env) did not hold its C(expect_current) (a
+    compare-and-set), the outcome is C(refused) - not a failure, nothing changed, no second read of the queue.
   - (4) When something changed and O(gate) is set, it waits O(gate_delay) seconds and reads the queue again; a failed
     read (a timeout or an unreachable host included) or a blocking alert rolls the host back to its count before
     (C(rollback_replicas) of qfc_scale's result), with C(operation=rollback) in the operations log.
@@ -72,12 +74,12 @@ options:
     choices: [critical, error, warning]
     default: [critical]
   gate_timeout:
-    description: Seconds each read of the queue may take (a whole number from 1 to 3600).
+    description: Seconds each read of the queue may take (a whole number from 1 to 3600; null is refused).
     type: raw
     default: 60
   gate_delay:
-    description: Seconds to wait after a change before the second read (a whole number from 0 to 3600); the hosts of a
-      batch wait in parallel, up to C(forks) at a time.
+    description: Seconds to wait after a change before the second read (a whole number from 0 to 3600; null is
+      refused); the hosts of a batch wait in parallel, up to C(forks) at a time.
     type: raw
     default: 0
   background:
@@ -89,7 +91,8 @@ options:
     type: bool
     default: false
   poll:
-    description: With O(background), seconds between two checks of the background job (a whole number from 1 to 3600).
+    description: With O(background), seconds between two checks of the background job (a whole number from 1 to 3600;
+      null is refused, also without O(background)).
     type: raw
     default: 10
   worker_node:
@@ -133,7 +136,8 @@ outcome:
       description: C(server) or C(worker node).
       type: str
     before:
-      description: Workers running before (else the gate's count, else the C(.env) value).
+      description: Workers running before (else the gate's count, else the C(.env) value); for C(refused) the count
+        C(.env) held under the lock.
       type: int
     after:
       description: Workers running after (after the rollback when one ran).
@@ -142,13 +146,18 @@ outcome:
       description: The count asked for, C(auto) resolved.
       type: int
     result:
-      description: C(changed), C(unchanged), C(would change), C(failed) with where and whether it was rolled back, or
-        C(unreachable).
+      description: C(changed), C(unchanged), C(would change), C(failed) with where and whether it was rolled back,
+        C(unreachable), or C(refused) (qfc_scale's C(expect_current) did not match C(.env) under the project lock;
+        nothing changed, not a failure; also predicted in check mode).
       type: str
       sample: failed at the health gate after the change, rolled back
     message:
-      description: Why it failed; empty when it did not.
+      description: Why it failed or was refused; empty otherwise.
       type: str
+    refused:
+      description: For C(refused), C(expected) (the C(expect_current) given) and C(configured) (the count C(.env) held).
+      type: dict
+      sample: {expected: 3, configured: 1}
     report:
       description: The before/after line of a qfc_scale run that succeeded; null otherwise.
       type: str

@@ -10,7 +10,7 @@ action plugin only carries them to the host. The outcome and the input rules are
 from __future__ import annotations
 
 from ansible_collections.qfieldcloud.ops.plugins.filter.scale import (
-    qfc_gate_failed, qfc_input_problems, qfc_scale_outcome)
+    NAME_RULES, NUMBER_RULES, qfc_gate_failed, qfc_input_problems, qfc_scale_outcome)
 
 # The step names: the old role's task names, which the outcome's messages, the rollback's operations-log reason and
 # the operators' runbooks name.
@@ -30,6 +30,11 @@ SCALE_VARS = {
 }
 GATE_VARS = {"worker_timeout_s": "qfc_worker_timeout_s", "login_port": "qfc_db_port"}
 OWN_VARS = {"gate_delay": "qfc_health_gate_delay", "gate_timeout": "qfc_health_gate_timeout", "poll": "qfc_poll"}
+# what each of those must be, for a null's message: the input rules' ranges and names (one home, the scale filters)
+WHAT = dict(
+    [(var, "a %s from %s to %s" % ("whole number" if whole else "finite number", low, high))
+     for var, low, high, whole in NUMBER_RULES]
+    + [(var, "a %s" % what) for var, _pattern, what in NAME_RULES])
 
 
 def whole(value):
@@ -46,9 +51,23 @@ def input_values(args):
     return values
 
 
+def null_problems(args):
+    """One sentence for each number or name of the flow given as null (YAML's ``~``, JSON's ``null``).
+
+    The action's defaults apply only to an option left out, and qfc_input_problems reads a null as unset, so without
+    this a null ``gate_timeout`` or ``poll`` reached ``whole()`` as a TypeError (a null ``gate_delay`` silently became
+    0, a null ``scale.command_timeout`` broke the background job's limit after the health gate). Direct use of the
+    action only: the scale role's argument spec refuses null."""
+    scale = args.get("scale") if isinstance(args.get("scale"), dict) else {}
+    nulls = [(opt, var) for opt, var in OWN_VARS.items() if opt in args and args[opt] is None]
+    nulls += [("scale." + opt, var) for opt, var in SCALE_VARS.items() if opt in scale and scale[opt] is None]
+    return ["%s (%s) is null: it must be %s; leave it out for its default" % (name, var, WHAT[var])
+            for name, var in nulls]
+
+
 def rollback_args(scale_args, scale, failed_step):
     """qfc_scale's arguments for the rollback after a failed read of the queue: back to the count before."""
-    return dict(
+    args = dict(
         scale_args,
         replicas=scale["rollback_replicas"],  # the .env value before, else the running count
         backup=False,  # the first change kept the backup of the original .env
@@ -58,6 +77,9 @@ def rollback_args(scale_args, scale, failed_step):
         operation_reason="%s failed after %s -> %s; back to %s" % (
             failed_step, scale.get("previous_replicas"), scale.get("replicas"), scale["rollback_replicas"]),
     )
+    # the compare-and-set was the change's: .env now holds the new count, which the rollback restores from
+    args.pop("expect_current", None)
+    return args
 
 
 def run_rollout(steps, args, check_mode=False, host=None):
@@ -80,7 +102,7 @@ def run_rollout(steps, args, check_mode=False, host=None):
         results[name] = result
         return result
 
-    problems = qfc_input_problems(input_values(args))
+    problems = null_problems(args) + qfc_input_problems(input_values(args))
     if problems:
         failure = {"task": INPUTS, "result": {"failed": True,
                                               "ansible_facts": {"qfc_scale_input_problems": problems}}}

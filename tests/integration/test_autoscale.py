@@ -5,14 +5,21 @@ queue, the decision module, the scale role and the operations log. One stack and
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
+import shutil
 import socket
+import subprocess
 import sys
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import BIN, ROOT, QfcDb, assert_no_secrets, custom_stats, drop_database, make_db_stack, run_playbook
+from conftest import (BIN, ROOT, QfcDb, ansible_env, assert_no_secrets, custom_stats, drop_database, make_db_stack,
+                      run_playbook)
 
 from tests.support import datagen
 from tests.support.pgcluster import NEWEST, free_port
@@ -259,3 +266,83 @@ def test_oscillating_load_changes_once_per_cooldown(env):
         seen.append(decision(proc.stdout)[0])
     assert seen == ["UP", "HOLD", "HOLD", "HOLD"]
     assert [(r["action"], r["before"]) for r in records(paths)] == [("autoscale", 1)]
+
+
+def holders_of(directory):
+    """The pids with ``directory`` open: qfc_scale holds the project directory open while it holds or waits for its
+    lock (an flock on it, polled), and nothing else the test runs opens it."""
+    target, pids = os.path.realpath(directory), set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if any(os.readlink("/proc/%s/fd/%s" % (pid, fd)) == target for fd in os.listdir("/proc/%s/fd" % pid)):
+                pids.add(int(pid))
+    return pids
+
+
+def wait_for(what, predicate, timeout=90):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for %s" % what
+        time.sleep(0.2)
+
+
+def test_a_decision_made_before_a_manual_scale_that_held_the_lock_is_not_applied(env, tmp_path):
+    """Issue 21 defect 10, two real runs: a manual qfc_scale 3 -> 1 holds the project lock (its docker CLI waits in
+    the preflight, before its .env write, until the test lets it go); meanwhile the scheduled autoscale run decides
+    DOWN 3 -> 2 on the count it reads then, and its qfc_scale waits for the lock. When the manual run is done, the
+    autoscale's change, decided on a count that no longer holds, must not be applied: it holds with the reason, the
+    run does not fail, .env keeps the manual value and the operations log only the manual change."""
+    stack, db, paths = env
+    reset(stack, db, 3)
+    idle_history(paths["metrics"], 15, 3)  # idle long enough: the autoscaler's decision is DOWN 3 -> 2
+    backups = len(stack.backups())
+    release, holding = tmp_path / "release", tmp_path / "holding"
+    cli = tmp_path / "docker"
+    cli.write_text('#!/bin/sh\nif [ ! -e %s ]; then touch %s; while [ ! -e %s ]; do sleep 0.1; done; fi\nexec %s "$@"\n'
+                   % (release, holding, release, shutil.which("docker")))
+    cli.chmod(0o755)
+    manual_args = {"project_src": str(stack.path), "replicas": 1, "docker_cli": str(cli), "settle_time": 0.2,
+                   "operations_log": str(paths["oplog"]), "operation_reason": "by hand, during the autoscale run"}
+    manual = subprocess.Popen(
+        [str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-e",
+         "ansible_python_interpreter=%s" % (BIN / "python"), "-m", "qfieldcloud.ops.qfc_scale", "-a",
+         json.dumps(manual_args)], cwd=ROOT, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    autoscale_out = tmp_path / "autoscale.out"
+    autoscale = None
+    try:
+        wait_for("the manual run to hold the lock", holding.exists)
+        (holder,) = holders_of(stack.path)
+        assert stack.env_value() == "3"  # the manual run has not written yet: the autoscaler decides on 3
+        with autoscale_out.open("w") as out:
+            autoscale = subprocess.Popen(
+                [str(BIN / "ansible-playbook"), str(PLAYBOOK), "-i", str(paths["inventory"]), "-e",
+                 json.dumps(dict(FAST, **ACTOR, qfc_autoscale_down_after=600))],
+                cwd=ROOT, env=ansible_env({"ANSIBLE_SHOW_CUSTOM_STATS": "1"}), stdout=out, stderr=subprocess.STDOUT)
+        # the autoscale run decided, passed its health gate, and its qfc_scale now waits for the lock
+        wait_for("the autoscale run's qfc_scale to wait for the lock", lambda: holders_of(stack.path) - {holder})
+        assert autoscale.poll() is None and "autoscale DOWN: worker_wrapper 3 -> 2" in autoscale_out.read_text()
+    finally:
+        release.touch()
+        manual_out, _ = manual.communicate(timeout=180)
+        if autoscale is not None:
+            autoscale.wait(timeout=300)
+    assert manual.returncode == 0 and '"changed": true' in manual_out, manual_out
+    output = autoscale_out.read_text()
+    assert_no_secrets(output)
+    assert autoscale.returncode == 0, output
+    assert decision(output) == ("DOWN", 3, 2)  # what it decided, on the count before the manual change
+    hold = ("autoscale HOLD: worker_wrapper 1 -> 1 (the configured count changed from 3 to 1 since the decision; "
+            "nothing was changed; the next run decides again)")
+    assert hold in output, output
+    assert recap(output)["failed"] == 0
+    assert re.search(r"^\s*\"?qfc1\s+server\s+\S+\s+1\s+refused", output, re.M), output  # the rollout summary
+    table = output[output.index("Autoscale summary"):]
+    assert re.search(r"qfc1\s+hold\s+1 -> 1\s+the configured count changed from 3 to 1", table), table
+    published = artifact(output)["qfc1"]
+    assert (published["action"], published["current"], published["target"]) == ("hold", 1, 1)
+    assert published["decided"]["action"] == "down" and published["decided"]["target"] == 2
+    # nothing changed after the manual run: its count, its backup, its record only
+    assert state(stack) == ("1", 1) and len(stack.backups()) == backups + 1
+    assert [(r["action"], r["before"], r["after"], r["reason"]) for r in records(paths)] == [
+        ("scale", 3, 1, "by hand, during the autoscale run")]

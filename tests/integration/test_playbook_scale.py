@@ -73,6 +73,32 @@ def test_playbook_failure_reports_the_host(stack, tmp_path):
     assert stack.env_text() == before
 
 
+def test_qfc_expect_current_refuses_a_changed_count_without_failing_the_host(stack, tmp_path):
+    """The scale role's compare-and-set (issue 21 defect 10; the autoscale role sets it): .env holds 2, not the 3 the
+    change was decided from, so nothing changes, in check mode too, and the host's result is refused, not failed."""
+    inventory = inventory_for(stack, tmp_path)
+    oplog = tmp_path / "operations.jsonl"
+    before = stack.env_text()
+    for check in (True, False):
+        proc = run_playbook(ROOT / "playbooks" / "scale.yml", inventory,
+                            {"qfc_worker_replicas": 4, "qfc_expect_current": 3, "qfc_operations_log": str(oplog)},
+                            check=check, diff=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert recap(proc.stdout)["changed"] == 0 and recap(proc.stdout)["failed"] == 0
+        assert re.search(r'"qfc1\s+server\s+2\s+2\s+refused"', proc.stdout), proc.stdout  # the rollout summary
+        assert "expect_current=3, but %s holds QFIELDCLOUD_WORKER_REPLICAS=2" % stack.env_file in proc.stdout
+        assert "the configured count changed from 3 to 2" in proc.stdout
+        assert stack.env_text() == before and len(stack.running()) == 2 and stack.backups() == []
+        assert not oplog.exists()
+    matched = run_playbook(ROOT / "playbooks" / "scale.yml", inventory,
+                           {"qfc_worker_replicas": 3, "qfc_expect_current": 2, "qfc_operations_log": str(oplog)})
+    assert matched.returncode == 0 and recap(matched.stdout)["changed"] == 1, matched.stdout
+    assert "running 2 -> 3 (QFIELDCLOUD_WORKER_REPLICAS 2 -> 3)" in matched.stdout and stack.env_value() == "3"
+    bad = run_playbook(ROOT / "playbooks" / "scale.yml", inventory,
+                       {"qfc_worker_replicas": 2, "qfc_expect_current": "x"})
+    assert bad.returncode != 0 and "qfc_expect_current" in bad.stdout and stack.env_value() == "3", bad.stdout
+
+
 @pytest.mark.parametrize("module, fragments", [
     ("qfc_scale", ("replicas", "wait_timeout", "rollback", "project_src", "backup_file", "Secret-looking values")),
     ("qfc_queue_facts", ("login_password", "statement_timeout", "useful_backlog", "recommended_replicas")),

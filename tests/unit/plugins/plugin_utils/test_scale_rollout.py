@@ -205,3 +205,83 @@ def test_whole_numbers_given_as_text_or_floats_reach_the_steps_as_ints():
     assert [c for c in steps.calls if c[0] == "sleep"] == [("sleep", 2)]
     assert {c[2] for c in steps.calls if c[0] == "read_queue"} == {60}
     assert whole("6e1") == 60
+
+
+# Issue 21, defect 9: the action's defaults apply only to an option left out; a null (or a boolean, a string, NaN)
+# given for a number or a name must be an input error naming the option, with nothing run, not a TypeError.
+@pytest.mark.parametrize("change, fragment", [
+    ({"gate_timeout": None},
+     "gate_timeout (qfc_health_gate_timeout) is null: it must be a whole number from 1 to 3600"),
+    ({"poll": None}, "poll (qfc_poll) is null: it must be a whole number from 1 to 3600"),
+    ({"poll": None, "background": True}, "poll (qfc_poll) is null"),
+    ({"gate_delay": None}, "gate_delay (qfc_health_gate_delay) is null: it must be a whole number from 0 to 3600"),
+    ({"gate_timeout": None, "gate": None}, "gate_timeout (qfc_health_gate_timeout) is null"),
+    ({"scale": dict(SCALE_ARGS, command_timeout=None)},
+     "scale.command_timeout (qfc_command_timeout) is null: it must be a whole number from 10 to 86400"),
+    ({"scale": dict(SCALE_ARGS, lock_timeout=None)}, "scale.lock_timeout (qfc_lock_timeout) is null"),
+    ({"scale": dict(SCALE_ARGS, wait_timeout=None)}, "scale.wait_timeout (qfc_wait_timeout) is null"),
+    ({"scale": dict(SCALE_ARGS, settle_time=None)},
+     "scale.settle_time (qfc_settle_time) is null: it must be a finite number from 0 to 3600"),
+    ({"scale": dict(SCALE_ARGS, service=None)},
+     "scale.service (qfc_worker_service) is null: it must be a Compose service name"),
+    ({"gate_timeout": True}, "qfc_health_gate_timeout must be a whole number from 1 to 3600, got True"),
+    ({"poll": False}, "qfc_poll must be a whole number from 1 to 3600, got False"),
+    ({"gate_delay": True}, "qfc_health_gate_delay must be a whole number from 0 to 3600, got True"),
+    ({"gate_timeout": "soon"}, "qfc_health_gate_timeout must be a whole number from 1 to 3600, got soon"),
+    ({"gate_timeout": ""}, "qfc_health_gate_timeout must be a whole number from 1 to 3600, got "),
+    ({"poll": float("nan")}, "qfc_poll must be a whole number from 1 to 3600, got nan"),
+    ({"poll": [10]}, "qfc_poll must be a whole number from 1 to 3600, got [10]"),
+    ({"gate_timeout": {"s": 60}}, "qfc_health_gate_timeout must be a whole number"),
+    ({"scale": dict(SCALE_ARGS, command_timeout=True)}, "qfc_command_timeout must be a whole number"),
+    ({"scale": dict(SCALE_ARGS, wait_timeout="inf")}, "qfc_wait_timeout must be a whole number"),
+])
+def test_null_and_wrong_types_are_input_errors_before_anything_runs(change, fragment):
+    steps = FakeSteps()
+    flow = run_rollout(steps, dict(ARGS, **change))
+    assert steps.calls == [] and flow["steps"] == [INPUTS] and flow["changed"] is False
+    outcome = flow["outcome"]
+    assert outcome["result"] == "failed" and fragment in outcome["message"], outcome["message"]
+    assert outcome["message"].endswith("Nothing was changed.")
+
+
+def test_every_null_is_named_at_once():
+    steps = FakeSteps()
+    message = run_rollout(steps, dict(ARGS, gate_timeout=None, poll=None, gate_delay=None))["outcome"]["message"]
+    assert all(name in message for name in ("gate_timeout (", "poll (", "gate_delay ("))
+
+
+def test_null_options_that_mean_unset_stay_unset():
+    # qfc_queue_facts' optional connection and worker timeout, qfc_scale's env_file/docker_cli: null is "not set"
+    steps = FakeSteps(reads=[queue(2), queue(4)], scales=[CHANGED])
+    args = dict(ARGS, gate=dict(GATE_ARGS, login_port=None, worker_timeout_s=None),
+                scale=dict(SCALE_ARGS, env_file=None, docker_cli=None))
+    assert run_rollout(steps, args)["outcome"]["result"] == "changed"
+
+
+# Issue 21, defect 10: qfc_scale's compare-and-set (expect_current) refused the change.
+REFUSED = {"changed": False, "refused": True, "expect_current": 3, "replicas": 2, "previous_replicas": 1,
+           "previous_running": None, "running": None, "rollback_replicas": 1,
+           "msg": "Refused - expect_current=3, but /srv/qfc/.env holds QFIELDCLOUD_WORKER_REPLICAS=1 under the "
+                  "project lock: the configured count changed from 3 to 1 since the caller read it. Nothing was "
+                  "changed (no backup, no .env write, no docker compose call); decide again from 1."}
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_a_refused_change_is_not_a_failure_and_is_not_gated_again(check_mode):
+    steps = FakeSteps(reads=[queue(1)], scales=[REFUSED])
+    flow = run_rollout(steps, dict(ARGS, scale=dict(SCALE_ARGS, replicas=2, expect_current=3)),
+                       check_mode=check_mode, host="qfc1")
+    assert names(steps) == ["read_queue", "scale"] and flow["steps"] == [INPUTS, GATE_BEFORE, SCALE]
+    assert steps.calls[1] == ("scale", dict(SCALE_ARGS, replicas=2, expect_current=3))  # passed through as given
+    outcome = flow["outcome"]
+    assert (outcome["result"], outcome["before"], outcome["after"], outcome["report"]) == ("refused", 1, 1, None)
+    assert outcome["message"] == REFUSED["msg"] and outcome["refused"] == {"expected": 3, "configured": 1}
+    assert flow["changed"] is False
+
+
+def test_the_rollback_after_a_gate_failure_does_not_compare_against_the_count_decided_from():
+    back = {"changed": True, "replicas": 2, "running": 2}
+    steps = FakeSteps(reads=[queue(2), queue(4, [ALERT])], scales=[CHANGED, back])
+    run_rollout(steps, dict(ARGS, scale=dict(SCALE_ARGS, expect_current=2)))
+    first, rollback = steps.calls[1][1], steps.calls[-1][1]
+    assert first["expect_current"] == 2 and "expect_current" not in rollback and rollback["replicas"] == 2
