@@ -30,6 +30,7 @@ NUMBER_RULES = (
     # optional: unset (or 0, as the job_cleanup role reads the same variables) reads them from .env / the release
     ("qfc_worker_timeout_s", 0, 3153600000, True),
     ("qfc_db_port", 0, 65535, True),
+    ("qfc_expect_current", 0, 100, True),  # unset: no compare-and-set
 )
 # \Z, not $: $ also matches before a final newline (the values are stripped first: spaces around a number are fine)
 NUMBER_RE = re.compile(r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?\Z")
@@ -45,6 +46,7 @@ OPTION_VARS = {
     "wait_timeout": "qfc_wait_timeout", "settle_time": "qfc_settle_time",
     "max_replicas_per_core": "qfc_max_replicas_per_core", "lock_timeout": "qfc_lock_timeout",
     "command_timeout": "qfc_command_timeout", "backup_keep": "qfc_backup_keep",
+    "expect_current": "qfc_expect_current",
 }
 OPTION_RE = re.compile(r"^(%s)\b(?=[ =])" % "|".join(sorted(OPTION_VARS, key=len, reverse=True)))
 # the play keywords' values: a batch is a number of hosts from 1 or a percentage from 1% to 100%

@@ -48,6 +48,8 @@ def input_values(args):
     values = {var: scale[opt] for opt, var in SCALE_VARS.items() if opt in scale}
     values.update((var, gate[opt]) for opt, var in GATE_VARS.items() if gate.get(opt) not in (None, ""))
     values.update((var, args[opt]) for opt, var in OWN_VARS.items() if args.get(opt) is not None)
+    if scale.get("expect_current") is not None:  # null: no compare-and-set
+        values["qfc_expect_current"] = scale["expect_current"]
     return values
 
 

@@ -93,6 +93,9 @@ def test_the_delay_waits_after_a_change_only():
     ({"scale": dict(SCALE_ARGS, settle_time=200)}, "qfc_wait_timeout (120 s) must be longer than qfc_settle_time"),
     ({"scale": dict(SCALE_ARGS, service="worker wrapper")}, "qfc_worker_service must be a Compose service name"),
     ({"gate": dict(GATE_ARGS, login_port=70000)}, "qfc_db_port must be a whole number from 0 to 65535"),
+    # the compare-and-set's count is refused before the gate reads anything, not by qfc_scale after it
+    ({"scale": dict(SCALE_ARGS, expect_current=101)}, "qfc_expect_current must be a whole number from 0 to 100"),
+    ({"scale": dict(SCALE_ARGS, expect_current=-1)}, "qfc_expect_current must be a whole number from 0 to 100"),
 ])
 def test_bad_inputs_stop_before_anything_runs(change, fragment):
     steps = FakeSteps()
