@@ -19,8 +19,11 @@ options:
         C(actor) and C(result) (V(changed), V(failed) or V(rolled_back)), and may hold C(details). Values of
         secrets from the project's C(.env) are masked.
       - Appends are one write under an exclusive lock, so concurrent runs neither interleave nor lose records.
-      - A log that cannot be written (permissions, full disk) does not fail the task nor undo its change; the task
-        warns and returns RV(operations_log_error).
+      - The log is an audit trail, so it is never written through a symbolic link (nor created through a dangling
+        one), nor when it is not a regular file with a single link, nor when its directory can be written by a user
+        other than root, the user the module runs as or the log's owner (that user could replace or forge records).
+      - A log that cannot be written (permissions, full disk, one of the refusals above) does not fail the task nor
+        undo its change; the task warns that the record was not written and returns RV(operations_log_error).
       - V("") turns the log off.
     type: path
     default: /var/log/qfieldcloud/operations.jsonl

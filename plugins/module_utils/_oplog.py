@@ -8,9 +8,10 @@
 A record: ``time`` (UTC, ``2026-12-02T23:59:01Z``), ``host``, ``action`` (``scale``, ``autoscale``, ``rollback``,
 ``job_cleanup``), ``before``, ``after``, ``reason``, ``actor`` (:func:`make_actor`), ``result`` (one of ``RESULTS``)
 and, when given, ``details``. Writers append with :func:`append` (one ``write`` under an exclusive ``flock`` on an
-``O_APPEND`` descriptor, so concurrent runs never interleave or lose a line); readers use :func:`read`, which skips
-and counts lines it cannot parse rather than failing. Standard library only (the scheduled cleanup runs it without
-Ansible).
+``O_APPEND`` descriptor, so concurrent runs never interleave or lose a line; never through a symbolic link, never
+into a directory that someone else could write); readers use :func:`read` and :func:`last_recorded_change`, which read
+from the end of the file and skip and count every line they cannot parse rather than failing. Standard library only
+(the scheduled cleanup runs it without Ansible).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import errno
 import fcntl
 import getpass
 import json
+import math
 import os
 import re
 import socket
 import stat
 import time
-from collections import deque
 from datetime import datetime, timezone
 
 DEFAULT_PATH = "/var/log/qfieldcloud/operations.jsonl"
@@ -36,8 +37,15 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MASK = "********"  # the same mask as _envfile.MASK, repeated so this file needs nothing of the collection
 LOCK_TIMEOUT_S = 10.0
 OPERATION_RE = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
 FILE_MODE = 0o640
 DIR_MODE = 0o755
+TAIL_CHUNK = 64 * 1024
+# The cooldown's read: a record is 300 bytes to a few KiB, so 16 MiB holds tens of thousands of changes, far more than
+# any cooldown window (a week at most, _policy.MAX_WINDOW_S) can hold. A change older than this is no recent change.
+TAIL_MAX_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 16  # a record nests 4 levels (details -> jobs -> a job); deeper is not ours, and would strain every reader
 
 
 def argument_spec():
@@ -113,7 +121,10 @@ def parse_time(text):
     moment = datetime.fromisoformat(cleaned)  # Python 3.9's fromisoformat does not know "Z", hence the swap
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError("time out of range: %r" % text[:40]) from None
 
 
 def make_record(action, before, after, reason, result, actor, host=None, now=None, details=None):
@@ -181,25 +192,24 @@ def append(path, record, secrets=(), lock_timeout=LOCK_TIMEOUT_S):
 
     Creates missing parent directories (0755) and the file (0640). One ``os.write`` on an ``O_APPEND`` descriptor
     under an exclusive ``flock`` (given up after ``lock_timeout`` s), so concurrent writers never interleave; a short
-    write (full disk) is cut back so no half line is left. Raises OSError (ValueError for a record JSON cannot hold).
+    write (full disk) is cut back so no half line is left. The log is an audit trail, so the append refuses (OSError)
+    a path that is a symbolic link (also a dangling one: nothing is created through it), anything but a regular file
+    with one link, and a directory that a user other than root, this process's user or the file's owner could
+    write (such a user could replace the file or forge records). Raises OSError (ValueError for a record JSON cannot
+    hold).
     """
     data = to_line(record, secrets).encode("utf-8")
-    parent = os.path.dirname(path)
+    parent, name = os.path.split(path)
     if parent:
         os.makedirs(parent, mode=DIR_MODE, exist_ok=True)
-    # O_NONBLOCK: a FIFO at the path must fail the check below, not hang the open.
-    flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    # The file is opened relative to the directory checked, so a directory swapped after the check is not used.
+    dir_fd = os.open(parent or ".", getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
     try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        created = True
-    except FileExistsError:
-        fd = os.open(path, flags)
-        created = False
+        fd = _open_log(name, dir_fd, path)
+    finally:
+        os.close(dir_fd)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "the operations log is not a regular file: %s" % path)
-        if created:
-            os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away; the mode is the contract
         _lock(fd, lock_timeout)
         size = os.fstat(fd).st_size
         try:
@@ -214,6 +224,75 @@ def append(path, record, secrets=(), lock_timeout=LOCK_TIMEOUT_S):
         os.close(fd)  # also releases the lock
 
 
+def _open_log(name, dir_fd, path):
+    """The log's descriptor, opened for appending in ``dir_fd``: created (0640) when missing, never through a link."""
+    # O_NONBLOCK: a FIFO at the path must fail the check below, not hang the open. O_NOFOLLOW: a link at the path
+    # fails with ELOOP; O_CREAT | O_EXCL does not follow one either, so a dangling link cannot make the file.
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    directory = os.fstat(dir_fd)
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        _refuse_open_directory(directory, None, path)
+        fd = _create(name, flags, dir_fd, path)
+        created = True
+    except OSError as exc:
+        raise _link_error(exc, path) from None
+    else:
+        created = False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "the operations log is not a regular file: %s" % path)
+        if info.st_nlink != 1:
+            raise OSError(errno.EMLINK, "the operations log %s has %d hard links; it is only written when it has "
+                          "one" % (path, info.st_nlink))
+        if created:
+            os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away; the mode is the contract
+        else:
+            _refuse_open_directory(directory, info.st_uid, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _create(name, flags, dir_fd, path):
+    try:
+        return os.open(name, flags | os.O_CREAT | os.O_EXCL, FILE_MODE, dir_fd=dir_fd)
+    except FileExistsError:
+        # Created since the first open, or a dangling link: open what is there now, never following a link.
+        try:
+            return os.open(name, flags, dir_fd=dir_fd)
+        except OSError as exc:
+            raise _link_error(exc, path) from None
+
+
+def _link_error(exc, path):
+    if exc.errno == errno.ELOOP:
+        return OSError(errno.ELOOP, "the operations log %s is a symbolic link; it is never written through one "
+                       "(point operations_log at the file itself)" % path)
+    return exc
+
+
+def _refuse_open_directory(directory, owner, path):
+    """OSError when the log's directory can be written by a user other than root, this process's user or
+    ``owner`` (the file's): that user could replace the file and forge or delete records (the cooldown reads them)."""
+    trusted = {0, os.geteuid()} | ({owner} if owner is not None else set())
+    mode = directory.st_mode
+    if directory.st_uid not in trusted:
+        why = "is owned by uid %d" % directory.st_uid
+    elif mode & stat.S_IWGRP and directory.st_gid not in (0, os.getegid()):
+        why = "is writable by group gid %d" % directory.st_gid
+    elif mode & stat.S_IWOTH:
+        why = "is writable by every user"
+    else:
+        return
+    raise OSError(errno.EPERM, "the operations log's directory %s %s, who could replace or forge its records; it is "
+                  "only written in a directory that only root or the log's owner can write"
+                  % (os.path.dirname(os.path.abspath(path)), why))
+
+
 def _cut(fd, size):
     try:
         os.ftruncate(fd, size)
@@ -222,40 +301,150 @@ def _cut(fd, size):
 
 
 def parse_line(line):
-    """The record on ``line``, or None for a blank line. Raises ValueError on anything but a JSON object."""
+    """The record on ``line`` (bytes or text), or None for a blank line.
+
+    Raises ValueError for every other line a file can hold: bytes that are not UTF-8, anything but a JSON object,
+    NaN, Infinity or a number beyond a float's range, nesting deeper than ``MAX_DEPTH``. Lone surrogates (``\\ud800``)
+    become U+FFFD, so a record read can always be printed and returned as JSON.
+    """
+    if isinstance(line, bytes):
+        line = line.decode("utf-8")  # UnicodeDecodeError is a ValueError; the writers write ASCII
     text = line.strip()
     if not text:
         return None
-    record = json.loads(text)
+    if not text.startswith("{"):
+        raise ValueError("not a JSON object")
+    try:
+        record = _DECODER.decode(text)
+    except RecursionError:  # json's parser recurses per level: 100,000 "[" must not end the reader
+        raise ValueError("nested too deeply") from None
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
+    # The walk costs more than the parse: only for a line that could nest too deeply or hold a lone surrogate.
+    if text.count("{") + text.count("[") >= MAX_DEPTH or _SURROGATE_ESCAPE_RE.search(text):
+        record = _clean(record, 1)
     return record
 
 
-def read(path, host=None, limit=None):
+def _refuse_constant(name):
+    raise ValueError("%s is not a JSON number" % name)
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: json would make it inf, which no JSON output can hold
+        raise ValueError("number out of range: %s" % text[:40])
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def _clean(value, depth):
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
+        raise ValueError("nested deeper than %d levels" % MAX_DEPTH)
+    if isinstance(value, dict):
+        return {_text(k): _clean(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v, depth + 1) for v in value]
+    return value
+
+
+def _text(value):
+    if value.isascii():
+        return value
+    return _SURROGATE_RE.sub("\ufffd", value)  # a lone \udXXX escape: no UTF-8 output could hold it
+
+
+def _open_regular(path):
+    """The file at ``path`` opened for binary reading, None when missing; OSError when it is not a regular file (a
+    FIFO would block the read, a directory has no lines)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "%s is not a regular file" % path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def lines_from_end(handle, max_bytes=None, chunk=TAIL_CHUNK):
+    """The lines (bytes, without their newline) of the binary file ``handle``, newest first, read backwards in
+    ``chunk`` bytes and at most ``max_bytes`` from the end (None: the whole file). A line that the cap cuts is left
+    out; the file's last line counts without a newline. Memory: a chunk and the longest line."""
+    end = handle.seek(0, os.SEEK_END)
+    floor = 0 if max_bytes is None else max(end - max_bytes, 0)
+    pos, partial = end, []  # partial: the pieces of the line being assembled, rightmost first
+    while pos > floor:
+        step = min(chunk, pos - floor)
+        pos -= step
+        handle.seek(pos)
+        block = handle.read(step)
+        if b"\n" not in block:
+            partial.append(block)
+            continue
+        lines = block.split(b"\n")
+        partial.append(lines[-1])
+        yield b"".join(reversed(partial))
+        yield from reversed(lines[1:-1])
+        partial = [lines[0]]
+    if floor == 0:
+        yield b"".join(reversed(partial))  # the file's first line, whole
+
+
+def _records_from_end(handle, max_bytes, bad):
+    """The records of ``handle``, newest first; ``bad`` (a one-item list) counts the lines skipped."""
+    for line in lines_from_end(handle, max_bytes):
+        try:
+            record = parse_line(line)
+        except ValueError:
+            bad[0] += 1
+            continue
+        if record is not None:
+            yield record
+
+
+def read(path, host=None, limit=None, max_bytes=None):
     """``(records oldest first, number of malformed lines skipped)``; only ``host``'s when given; the last
-    ``limit`` when given. A missing file is ``([], 0)``; other OSErrors are raised."""
+    ``limit`` when given; from at most the last ``max_bytes`` of the file when given.
+
+    The file is read from its end, back only as far as ``limit`` and ``max_bytes`` need, and the lines skipped are
+    counted in that part. A missing file is ``([], 0)``; one that is not a regular file, and other OSErrors, are
+    raised.
+    """
     if limit is not None and limit < 0:
         raise ValueError("limit must be 0 or more, got %r." % (limit,))
-    records = deque(maxlen=limit)
-    bad = 0
-    try:
-        handle = open(path, encoding="utf-8", errors="replace")
-    except FileNotFoundError:
+    handle = _open_regular(path)
+    if handle is None or limit == 0:
+        if handle is not None:
+            handle.close()
         return [], 0
+    records, bad = [], [0]
     with handle:
-        for line in handle:
-            try:
-                record = parse_line(line)
-            except ValueError:
-                bad += 1
-                continue
-            if record is None:
-                continue
+        for record in _records_from_end(handle, max_bytes, bad):
             if host is not None and record.get("host") != host:
                 continue
             records.append(record)
-    return list(records), bad
+            if limit is not None and len(records) >= limit:
+                break
+    records.reverse()
+    return records, bad[0]
+
+
+def _change_time(record, actions):
+    """The record's time when it is a change of ``actions`` that touched the workers, else None."""
+    if record.get("action") not in actions or record.get("result") not in ("changed", "rolled_back"):
+        return None
+    try:
+        return parse_time(record.get("time"))
+    except ValueError:
+        return None
 
 
 def last_change(records, actions=CHANGE_ACTIONS):
@@ -265,15 +454,36 @@ def last_change(records, actions=CHANGE_ACTIONS):
     best = None
     best_time = None
     for record in records:
-        if record.get("action") not in actions or record.get("result") not in ("changed", "rolled_back"):
-            continue
-        try:
-            moment = parse_time(record.get("time"))
-        except ValueError:
-            continue
-        if best_time is None or moment >= best_time:
+        moment = _change_time(record, actions)
+        if moment is not None and (best_time is None or moment >= best_time):
             best, best_time = record, moment
     return best
+
+
+def last_recorded_change(path, warn=None, max_bytes=TAIL_MAX_BYTES, actions=CHANGE_ACTIONS):
+    """The newest change (:func:`last_change`) in the last ``max_bytes`` of the log, else in its last rotation
+    (``path.1``, kept uncompressed by the monitoring role's ``delaycompress``: just after the rotation the last change
+    sits there, and the cooldown must still see it).
+
+    Only the end of each file is read (``TAIL_MAX_BYTES``, tens of thousands of records, far more than any cooldown
+    window holds): a change older than that is no recent change. ``warn`` gets the count of lines skipped. OSError
+    when a file exists but cannot be read or is not a regular file.
+    """
+    for candidate in (path, path + ".1"):
+        handle = _open_regular(candidate)
+        if handle is None:
+            continue
+        best, best_time, bad = None, None, [0]
+        with handle:
+            for record in _records_from_end(handle, max_bytes, bad):
+                moment = _change_time(record, actions)
+                if moment is not None and (best_time is None or moment > best_time):  # newest first: ties go to
+                    best, best_time = record, moment                                     # the later line
+        if bad[0] and warn is not None:
+            warn("%d unreadable line(s) in the operations log %s were skipped" % (bad[0], candidate))
+        if best is not None:
+            return best
+    return None
 
 
 def record_change(params, default_action, before, after, reason, result, secrets=(), details=None, host=None,

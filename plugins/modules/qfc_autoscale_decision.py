@@ -57,6 +57,9 @@ options:
       - The operations log (JSON Lines) whose last change starts the cooldown. A missing file means no change yet.
         V("") reads none (no cooldown).
       - When it holds no change (just rotated), its last rotation (the same path with C(.1)) is read too.
+      - Only the last 16 MiB of each file are read, backwards from the end (tens of thousands of records, far more
+        than a cooldown of at most a week holds); a change older than that counts as no recent change. Lines that
+        are not records are skipped with a warning.
     type: path
     default: /var/log/qfieldcloud/operations.jsonl
   min_replicas:
@@ -203,17 +206,9 @@ HISTORY_MARGIN_S = 3600  # read back this much beyond the longer window: the run
 
 
 def last_recorded_change(path, warn):
-    """The newest change in the operations log, else in its last rotation (``path.1``, kept uncompressed by the
-    monitoring role's ``delaycompress``): just after the monthly rotation the last change sits there, and the cooldown
-    must still see it. OSError/UnicodeError when a file exists but cannot be read."""
-    for candidate in (path, path + ".1"):
-        records, bad = _oplog.read(candidate) if regular_file(candidate) else ([], 0)
-        if bad:
-            warn("%d unreadable line(s) in the operations log %s were skipped" % (bad, candidate))
-        change = _oplog.last_change(records)
-        if change is not None:
-            return change
-    return None
+    """The newest change in the end of the operations log or of its last rotation (``_oplog.last_recorded_change``).
+    OSError when a file exists but cannot be read."""
+    return _oplog.last_recorded_change(path, warn)
 
 
 def regular_file(path):

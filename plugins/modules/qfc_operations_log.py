@@ -12,8 +12,10 @@ description:
   - Reads the operations log (JSON Lines) that M(qfieldcloud.ops.qfc_scale), M(qfieldcloud.ops.qfc_job_cleanup) and
     the autoscaler append to on the host, one record per change - time (UTC), host, action, before, after, reason,
     actor, result - and returns the last O(limit) records, oldest first.
-  - Lines that are not JSON objects (a line cut short by a full disk, an edit by hand) are skipped and counted in
-    RV(skipped), never a failure.
+  - The log is read backwards from its end, only as far back as the O(limit) newest records.
+  - Lines that are not JSON objects (a line cut short by a full disk, an edit by hand, bytes that are not UTF-8,
+    NaN or a number out of range, nesting deeper than 16 levels) are skipped and counted in RV(skipped), never a
+    failure.
   - A log that does not exist yet (no change was ever recorded) gives no records. A path that is not a regular file
     (a directory, a FIFO), or a file that cannot be read (permissions), fails the task with the reason.
   - Read-only; the records hold no secrets (the writers mask them).
@@ -34,7 +36,9 @@ options:
     type: path
     default: /var/log/qfieldcloud/operations.jsonl
   limit:
-    description: How many of the newest records to return; C(0) returns every record.
+    description:
+      - How many of the newest records to return, from V(1) to V(10000); V(0) returns every record (the whole log is
+        read). Anything else is refused.
     type: int
     default: 20
 seealso:
@@ -76,7 +80,8 @@ records:
       actor: {kind: awx, awx_job_id: "4711", user: alice}
       result: changed
 skipped:
-  description: Lines skipped because they were not JSON objects.
+  description: Lines skipped because they were not JSON objects, counted in the part of the log read (from its end back
+    to the oldest record returned; the whole log for O(limit=0)).
   returned: always
   type: int
   sample: 0
@@ -99,6 +104,8 @@ from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _oplog
 
+MAX_LIMIT = 10000  # records in one task result; 0 asks for all of them
+
 
 def main():
     module = AnsibleModule(
@@ -109,8 +116,8 @@ def main():
         supports_check_mode=True,
     )
     path, limit = module.params["path"], module.params["limit"]
-    if limit < 0:
-        module.fail_json(msg="limit must be 0 (every record) or more, got %d" % limit)
+    if not 0 <= limit <= MAX_LIMIT:
+        module.fail_json(msg="limit must be 0 (every record) or from 1 to %d, got %d" % (MAX_LIMIT, limit))
     # Only a regular file is read: a FIFO at the path would block the open, a directory has no lines.
     if os.path.exists(path) and not os.path.isfile(path):
         module.fail_json(msg="The operations log %s is not a regular file" % path, path=path)

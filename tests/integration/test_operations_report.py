@@ -169,3 +169,33 @@ def test_the_oplog_timestamps_are_utc_on_a_non_utc_controller(tmp_path, monkeypa
                       "timezones": {"a": "UTC"}}, module="qfieldcloud.ops.qfc_capacity_report", check=True)
     assert not run.failed, run
     assert [c["local_time"] for c in run["changes"]] == ["2025-12-15 00:30:00"]
+
+
+def test_operations_log_module_skips_every_bad_line_and_bounds_its_limit(tmp_path):
+    # issue 21, defect 1: one bad line stopped the module (RecursionError, OverflowError), a huge limit crashed it.
+    # Through the playbook: a result with skipped > 0 prints as SKIPPED in an ad-hoc run, without its JSON.
+    log = tmp_path / "operations.jsonl"
+    write_oplog(log, [(utc(2026, 12, 2, 10, i), "scale", i, i + 1, "changed", BOB) for i in range(1, 4)])
+    year_zero = (b'{"time": "0001-01-01T00:00:00+01:00", "action": "scale", "before": 1, "after": 2, '
+                 b'"result": "changed", "reason": "year zero"}')
+    with open(log, "ab") as handle:
+        handle.write(b"[" * 100_000 + b"\n" + b"\xff\xfe\x00\n" + b'{"a": NaN}\n' + b'{"a": 1e400}\n' + year_zero
+                     + b"\n" + b'{"a": ' + b"[" * 50 + b"]" * 50 + b"}\n"
+                     + b'{"reason": "lone \\ud800", "time": "2026-12-02T11:00:00Z"}')  # no newline at the end
+    inv = inventory(tmp_path, {"qfc-a": {"qfc_operations_log": str(log)}})
+    every = run_playbook(OPS_PLAYBOOK, inv, {"qfc_operations_limit": 0, "qfc_become": False})
+    assert every.returncode == 0, every.stdout + every.stderr
+    assert "5 record(s), oldest first; 5 unreadable line(s) skipped." in every.stdout
+    assert cells(every.stdout, "10:03:00")[2] == "3 -> 4" and "year zero" in every.stdout
+    assert cells(every.stdout, "11:00:00")[-1] == "lone \ufffd"
+    last = run_playbook(OPS_PLAYBOOK, inv, {"qfc_operations_limit": 2, "qfc_become": False})
+    assert last.returncode == 0, last.stdout + last.stderr
+    # only the part read counts: from the end back to the oldest record returned
+    assert "2 record(s), oldest first; 1 unreadable line(s) skipped." in last.stdout and "10:03:00" not in last.stdout
+
+    module = "qfieldcloud.ops.qfc_operations_log"
+    for limit in (10 ** 20, 10_001, -1):
+        bad = run_module({"path": str(log), "limit": limit}, module=module)
+        assert bad.failed and "limit must be 0 (every record) or from 1 to 10000, got %d" % limit in bad["msg"]
+        assert "Traceback" not in bad.output
+    assert not run_module({"path": str(tmp_path / "none.jsonl"), "limit": 10_000}, module=module).failed

@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import subprocess
+from datetime import datetime, timezone
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _oplog
 from tests.support import datagen
@@ -210,3 +211,52 @@ def test_job_cleanup_records_the_jobs_it_failed_once(qfcdb, tmp_path):
     assert again["count"] == 0 and again["operation_record"] is None
     assert len(records(log)) == 1
     assert_no_secrets(log.read_text())
+
+
+YEAR_ZERO = (b'{"time": "0001-01-01T00:00:00+01:00", "action": "scale", "before": 1, "after": 2, '
+             b'"result": "changed"}')
+
+
+def test_the_autoscaler_decides_past_any_bad_line_in_the_operations_log(qfcdb, tmp_path):
+    # issue 21, defect 1: the year-zero record (OverflowError) or 100,000 "[" (RecursionError) stopped every decision
+    log = tmp_path / "operations.jsonl"
+    change = _oplog.make_record("scale", 3, 4, "by hand", "changed", _oplog.make_actor(user="bob"), host="h",
+                                now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    _oplog.append(str(log), change)
+    with open(log, "ab") as handle:
+        handle.write(YEAR_ZERO + b"\n" + b"[" * 100_000 + b"\n" + b"\xff\x00\n" + b'{"a": NaN}')
+    args = {"env_file": str(qfcdb.env_file), "operations_log": str(log), "metrics_log": str(tmp_path / "none.log")}
+    result = run_module(args, module="qfieldcloud.ops.qfc_autoscale_decision", timeout=120)
+    assert not result.failed, result
+    assert result["qfc_autoscale"]["last_change"] == json.loads(_oplog.to_line(change))
+    assert "3 unreadable line(s) in the operations log %s were skipped" % log in result.output
+
+
+def test_a_symlinked_log_is_never_written_through_and_the_cleanup_stands(qfcdb, tmp_path):
+    # issue 21, defect 6: in a directory owned by nobody, operations.jsonl linked to a root-owned 0600 file, and a
+    # root append wrote into it
+    target = tmp_path / "root-only"
+    target.write_bytes(b"root's\n")
+    target.chmod(0o600)
+    logdir = tmp_path / "nobodys"
+    logdir.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    os.chown(logdir, nobody.pw_uid, nobody.pw_gid)
+    (logdir / "operations.jsonl").symlink_to(target)
+    (user,) = datagen.make_users(qfcdb.conn, 1)
+    (project,) = datagen.make_projects(qfcdb.conn, qfcdb.project_table, 1, user)
+    datagen.add_job(qfcdb.conn, project, user, "started", created_ago_s=7300, started_ago_s=7200)
+    args = {"env_file": str(qfcdb.env_file), "operations_log": str(logdir / "operations.jsonl")}
+    run = run_module(args, module="qfieldcloud.ops.qfc_job_cleanup")
+    assert not run.failed and run["changed"] and run["count"] == 1, run  # the cleanup stands
+    assert run["operation_record"] is None and "was not written" in run["operations_log_error"]
+    assert "was not written" in run.output  # the warning
+    assert target.read_bytes() == b"root's\n" and (logdir / "operations.jsonl").is_symlink()
+    # a dangling link creates nothing either
+    (logdir / "operations.jsonl").unlink()
+    (logdir / "operations.jsonl").symlink_to(tmp_path / "created-through-the-link")
+    datagen.add_job(qfcdb.conn, project, user, "started", created_ago_s=7300, started_ago_s=7200)
+    again = run_module(dict(args, operations_log=str(logdir / "operations.jsonl")),
+                       module="qfieldcloud.ops.qfc_job_cleanup")
+    assert not again.failed and again["count"] == 1 and again["operation_record"] is None
+    assert not (tmp_path / "created-through-the-link").exists()
