@@ -14,7 +14,7 @@ description:
     actor, result - and returns the last O(limit) records, oldest first.
   - The log is read backwards from its end, only as far back as the O(limit) newest records.
   - Lines that are not JSON objects (a line cut short by a full disk, an edit by hand, bytes that are not UTF-8,
-    NaN or a number out of range, nesting deeper than 16 levels) are skipped and counted in RV(skipped), never a
+    NaN or a number out of range, nesting deeper than 16 levels) are skipped and counted in RV(skipped_lines), never a
     failure.
   - A log that does not exist yet (no change was ever recorded) gives no records. A path that is not a regular file
     (a directory, a FIFO), or a file that cannot be read (permissions), fails the task with the reason.
@@ -79,7 +79,7 @@ records:
       reason: "queue depth 12 > 10 for 600 s"
       actor: {kind: awx, awx_job_id: "4711", user: alice}
       result: changed
-skipped:
+skipped_lines:
   description: Lines skipped because they were not JSON objects, counted in the part of the log read (from its end back
     to the oldest record returned; the whole log for O(limit=0)).
   returned: always
@@ -125,7 +125,7 @@ def main():
         records, skipped = _oplog.read(path, limit=limit or None)
     except (OSError, ValueError) as exc:
         module.fail_json(msg="Cannot read the operations log %s: %s" % (path, to_native(exc)), path=path)
-    module.exit_json(changed=False, records=records, skipped=skipped, exists=os.path.exists(path), path=path)
+    module.exit_json(changed=False, records=records, skipped_lines=skipped, exists=os.path.exists(path), path=path)
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def test_the_oplog_timestamps_are_utc_on_a_non_utc_controller(tmp_path, monkeypa
 
 def test_operations_log_module_skips_every_bad_line_and_bounds_its_limit(tmp_path):
     # issue 21, defect 1: one bad line stopped the module (RecursionError, OverflowError), a huge limit crashed it.
-    # Through the playbook: a result with skipped > 0 prints as SKIPPED in an ad-hoc run, without its JSON.
+    # The count is skipped_lines: a key named skipped made Ansible show the task as skipped, without its JSON.
     log = tmp_path / "operations.jsonl"
     write_oplog(log, [(utc(2026, 12, 2, 10, i), "scale", i, i + 1, "changed", BOB) for i in range(1, 4)])
     year_zero = (b'{"time": "0001-01-01T00:00:00+01:00", "action": "scale", "before": 1, "after": 2, '
@@ -194,6 +194,8 @@ def test_operations_log_module_skips_every_bad_line_and_bounds_its_limit(tmp_pat
     assert "2 record(s), oldest first; 1 unreadable line(s) skipped." in last.stdout and "10:03:00" not in last.stdout
 
     module = "qfieldcloud.ops.qfc_operations_log"
+    direct = run_module({"path": str(log), "limit": 0}, module=module)
+    assert not direct.failed and direct["skipped_lines"] == 5 and len(direct["records"]) == 5, direct.output
     for limit in (10 ** 20, 10_001, -1):
         bad = run_module({"path": str(log), "limit": limit}, module=module)
         assert bad.failed and "limit must be 0 (every record) or from 1 to 10000, got %d" % limit in bad["msg"]
