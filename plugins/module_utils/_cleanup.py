@@ -96,10 +96,13 @@ class Plan:
             self._notes("queued but never started >%s" % (self.older_than or _jobs.format_duration(self.threshold_s)))
 
 
-def running_job_ids(warn, lookup=_engine.running_job_ids_stdlib, socket_path=_engine.DOCKER_SOCKET):
+def running_job_ids(warn, lookup=_engine.running_job_ids_checked, socket_path=_engine.DOCKER_SOCKET):
     """``job_id`` labels of running containers (QFieldCloud labels each QGIS job container with its job id), asked of
     the engine whose socket QFieldCloud's compose file mounts into worker_wrapper, where the workers start the job
-    containers. An empty set and a warning (``warn``) when the engine cannot be asked."""
+    containers. An empty set and a warning (``warn``) when the engine cannot be asked within ENGINE_TIMEOUT_S (no
+    socket, refused, no whole answer in time); ``_engine.BadAnswer`` raised when what answers is not a container list
+    (another service on the socket, an HTTP error, another shape), which :func:`run` turns into a failure of the mode
+    with nothing changed."""
     ids = lookup(timeout=ENGINE_TIMEOUT_S, socket_path=socket_path)
     if ids is None:
         warn("Docker Engine not reachable at unix://%s within %ss: queued jobs are not checked for running containers."
@@ -343,6 +346,14 @@ def _run(module, deadline, state):
         return {"failed": True, "changed": False, "msg": "Invalid option: %s" % exc}
     except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:
         return {"failed": True, "changed": False, "msg": "%s Nothing was changed." % exc}
+    except _engine.BadAnswer as exc:  # orphaned_queued's check for running job containers, before any batch
+        out = cleanup.result([], 0) if cleanup is not None else {}
+        out.update(failed=True, changed=False, msg=(
+            "Cleanup failed on %s before the first batch: mode orphaned_queued leaves alone the queued jobs that have "
+            "a running container, and the Docker Engine gave no usable answer (%s). Nothing was changed. Set "
+            "check_containers=false to fail these jobs without that check."
+            % (_postgres.describe(conn_params), str(exc).rstrip("."))))
+        return out
     except _postgres.psycopg2.Error as exc:
         if cleanup is None:
             cause = describe_error(exc, "connect", params)

@@ -8,7 +8,12 @@ A Compose service's containers are found by Compose's labels (``label_filters``)
 (``project_name``). qfc_scale asks through ``engine_client`` (``ping``, ``snapshot``, ``wait_for_replicas``): the
 standard library's :class:`StdlibClient` when the engine is a local unix socket, else the Docker SDK (tcp, ssh, TLS;
 imported on demand by ``load_sdk``). The callers where the SDK may be missing (the cron collector, the queue modules)
-use the standard library over the unix socket (``count_running_stdlib``, ``running_job_ids_stdlib``)."""
+use the standard library over the unix socket (``count_running_stdlib``, ``running_job_ids_stdlib``).
+
+Over a unix socket every request has one deadline for its whole answer (connect, send, status line, headers, body:
+:class:`DeadlineSocket`), and every answer is checked for the shape asked for; what cannot be asked in time is a
+:class:`NoAnswer`, what answers wrongly a :class:`BadAnswer` (both EngineErrors, so OSErrors). The SDK's timeout
+bounds the connect and each read, not the whole answer."""
 
 from __future__ import annotations
 
@@ -59,7 +64,7 @@ def load_sdk():
 
 POLL_INTERVAL = 0.2
 DOCKER_SOCKET = "/var/run/docker.sock"
-DEFAULT_API_TIMEOUT = 60  # seconds per Engine API request (docker-py's own default)
+DEFAULT_API_TIMEOUT = 30  # seconds per Engine API request unless the caller says (qfc_scale: min(30, command_timeout))
 
 
 class VerifyError(Exception):
@@ -152,17 +157,67 @@ def project_name(env, project_src, configured=None, environ=None):
     return name
 
 
+class DeadlineSocket(socket.socket):
+    """A socket whose every connect, send and receive waits at most what is left until ``deadline`` (a
+    ``time.monotonic()``), and raises socket.timeout once it has passed: one deadline for a whole request, however
+    the answer trickles in (a socket's own timeout bounds each operation, so an answer sent one byte at a time never
+    ends it)."""
+
+    deadline = None
+
+    def _arm(self):
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("timed out")
+            self.settimeout(left)
+
+    def connect(self, address):
+        self._arm()
+        return super().connect(address)
+
+    def send(self, data, *args):
+        self._arm()
+        return super().send(data, *args)
+
+    def sendall(self, data, *args):  # with a timeout, one sendall is bounded as a whole (Python 3.5+)
+        self._arm()
+        return super().sendall(data, *args)
+
+    def recv(self, bufsize, *args):
+        self._arm()
+        return super().recv(bufsize, *args)
+
+    def recv_into(self, buffer, *args):  # what the response's file object (makefile) reads through
+        self._arm()
+        return super().recv_into(buffer, *args)
+
+
 class UnixHTTPConnection(http.client.HTTPConnection):
-    """The Engine API over its unix socket with the standard library only (no SDK import, no CLI spawn)."""
+    """The Engine API over its unix socket with the standard library only (no SDK import, no CLI spawn).
+
+    Every request has one deadline for its whole answer, connect, send, status line, headers and body included:
+    :meth:`arm` sets it (``timeout`` seconds from now unless given) before each request."""
 
     def __init__(self, path, timeout):
         super().__init__("localhost", timeout=timeout)
         self.path = path
+        self.deadline = None
+
+    def arm(self, deadline=None):
+        self.deadline = time.monotonic() + self.timeout if deadline is None else deadline
+        if self.sock is not None:
+            self.sock.deadline = self.deadline
 
     def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
+        if self.deadline is None:
+            self.arm()
+        self.sock = DeadlineSocket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.deadline = self.deadline
         self.sock.connect(self.path)
+
+
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # an Engine answer larger than this is not one (a listing of 10,000 is ~30 MB)
 
 
 class EngineError(OSError):
@@ -170,8 +225,93 @@ class EngineError(OSError):
     connection errors, which are OSErrors, as the engine failing)."""
 
 
+class NoAnswer(EngineError):
+    """Nothing could be asked or nothing came back in time: no socket, connection refused or closed before an
+    answer, or the request's deadline passed."""
+
+
+class BadAnswer(EngineError):
+    """Something answered, but not what the Engine API answers: not HTTP (another service on the socket), cut
+    short, an HTTP error, not JSON, or JSON of another shape than asked for."""
+
+
 class ContainerGone(EngineError):
     """``inspect`` answered 404: the container was removed after it was listed."""
+
+
+def ask(conn, path, where, deadline=None):
+    """(status, body bytes) of ``GET path`` on ``conn`` (a :class:`UnixHTTPConnection`) within one deadline
+    (``deadline``, else the connection's timeout from now). NoAnswer or BadAnswer (both EngineErrors) otherwise;
+    the caller closes the connection after an error."""
+    conn.arm(deadline)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        chunks, size = [], 0
+        while True:  # in pieces: a body without a length (or a lying one) cannot fill the memory
+            chunk = response.read(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise BadAnswer("%s: an answer of more than %d bytes" % (where, MAX_ANSWER_BYTES))
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    except EngineError:
+        raise
+    except OSError as exc:  # before HTTPException: RemoteDisconnected (closed, no answer) is both
+        if isinstance(exc, socket.timeout):
+            raise NoAnswer("%s: no answer within %ss" % (where, conn.timeout)) from exc
+        raise NoAnswer("%s: %s" % (where, exc)) from exc
+    except (http.client.HTTPException, ValueError) as exc:  # BadStatusLine, IncompleteRead, LineTooLong, ...
+        raise BadAnswer("%s: not an HTTP answer (%s: %s)" % (where, type(exc).__name__, short(exc))) from exc
+    return response.status, body
+
+
+def short(value, limit=200):
+    """At most ``limit`` characters of ``value`` (bytes or any object) on one line, for a message."""
+    if isinstance(value, bytes):
+        value = value[:limit].decode("utf-8", errors="replace")
+    return " ".join(str(value).split())[:limit]
+
+
+def decode_json(status, body, where):
+    """The JSON of a 200 answer; ContainerGone on 404, BadAnswer on any other status or what is not JSON."""
+    text = short(body)
+    if status == 404:
+        raise ContainerGone("%s: 404 %s" % (where, text))
+    if status != 200:
+        raise BadAnswer("%s: HTTP %d %s" % (where, status, text))
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise BadAnswer("%s: not JSON: %s" % (where, text)) from None
+
+
+def container_list(value, where):
+    """``value`` when it has the shape of a container listing (a list of objects, ``Labels`` an object or null),
+    else BadAnswer. An error object such as ``{"message": ...}`` is not a list of one container."""
+    if not isinstance(value, list):
+        raise BadAnswer("%s: not a list of containers: %s" % (where, short(json.dumps(value))))
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("Labels") or {}, dict) \
+                or not isinstance(item.get("Id", ""), str):
+            raise BadAnswer("%s: not a list of containers: an item is %s" % (where, short(json.dumps(item))))
+    return value
+
+
+def inspected_container(value, where):
+    """``value`` when it is a container's inspect data that :func:`summarize` can read (an object with an ``Id``,
+    its State and Config objects, a start time, restart count and container number it can parse), else
+    BadAnswer."""
+    try:
+        if not isinstance(value, dict) or not isinstance(value.get("Id"), str):
+            raise TypeError("not an object with an Id")
+        summarize(value)
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise BadAnswer("%s: not a container's inspect data (%s): %s"
+                        % (where, short(exc), short(json.dumps(value)))) from None
+    return value
 
 
 class StdlibClient:
@@ -179,8 +319,10 @@ class StdlibClient:
     over a local unix socket with the standard library. Unversioned paths: the engine answers with its own API
     version, and the fields read here (state, start time, restart count, labels) are in every version.
 
-    One keep-alive connection serves consecutive requests; every request, connect included, has ``timeout``
-    seconds per socket operation (as the SDK's), and a failed request drops the connection."""
+    One keep-alive connection serves consecutive requests; every request has one deadline, ``timeout`` seconds for
+    the whole answer (connect, send, status, headers, body; a reconnect included), and a failed request drops the
+    connection. Answers are checked for the shape asked for (a list of containers, a container's inspect data):
+    anything else is a :class:`BadAnswer`, an EngineError, never a crash further on."""
 
     def __init__(self, path, timeout=DEFAULT_API_TIMEOUT):
         self.path = path
@@ -188,51 +330,45 @@ class StdlibClient:
         self.base_url = "unix://%s" % path
         self.conn = None
 
+    def where(self, path):
+        return "GET %s on %s" % (path.split("?")[0], self.base_url)
+
     def request(self, path):
-        """(status, body bytes) of ``GET path``; EngineError when the engine cannot be asked."""
+        """(status, body bytes) of ``GET path`` within ``timeout`` seconds; NoAnswer or BadAnswer (EngineErrors)
+        otherwise."""
+        deadline = time.monotonic() + self.timeout
         for attempt in (1, 2):
             reused = self.conn is not None
             if self.conn is None:
                 self.conn = UnixHTTPConnection(self.path, self.timeout)
             try:
-                self.conn.request("GET", path)
-                response = self.conn.getresponse()
-                return response.status, response.read()
-            except (OSError, http.client.HTTPException) as exc:
+                return ask(self.conn, path, self.where(path), deadline)
+            except EngineError as exc:
                 self.close()
                 # the engine may close an idle keep-alive connection (RemoteDisconnected, EPIPE: ConnectionErrors);
-                # a GET is safe to send once more, afresh. A timeout is not retried: the deadline stays ``timeout``.
-                if reused and attempt == 1 and isinstance(exc, ConnectionError):
+                # a GET is safe to send once more, afresh, within the same deadline. A timeout is not retried.
+                if reused and attempt == 1 and isinstance(exc.__cause__, ConnectionError):
                     continue
-                if isinstance(exc, socket.timeout):
-                    exc = "no answer within %ss" % self.timeout
-                raise EngineError("GET %s on %s: %s" % (path.split("?")[0], self.base_url, exc)) from None
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def get_json(self, path):
         status, body = self.request(path)
-        where = "GET %s on %s" % (path.split("?")[0], self.base_url)
-        text = body[:200].decode("utf-8", errors="replace").strip()
-        if status == 404:
-            raise ContainerGone("%s: 404 %s" % (where, text))
-        if status != 200:
-            raise EngineError("%s: HTTP %d %s" % (where, status, text))
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise EngineError("%s: not JSON: %s" % (where, text)) from None
+        return decode_json(status, body, self.where(path))
 
     def ping(self):
         status, body = self.request("/_ping")
         return status == 200 and body.strip() == b"OK"
 
     def containers(self, all=False, filters=None):  # noqa: A002  (the SDK's name)
-        query = "all=%d" % bool(all)
+        path = "/containers/json?all=%d" % bool(all)
         if filters:
-            query += "&filters=%s" % quote(json.dumps(filters))
-        return self.get_json("/containers/json?" + query)
+            path += "&filters=%s" % quote(json.dumps(filters))
+        return container_list(self.get_json(path), self.where(path))
 
     def inspect_container(self, container_id):
-        return self.get_json("/containers/%s/json" % quote(container_id, safe=""))
+        path = "/containers/%s/json" % quote(container_id, safe="")
+        return inspected_container(self.get_json(path), self.where(path))
 
     def close(self):
         if self.conn is not None:
@@ -240,31 +376,40 @@ class StdlibClient:
             self.conn = None
 
 
-def list_containers_stdlib(filters, timeout, socket_path=DOCKER_SOCKET):
-    """``GET /containers/json`` over the unix socket; None when the engine cannot be asked within ``timeout``."""
-    if not os.path.exists(socket_path) or timeout <= 0:
-        return None
-    conn = UnixHTTPConnection(socket_path, timeout)
+def list_containers_checked(filters, timeout, socket_path=DOCKER_SOCKET):
+    """``GET /containers/json`` over the unix socket: a list of containers (dicts), within one deadline of
+    ``timeout`` seconds for the whole answer. NoAnswer when the engine cannot be asked in time (no socket, refused,
+    no whole answer within ``timeout``; with no time left it is not even asked), BadAnswer when what answered is not
+    a container list (not HTTP, an HTTP error, not JSON, another shape)."""
+    where = "GET /containers/json on unix://%s" % socket_path
+    if timeout <= 0:
+        raise NoAnswer("%s: no time left to ask" % where)
+    if not os.path.exists(socket_path):
+        raise NoAnswer("%s: no such socket" % where)
+    client = StdlibClient(socket_path, timeout)
     try:
-        conn.request("GET", "/containers/json?filters=%s" % quote(json.dumps(filters)))
-        response = conn.getresponse()
-        if response.status != 200:
-            return None
-        return json.loads(response.read())
-    except (OSError, ValueError):
-        return None
+        return client.containers(filters=filters)
     finally:
-        conn.close()
+        client.close()
+
+
+def list_containers_stdlib(filters, timeout, socket_path=DOCKER_SOCKET):
+    """:func:`list_containers_checked`, or None when the engine cannot be asked or gave no usable answer."""
+    try:
+        return list_containers_checked(filters, timeout, socket_path)
+    except EngineError:
+        return None
 
 
 def count_running_stdlib(project, service, timeout=3.0, socket_path=DOCKER_SOCKET):
-    """Running containers of the service by Compose labels; None when the engine cannot be asked."""
+    """Running containers of the service by Compose labels; None when the engine cannot be asked or gave no usable
+    answer."""
     filters = dict(label_filters(project, service), status=["running"])
     containers = list_containers_stdlib(filters, timeout, socket_path)
     return None if containers is None else len(containers)
 
 
-WORKER_COUNT_TIMEOUT_S = 5.0  # the Engine's answer to one container listing, for the queue modules
+WORKER_COUNT_TIMEOUT_S = 5.0  # the Engine's whole answer to one container listing, for the queue modules
 
 
 def worker_counts(env, project_src, env_var, service, warn, has_compose_file,
@@ -276,7 +421,8 @@ def worker_counts(env, project_src, env_var, service, warn, has_compose_file,
     service's Compose labels, over a local unix socket with the standard library (no SDK, no CLI): ``socket_path``,
     else a ``unix://`` DOCKER_HOST (a rootless engine), else /var/run/docker.sock. Monitoring degrades instead of
     failing: without ``project_src`` or a Compose file (``has_compose_file``), with a DOCKER_HOST that is not a local
-    socket, or when the Engine does not answer in time, ``running`` is None and ``warn`` says why."""
+    socket, when the Engine does not answer in time (``timeout`` seconds for the whole answer), or when what answers
+    is not a container list, ``running`` is None and ``warn`` says why."""
     value = env.get(env_var)
     workers = {"configured": int(value) if value and value.strip().isdigit() else None, "running": None}
     if not project_src:
@@ -292,17 +438,33 @@ def worker_counts(env, project_src, env_var, service, warn, has_compose_file,
                  "workers over one" % environ["DOCKER_HOST"])
             return workers
         socket_path = socket_path or DOCKER_SOCKET
-    workers["running"] = count_running_stdlib(project_name(env, project_src), service, timeout, socket_path)
-    if workers["running"] is None:
+    filters = dict(label_filters(project_name(env, project_src), service), status=["running"])
+    try:
+        workers["running"] = len(list_containers_checked(filters, timeout, socket_path))
+    except BadAnswer as exc:
+        warn("Running workers unknown: the Docker Engine at %s gave no usable answer: %s" % (socket_path, exc))
+    except EngineError:
         warn("Running workers unknown: the Docker Engine at %s did not answer within %ss" % (socket_path, timeout))
     return workers
 
 
+def running_job_ids_checked(timeout=5.0, socket_path=DOCKER_SOCKET):
+    """``job_id`` labels of running containers (QFieldCloud labels each QGIS job container with its job id); None
+    when the engine cannot be asked in time (NoAnswer); BadAnswer raised when what answered is not a container
+    list, so that a caller can refuse to go on without the answer."""
+    try:
+        containers = list_containers_checked({"label": ["job_id"], "status": ["running"]}, timeout, socket_path)
+    except NoAnswer:
+        return None
+    return {(c.get("Labels") or {}).get("job_id") for c in containers}
+
+
 def running_job_ids_stdlib(timeout=5.0, socket_path=DOCKER_SOCKET):
-    """``job_id`` labels of running containers (QFieldCloud labels each QGIS job container with its job id);
-    None when the engine cannot be asked."""
-    containers = list_containers_stdlib({"label": ["job_id"], "status": ["running"]}, timeout, socket_path)
-    return None if containers is None else {(c.get("Labels") or {}).get("job_id") for c in containers}
+    """:func:`running_job_ids_checked`, None also when what answered is not a container list."""
+    try:
+        return running_job_ids_checked(timeout, socket_path)
+    except BadAnswer:
+        return None
 
 
 def parse_docker_time(value):
@@ -336,6 +498,8 @@ def snapshot(client, project, service):
     """The service's containers (one-offs excluded), sorted by container number."""
     containers = []
     for item in client.containers(all=True, filters=label_filters(project, service)):
+        if not isinstance(item, dict) or not isinstance(item.get("Id"), str):
+            raise BadAnswer("the Docker Engine listed a container without an Id: %s" % short(item))
         try:
             containers.append(summarize(client.inspect_container(item["Id"])))
         except (NotFound, ContainerGone):  # removed between list and inspect (a scale-down in progress)

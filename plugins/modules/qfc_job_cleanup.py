@@ -93,7 +93,10 @@ options:
       - The Engine is asked over C(/var/run/docker.sock), the socket QFieldCloud's compose file mounts into
         C(worker_wrapper), where the workers start the job containers; E(DOCKER_HOST) and CLI contexts do not apply.
         Python's standard library is used, so the Docker SDK is not needed.
-      - When the engine cannot be asked within 5 s, a warning is given and no job is skipped.
+      - When the engine cannot be asked within 5 s (no socket, connection refused, or no whole answer within 5 s,
+        one deadline for the request however slowly the answer comes), a warning is given and no job is skipped.
+      - When what answers on the socket is not a container list (not HTTP, an HTTP error, not JSON, JSON of another
+        shape), the run fails before any change, saying so. Set O(check_containers=false) to sweep without the check.
     type: bool
     default: true
   lock_timeout:

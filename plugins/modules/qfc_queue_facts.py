@@ -19,8 +19,9 @@ description:
   - Running workers are counted with O(project_src) only, through the local Docker Engine socket (a C(unix://)
     E(DOCKER_HOST), a rootless engine for example, else C(/var/run/docker.sock)) under Compose's project name
     (C(COMPOSE_PROJECT_NAME) from the environment or C(.env), else the directory name), as the monitoring collector
-    counts them; no Docker SDK is needed. When the Engine does not answer, E(DOCKER_HOST) is not a local socket, or the
-    directory has no Compose file, the count is null and the task warns.
+    counts them; no Docker SDK is needed. The Engine gets 5 s for its whole answer. When it does not answer in that
+    time, what answers is not a container list, E(DOCKER_HOST) is not a local socket, or the directory has no Compose
+    file, the count is null and the task warns.
   - Adds alerts with the operations guideline's thresholds, the capacity decision matrix and a recommended worker count.
   - Read-only. Every failure (database down, wrong password, a server that stops answering, a lock held past
     O(statement_timeout)) fails the task with a message that names the server (never the password), and changes
