@@ -11,9 +11,11 @@ docker_cli)."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
+import selectors
 import shlex
 import signal
 import subprocess
@@ -37,6 +39,13 @@ DEFAULT_OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml",
 DEFAULT_TIMEOUT = 1200
 READ_TIMEOUT = 60
 KILL_GRACE = 5
+# After the SIGKILL (or the command's own exit), how long the output pipes may stay open before reading stops: a
+# process outside the group (an ssh ControlPersist master) may hold them for as long as it lives.
+PIPE_GRACE = 2
+POLL_INTERVAL = 0.1
+HELD_NOTE = ("a process outside its process group (for example an ssh ControlPersist master behind an ssh:// "
+             "DOCKER_HOST) still held its output, so reading stopped %ss after %s; the output shown may be "
+             "incomplete")
 
 
 def project_argument_spec():
@@ -224,28 +233,84 @@ def effective_scale(service_config):
     return int(replicas) if replicas is not None else 1
 
 
-def run_with_deadline(cmd, cwd, env, timeout, kill_grace=KILL_GRACE):
+# What :func:`run_command` returns. ``held``: the output pipes were still open when reading stopped (a process
+# outside the command's process group held them), so the output may be incomplete.
+Outcome = collections.namedtuple("Outcome", "rc stdout stderr timed_out held")
+
+
+def run_with_deadline(cmd, cwd, env, timeout, kill_grace=KILL_GRACE, pipe_grace=PIPE_GRACE):
+    """:func:`run_command` as (rc, stdout, stderr, timed_out)."""
+    return tuple(run_command(cmd, cwd, env, timeout, kill_grace, pipe_grace))[:4]
+
+
+def run_command(cmd, cwd, env, timeout, kill_grace=KILL_GRACE, pipe_grace=PIPE_GRACE):
     """Run ``cmd`` (a list, no shell) in its own process group; at ``timeout`` seconds SIGTERM the whole group, then
-    SIGKILL it ``kill_grace`` seconds later. Returns (rc, stdout, stderr, timed_out); output is decoded with
-    ``surrogateescape`` (a Latin-1 byte survives), and what was printed before a kill is kept."""
+    SIGKILL it ``kill_grace`` seconds later. Returns an :class:`Outcome`; output is decoded with ``surrogateescape``
+    (a Latin-1 byte survives), and what was printed before a kill is kept.
+
+    The pipes are read until they close, but never past the deadline: a process outside the group can hold them
+    open (``setsid``, an ssh ControlPersist master forked behind an ``ssh://`` DOCKER_HOST), and neither the kill
+    nor the command's own exit closes them. So reading stops ``pipe_grace`` seconds after the SIGKILL (a command
+    killed at its deadline), or ``pipe_grace`` seconds after the command exited by itself (it keeps its exit status;
+    it is not a timeout, and what it left behind is not killed); our ends are closed and ``held`` is set. The
+    longest call is therefore ``timeout + kill_grace + pipe_grace``."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
-    timed_out = False
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    chunks = {out_fd: [], err_fd: []}
+    selector = selectors.DefaultSelector()
+    for pipe in (proc.stdout, proc.stderr):
+        selector.register(pipe, selectors.EVENT_READ)
+    timed_out = held = False
+    deadline = time.monotonic() + timeout
+    escalation = [(signal.SIGTERM, kill_grace), (signal.SIGKILL, pipe_grace)]
+    exited_at = None
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        for sig, grace in ((signal.SIGTERM, kill_grace), (signal.SIGKILL, None)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                out, err = proc.communicate(timeout=grace)
+        while True:
+            now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            open_pipes = selector.get_map()
+            if exited_at is not None and not open_pipes:
                 break
-            except subprocess.TimeoutExpired:
+            if open_pipes and exited_at is not None and not timed_out and now >= exited_at + pipe_grace:
+                held = True  # the command exited by itself, and something it left behind still holds its output
+                break
+            if now >= deadline:
+                if not escalation:  # SIGKILLed pipe_grace ago: stop reading (and waiting), whatever is left
+                    held = bool(open_pipes)
+                    break
+                sig, grace = escalation.pop(0)
+                timed_out = True
+                try:
+                    os.killpg(proc.pid, sig)
+                except (ProcessLookupError, PermissionError):  # the group is gone already
+                    pass
+                deadline = now + grace
                 continue
-    return proc.returncode, _decode(out), _decode(err), timed_out
+            wait = deadline - now
+            if exited_at is not None and not timed_out:
+                wait = min(wait, exited_at + pipe_grace - now)
+            else:
+                wait = min(wait, POLL_INTERVAL)  # to notice the command's own exit while a stray holds the pipes
+            if not open_pipes:
+                try:
+                    proc.wait(wait)
+                except subprocess.TimeoutExpired:
+                    pass
+                continue
+            for key, _events in selector.select(wait):
+                data = os.read(key.fd, 65536)
+                if data:
+                    chunks[key.fd].append(data)
+                else:
+                    selector.unregister(key.fileobj)
+    finally:
+        selector.close()
+        proc.stdout.close()
+        proc.stderr.close()
+    return Outcome(proc.poll(), _decode(b"".join(chunks[out_fd])), _decode(b"".join(chunks[err_fd])), timed_out,
+                   held)
 
 
 def _decode(data):
@@ -287,14 +352,20 @@ class Compose:
         env.update(environ_update or {})
         started = time.time()
         try:
-            rc, out, err, timed_out = run_with_deadline(cmd, self.project_src, env, timeout)
+            rc, out, err, timed_out, held = run_command(cmd, self.project_src, env, timeout)
         except OSError as exc:
             raise ComposeError("%s could not be started: %s" % (label, exc), cmd=quote(cmd), rc=None) from exc
         if timed_out:
             raise ComposeError("%s did not finish within its deadline of %ss (took %.1fs, killed with its process "
-                               "group; the Docker Engine may be hung or overloaded)"
-                               % (label, timeout, time.time() - started),
+                               "group; %s)"
+                               % (label, timeout, time.time() - started,
+                                  HELD_NOTE % (PIPE_GRACE, "the SIGKILL") if held else
+                                  "the Docker Engine may be hung or overloaded"),
                                cmd=quote(cmd), rc=rc, stdout=out, stderr=err, timed_out=True)
+        if held and hasattr(self.module, "warn"):
+            self.module.warn("%s exited (rc=%s), but a process it left behind (for example an ssh ControlPersist "
+                             "master behind an ssh:// DOCKER_HOST) still held its output, so reading stopped %ss "
+                             "after it exited; the output read may be incomplete" % (label, rc, PIPE_GRACE))
         if check and rc != 0:
             raise ComposeError("%s failed: %s" % (label, first_error_line(err) or "rc=%d" % rc),
                                cmd=quote(cmd), rc=rc, stdout=out, stderr=err)

@@ -19,12 +19,24 @@ from urllib.parse import quote, unquote
 
 KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 SECRET_KEY_RE = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|DSN|(?:^|_)KEY(?:_|$)|^STORAGES$", re.IGNORECASE)
-# Ansible masks a no_log value wherever it appears, even inside numbers and paths, so flags and counts that sit under a
-# secret-looking key (QFIELDCLOUD_PASSWORD_LOGIN_IS_ENABLED=1) must not be registered: they are not secrets.
-NOT_SECRET_RE = re.compile(r"^(?:\d+|true|false|yes|no|on|off|none|null)$", re.IGNORECASE)
-# A short password is still a password: every non-empty value under a secret-looking key is masked (flags and counts
-# excepted, above). Masking a short value also masks its other occurrences in the output; that is the price.
+# A secret is a secret whatever its characters: every non-empty value under a secret-looking key is masked, digits
+# only (POSTGRES_PASSWORD=83920147) and short ones (SECRET_KEY=ab) included, and so are URL passwords and secret
+# JSON members. Masking a value also masks its other occurrences in the output; that is the price.
 MIN_SECRET_LENGTH = 1
+# Where a value is masked sets the price. The values go to Ansible's no_log_values, and Ansible masks a no_log value
+# inside every string and replaces every *number* of a result that contains it (replicas, rc, a port) by
+# VALUE_SPECIFIED_IN_NO_LOG_PARAMETER. So a number shorter than MIN_NUMERIC_SECRET_LENGTH characters or a flag word
+# (QFIELDCLOUD_PASSWORD_LOGIN_IS_ENABLED=1, API_TOKEN_REQUIRED=true, a 3-digit password), masked wherever it appears,
+# would garble every output: it is masked only where it is shown bound to its name (``NAME=1``, ``NAME: "1"``,
+# ``"NAME": "1"``, ``user:1@`` in a URL, ``token=1`` in a query), the name with it. Every other value is masked
+# wherever it appears, digit-only ones from MIN_NUMERIC_SECRET_LENGTH digits on.
+MIN_NUMERIC_SECRET_LENGTH = 4
+COMMON_VALUE_RE = re.compile(r"^(?:[-+]?[0-9]*\.?[0-9]+|true|false|yes|no|on|off|none|null)$", re.IGNORECASE)
+# A secret-looking name that ends in a unit or a switch names a setting, not a secret (upstream's
+# LETSENCRYPT_RSA_KEY_SIZE=4096, QFIELDCLOUD_AUTH_TOKEN_EXPIRATION_HOURS=720): a number or flag word under it is
+# masked bound to its name only, whatever its length.
+SETTING_NAME_RE = re.compile(r"_(?:SIZE|LENGTH|BITS|COUNT|HOURS|MINUTES|SECONDS|DAYS|TTL|TIMEOUT|ENABLED|DISABLED|"
+                             r"REQUIRED)$", re.IGNORECASE)
 # Credentials inside values, whatever the key: ``scheme://user:password@host`` (DATABASE_URL, an S3 endpoint with
 # its keys) and query parameters such as ``?password=`` or ``&X-Amz-Signature=``.
 URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
@@ -230,47 +242,86 @@ def is_secret_key(key):
     return bool(SECRET_KEY_RE.search(key))
 
 
+def is_common_value(value):
+    """A value too common in text to be masked wherever it appears: a flag word, or a number shorter than
+    MIN_NUMERIC_SECRET_LENGTH characters (see the comment at MIN_NUMERIC_SECRET_LENGTH)."""
+    return bool(COMMON_VALUE_RE.match(value)) and (len(value) < MIN_NUMERIC_SECRET_LENGTH
+                                                   or not value.lstrip("+-").replace(".", "").isdigit())
+
+
+def _name_bound(name):
+    """How ``NAME`` and its value are shown together: .env and shell (``NAME=v``, quoted), YAML and Compose's
+    ``config`` (``NAME: v``), JSON (``"NAME": "v"``). (prefix, suffix) pairs."""
+    return [(name + "=", ""), (name + '="', '"'), (name + "='", "'"), (name + ": ", ""), (name + ': "', '"'),
+            (name + ": '", "'"), ('"%s": "' % name, '"'), ('"%s":"' % name, '"'), ('"%s": ' % name, "")]
+
+
 def secret_values(entries):
     """Values to mask, longest first so that masking never leaves a tail of one.
 
-    The values of secret-looking keys (any length, flags and counts excepted), the passwords and secret query
-    parameters of URLs under any key, secret-looking members of JSON values, and each of them also as Compose and
-    Go print it escaped in their error messages (quotes and backslashes escaped, non-ASCII as \\xNN or \\uNNNN)
-    and percent-encoded.
+    The values of secret-looking keys (whatever their characters: digits only, ``$``, ``#``, quotes, spaces), the
+    passwords and secret query parameters of URLs under any key, secret-looking members of JSON values, and each of
+    them also as Compose and Go print it escaped in their error messages (quotes and backslashes escaped, non-ASCII
+    as \\xNN or \\uNNNN) and percent-encoded.
+
+    Each is masked wherever it appears, except a common value (a flag word, or a number shorter than
+    MIN_NUMERIC_SECRET_LENGTH characters: QFIELDCLOUD_PASSWORD_LOGIN_IS_ENABLED=1, a 3-digit password; or any number
+    or flag word under a setting's name, SETTING_NAME_RE: LETSENCRYPT_RSA_KEY_SIZE=4096): that is masked only where
+    it is shown bound to its name (``NAME=123``, ``NAME: "123"``, ``"NAME": "123"``,
+    ``user:123@`` in a URL, ``token=123`` in a query string), because these values go to Ansible's no_log_values,
+    which would otherwise mask them inside every string and every number of the output (``replicas: 1``).
     """
-    found = set()
+    found = []
     for entry in entries:
         if is_secret_key(entry.key):
-            found.add(entry.value)
-        found.update(url_secrets(entry.value))
-        found.update(json_secrets(entry.value))
+            setting = bool(SETTING_NAME_RE.search(entry.key) and COMMON_VALUE_RE.match(entry.value))
+            found.append((entry.value, _name_bound(entry.key), setting))
+        found += [(value, bindings, False) for value, bindings in _url_candidates(entry.value)]
+        found += [(value, bindings, False) for value, bindings in _json_candidates(entry.value)]
     values = set()
-    for value in found:
-        if len(value) >= MIN_SECRET_LENGTH and not NOT_SECRET_RE.match(value):
-            values.update(v for v in escaped_forms(value) if v)
+    for value, bindings, setting in found:
+        if len(value) < MIN_SECRET_LENGTH:
+            continue
+        forms = [v for v in escaped_forms(value) if v]
+        if setting or is_common_value(value):
+            values.update(prefix + form + suffix for form in forms for prefix, suffix in bindings)
+        else:
+            values.update(forms)
     return sorted(values, key=len, reverse=True)
 
 
 def url_secrets(value):
     """The password (raw and percent-decoded) and the secret-looking query parameters of every URL in ``value``."""
+    return [secret for secret, _bindings in _url_candidates(value)]
+
+
+def _url_candidates(value):
+    """:func:`url_secrets` as (secret, how it is shown bound to its name) pairs."""
     out = []
     for match in URL_RE.finditer(value or ""):
         url = match.group(0)
         netloc = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
         userinfo, at, _host = netloc.rpartition("@")
         if at and ":" in userinfo:
-            password = userinfo.split(":", 1)[1]
-            out += [password, unquote(password)]
+            user, password = userinfo.split(":", 1)
+            bound = [(user + ":", "@"), (unquote(user) + ":", "@")]
+            out += [(password, bound), (unquote(password), bound)]
         query = url.split("?", 1)[1].split("#", 1)[0] if "?" in url else ""
         for raw in query.split("&"):
             name, eq, secret = raw.partition("=")
             if eq and secret and SECRET_PARAM_RE.search(unquote(name)):
-                out += [secret, unquote(secret.replace("+", " "))]
+                bound = [(name + "=", ""), (unquote(name) + "=", "")]
+                out += [(secret, bound), (unquote(secret.replace("+", " ")), bound)]
     return out
 
 
 def json_secrets(value):
     """String members under secret-looking keys of a JSON object value (STORAGES' access keys), at any depth."""
+    return [secret for secret, _bindings in _json_candidates(value)]
+
+
+def _json_candidates(value):
+    """:func:`json_secrets` as (secret, how it is shown bound to its name) pairs; URLs in other members too."""
     text = (value or "").strip()
     if not text.startswith("{"):
         return []
@@ -288,9 +339,9 @@ def json_secrets(value):
                 stack.append(member)
             elif isinstance(member, str) and isinstance(key, str) and (is_secret_key(key)
                                                                        or SECRET_PARAM_RE.search(key)):
-                out.append(member)
+                out.append((member, _name_bound(key)))
             elif isinstance(member, str):
-                out += url_secrets(member)
+                out += _url_candidates(member)
     return out
 
 

@@ -24,8 +24,10 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.qfieldcloud.ops.plugins.module_utils._compose import KILL_GRACE, PIPE_GRACE
 
-from tests.support.ansible_run import BIN, ROOT, Result, ansible_env, assert_no_secrets
+from tests.support.ansible_run import (
+    BIN, DIGITS_SECRET, ROOT, SPECIAL_SECRET, SPECIAL_SECRET_ENV, Result, ansible_env, assert_no_secrets)
 from tests.support.stacks import FIXTURE, instantiate, make_stack
 
 REAL_SOCKET = "/var/run/docker.sock"
@@ -357,6 +359,93 @@ def test_compose_up_hung_is_killed_at_its_deadline_and_rolled_back(stack, engine
     assert took < 10 + 5 + 30, took
 
 
+def fake_docker(tmp_path, scale_up, pattern='*" up "*"worker_wrapper=3 "*'):
+    """A docker CLI on PATH that runs the real one (``$REAL``), except for the calls whose arguments match the shell
+    ``pattern`` (default: the scale-up to 3), which run the shell code ``scale_up`` first. Returns the environment
+    for :func:`run`."""
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    (fake / "docker").write_text('#!/bin/sh\nREAL=%s\ncase " $* " in\n  %s)\n%s\n    ;;\nesac\nexec "$REAL" "$@"\n'
+                                 % (shutil.which("docker"), pattern, scale_up))
+    (fake / "docker").chmod(0o755)
+    return {"PATH": "%s:%s:%s" % (fake, BIN, os.environ["PATH"])}
+
+
+def test_compose_up_whose_pipe_a_process_outside_its_group_holds_still_meets_its_deadline(stack, tmp_path):
+    """Issue 21, defect 4: killing the process group does not close a pipe that a process outside the group holds
+    (an ssh ControlPersist master behind an ssh:// DOCKER_HOST; here ``setsid sleep``, for 60 s: before the fix the
+    run waited for it). Reading stops PIPE_GRACE after the SIGKILL; the failure keeps cmd/rc/stderr with what was
+    read, says why, and the rollback runs as for any hung ``up``."""
+    pidfile = tmp_path / "stray.pid"
+    env = fake_docker(tmp_path, "    echo 'fake docker: compose up started; a helper outside the process group holds "
+                                "this pipe' >&2\n    setsid sh -c 'echo $$ > %s; exec sleep 60' &\n    exec sleep 600"
+                      % pidfile)
+    try:
+        result, took = run(scale_args(stack, 3, command_timeout=10), env=env)
+        assert pidfile.exists()  # the stray really ran
+    finally:
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert result.failed, result
+    assert "docker compose up did not finish within its deadline of 10s" in result["msg"]
+    assert "a process outside its process group" in result["msg"] and "ssh ControlPersist" in result["msg"]
+    assert "Changed so far: backup" in result["msg"]
+    assert "Rolled back: .env restored (QFIELDCLOUD_WORKER_REPLICAS=2)" in result["msg"]
+    assert " up " in result["cmd"] and "--scale worker_wrapper=3" in result["cmd"] and result["rc"] == -signal.SIGTERM
+    assert "a helper outside the process group holds this pipe" in result["stderr"]
+    assert result["rolled_back"] is True and stack.env_value() == "2" and result["env_value"] == "2"
+    assert result["running"] == 2 == len(stack.running())
+    up_took = float(re.search(r"deadline of 10s \(took ([0-9.]+)s", result["msg"]).group(1))
+    print("measured: compose up %.1fs (command_timeout 10, kill grace %s, pipe grace %s), the Ansible run %.1fs"
+          % (up_took, KILL_GRACE, PIPE_GRACE, took))
+    assert up_took < 10 + KILL_GRACE + PIPE_GRACE + 1, up_took
+    assert took < 10 + KILL_GRACE + PIPE_GRACE + 20, took  # + Ansible's start, the preflight and the rollback
+
+
+def test_a_compose_call_that_exits_while_a_process_it_started_holds_its_pipe_returns_at_once(stack, tmp_path):
+    """The real trigger of defect 4: behind an ssh:// DOCKER_HOST the CLI starts an ssh ControlPersist master that
+    outlives it, in a session of its own, holding stderr. Here every ``docker compose ps`` does so (the real ps then
+    answers): the call returns PIPE_GRACE after it exited, with its own status and a warning, and the scale
+    succeeds. Before, every such call waited for the stray (30 s)."""
+    pids = tmp_path / "strays.pid"
+    env = fake_docker(tmp_path, "    setsid sh -c 'echo $$ >> %s; exec sleep 30' &" % pids, pattern='*" ps "*')
+    try:
+        result, took = run(scale_args(stack, 3), env=env)
+    finally:
+        for pid in pids.read_text().split() if pids.exists() else ():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert not result.failed, result
+    assert result["replicas"] == 3 == result["running"] == len(stack.running())
+    assert "[WARNING]: docker compose ps exited (rc=0), but a process it left behind" in result.output
+    print("measured: the Ansible run %.1fs with %d held ps call(s)" % (took, len(pids.read_text().split())))
+    assert took < 25, took
+
+
+def test_digit_only_and_special_secrets_are_masked_in_a_failed_up_and_its_record(stack, tmp_path):
+    """Issue 21, defect 5: a digit-only password and one with $, #, quotes and spaces, echoed by a failing
+    ``docker compose up`` after the .env write: masked in msg, stderr (at -vvv) and the operations log's record."""
+    stack.env_file.write_text(stack.env_text() + "GEODB_PASSWORD=%s\nMINIO_ROOT_PASSWORD=%s\n"
+                              % (DIGITS_SECRET, SPECIAL_SECRET_ENV))
+    env = fake_docker(tmp_path, "    cat >&2 <<'EOF'\nError response from daemon: bad env GEODB_PASSWORD=%s and "
+                                "MINIO_ROOT_PASSWORD=%s\nEOF\n    exit 1" % (DIGITS_SECRET, SPECIAL_SECRET))
+    log = tmp_path / "operations.jsonl"
+    result, _took = run(scale_args(stack, 3, operations_log=str(log)), env=env, verbose=True)
+    assert result.failed and result["rolled_back"] is True, result
+    assert "docker compose up failed: Error response from daemon: bad env" in result["msg"]
+    assert "GEODB_PASSWORD=********" in result["stderr"] and "MINIO_ROOT_PASSWORD=********" in result["stderr"]
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert record["result"] == "rolled_back" and "Error response from daemon" in record["details"]["error"]
+    for text in (result.output, log.read_text()):
+        assert_no_secrets(text, "p$ss #w", "rd x-7731")
+    assert stack.env_value() == "2"
+
+
 # -- 12, 13, 15: bad numbers and names ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def idle_stack(tmp_path_factory):
@@ -425,19 +514,23 @@ def test_url_passwords_short_and_escaped_secrets_are_masked_in_compose_errors(st
         "DJANGO_SUPERUSER_PASSWORD": '"s3\\"k\\\\\u00e9-x"',  # Compose prints it Go-escaped: s3\"k\\\xc3\xa9-x
         "SECRET_KEY": "k3y!z",  # shorter than 6 characters
         "S3_ENDPOINT": "https://AKIAQFCT:wJalr5ecret@s3.example.com/bucket?X-Amz-Signature=f00dfeed",
+        "GEODB_PASSWORD": "83920147",  # digits only (issue 21, defect 5: never masked)
+        "MINIO_ROOT_PASSWORD": '"p\\$ss #w\\"o\'rd x"',  # $, #, both quotes, spaces: p$ss #w"o'rd x
     }
     stack.env_file.write_text(stack.env_text() + "".join("%s=%s\n" % kv for kv in secrets.items()))
     (stack.path / "docker-compose.override.prod.yml").write_text(
         "services:\n  app:\n    mem_limit: ${DATABASE_URL}\n    stop_grace_period: ${DJANGO_SUPERUSER_PASSWORD}\n"
-        "  ofelia:\n    mem_limit: ${SECRET_KEY}\n  memcached:\n    mem_limit: ${S3_ENDPOINT}\n")
+        "  ofelia:\n    mem_limit: ${SECRET_KEY}\n    stop_grace_period: ${GEODB_PASSWORD}\n"
+        "  memcached:\n    mem_limit: ${S3_ENDPOINT}\n    stop_grace_period: ${MINIO_ROOT_PASSWORD}\n")
     direct = stack.compose("config", check=False)
     # Compose really echoes them, escaped where it quotes with Go
     assert "Pw9x" in direct.stderr and "k3y!z" in direct.stderr and "wJalr5ecret" in direct.stderr
     assert 's3\\"k\\\\\\xc3\\xa9-x' in direct.stderr
+    assert 'duration "83920147"' in direct.stderr and 'duration "p$ss #w\\"o\'rd x"' in direct.stderr
     result, _took = run(scale_args(stack, 3), verbose=True)
     assert result.failed and "does not load" in result["msg"]
     assert "invalid size" in result["stderr"] and "********" in result["stderr"]
-    for leaked in ("Pw9x", "k3y!z", "wJalr5ecret", "f00dfeed"):
+    for leaked in ("Pw9x", "k3y!z", "wJalr5ecret", "f00dfeed", "83920147", "p$ss #w"):
         assert leaked not in result.output, leaked
     for text in (result["stderr"], result["msg"]):  # decoded: Compose's Go escaping as it printed it
         assert 's3\\"k' not in text and 's3"k' not in text and "\\xc3\\xa9-x" not in text

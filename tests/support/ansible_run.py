@@ -27,7 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SECRETS = ("3shJDd2r7Twwkehb-demo", "demo-s3cret-key-9f1c2e7a4b", "demo-storage-secret-77ad")
+# The .env secrets of the stack fixtures, then two that some tests add: a password of digits only (a digit-only value
+# once counted as a count and was never masked) and one with $, #, both quotes and spaces.
+DIGITS_SECRET = "8392014756"
+SPECIAL_SECRET = "p$ss #w\"o'rd x-7731"
+SECRETS = ("3shJDd2r7Twwkehb-demo", "demo-s3cret-key-9f1c2e7a4b", "demo-storage-secret-77ad", DIGITS_SECRET,
+           SPECIAL_SECRET)
+# SPECIAL_SECRET as a .env value (double-quoted, \\ " and $ escaped), which Compose and _envfile both read back as it
+SPECIAL_SECRET_ENV = '"%s"' % SPECIAL_SECRET.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
 
 
 def ansible_env(extra=None):

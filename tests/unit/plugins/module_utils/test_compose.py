@@ -12,7 +12,7 @@ import pytest
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._compose import (
     compose_files, effective_scale, find_service_conflicts, first_error_line, parse_context, parse_labels,
-    parse_ps_json, parse_version, run_with_deadline, service_containers, summarize_ps)
+    parse_ps_json, parse_version, run_command, run_with_deadline, service_containers, summarize_ps)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -115,6 +115,40 @@ def test_run_with_deadline_sigkills_what_ignores_sigterm():
 def test_run_with_deadline_returns_what_finishes():
     assert run_with_deadline(["sh", "-c", "printf 'x\\377'; echo e >&2; exit 3"], "/", dict(os.environ), 10) == \
         (3, "x\udcff", "e\n", False)
+
+
+@pytest.fixture
+def stray(tmp_path):
+    """A shell snippet that starts ``sleep`` in a session of its own (outside the command's process group) holding
+    the command's stdout and stderr, like an ssh ControlPersist master; the stray is killed at teardown."""
+    pidfile = tmp_path / "stray.pid"
+    yield "setsid sh -c 'echo $$ > %s; exec sleep 30' &" % pidfile
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_run_with_deadline_stops_reading_a_pipe_that_a_process_outside_the_group_holds(stray):
+    # the group is SIGTERMed at 1 s and SIGKILLed at 2 s; the stray still holds the pipes, so reading stops 1 s later
+    started = time.monotonic()
+    rc, out, err, timed_out = run_with_deadline(["sh", "-c", "echo started; echo e >&2; %s exec sleep 30" % stray],
+                                                "/", dict(os.environ), timeout=1, kill_grace=1, pipe_grace=1)
+    took = time.monotonic() - started
+    assert timed_out and rc == -signal.SIGTERM and out == "started\n" and err == "e\n"
+    assert took < 1 + 1 + 1 + 1.5, took
+    outcome = run_command(["sh", "-c", "%s exec sleep 30" % stray], "/", dict(os.environ), timeout=1, kill_grace=1,
+                          pipe_grace=1)
+    assert outcome.timed_out and outcome.held
+
+
+def test_a_command_that_exits_while_a_stray_holds_its_pipe_keeps_its_status(stray):
+    started = time.monotonic()
+    outcome = run_command(["sh", "-c", "echo done; %s exit 3" % stray], "/", dict(os.environ), timeout=30,
+                          pipe_grace=1)
+    assert tuple(outcome) == (3, "done\n", "", False, True) and outcome.held
+    assert time.monotonic() - started < 1 + 1.5
 
 
 def test_parse_context():

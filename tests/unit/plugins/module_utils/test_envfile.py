@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+from urllib.parse import quote
 
 import pytest
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._envfile import (
-    MASK, EnvFileError, is_secret_key, lookup, mask, parse, secret_values, set_value)
+    MASK, EnvFileError, go_quoted, is_secret_key, lookup, mask, parse, secret_values, set_value)
 
 UPSTREAM_LIKE = """# number of parallel workers
 # DEFAULT: 1
@@ -128,10 +130,76 @@ def test_mask_replaces_every_secret_longest_first():
     assert mask("pw abcdefghijk and abcdefgh", secrets) == "pw %s and %s" % (MASK, MASK)
 
 
-def test_flags_and_counts_under_secret_looking_keys_are_not_secrets():
+def test_flags_and_counts_under_secret_looking_keys_are_masked_only_bound_to_their_name():
+    # Ansible masks a no_log value inside every string and every number: "1" or "true" alone would garble the output
     entries = parse("QFIELDCLOUD_PASSWORD_LOGIN_IS_ENABLED=1\nSTORAGES_PROJECT_DEFAULT_STORAGE=default\n"
                     "API_TOKEN_REQUIRED=true\nPOSTGRES_PASSWORD=3shJDd2r7Twwkehb\n")
-    assert secret_values(entries) == ["3shJDd2r7Twwkehb"]
+    secrets = secret_values(entries)
+    assert "3shJDd2r7Twwkehb" in secrets
+    assert not {"1", "true", "default"} & set(secrets)
+    assert not [s for s in secrets if "STORAGES_PROJECT_DEFAULT_STORAGE" in s]
+    assert mask("replicas: 1, ok: true, QFIELDCLOUD_PASSWORD_LOGIN_IS_ENABLED=1", secrets) == \
+        "replicas: 1, ok: true, %s" % MASK
+    assert mask('{"API_TOKEN_REQUIRED": "true"}', secrets) == "{%s}" % MASK
+
+
+def test_digit_only_secrets_are_masked_wherever_they_appear():
+    """Issue 21, defect 5: POSTGRES_PASSWORD=83920147 was never masked (a digit-only value counted as a count)."""
+    entries = parse("POSTGRES_PASSWORD=83920147\nSECRET_KEY=0042\nWEB_HTTP_PORT=8011\nQFIELDCLOUD_WORKER_REPLICAS=4\n"
+                    "DATABASE_URL=postgres://qfc:55512345@db:5432/qfc\n")
+    secrets = secret_values(entries)
+    assert {"83920147", "0042", "55512345"} <= set(secrets)
+    assert not {"8011", "4", "5432"} & set(secrets)  # ports and counts under other names stay readable
+    stderr = 'invalid duration "83920147"; POSTGRES_PASSWORD: 0042; port 8011, 4 replicas, db:5432 55512345'
+    assert mask(stderr, secrets) == 'invalid duration "%s"; POSTGRES_PASSWORD: %s; port 8011, 4 replicas, db:5432 %s' \
+        % (MASK, MASK, MASK)
+
+
+def test_numbers_under_a_settings_name_are_masked_bound_to_it_whatever_their_length():
+    # upstream's .env.example: a 4-digit number masked everywhere would hide 4096 in every size and container ID
+    entries = parse("LETSENCRYPT_RSA_KEY_SIZE=4096\nQFIELDCLOUD_AUTH_TOKEN_EXPIRATION_HOURS=8760\n"
+                    "POSTGRES_PASSWORD=4096\nSECRET_KEY_LENGTH=s3cr3t-anyway\n")
+    secrets = secret_values(entries)
+    assert "8760" not in secrets and "s3cr3t-anyway" in secrets
+    assert "4096" in secrets  # also the value of POSTGRES_PASSWORD: a password is masked wherever it appears
+    assert mask("QFIELDCLOUD_AUTH_TOKEN_EXPIRATION_HOURS=8760, 8760 h", secrets) == "%s, 8760 h" % MASK
+
+
+@pytest.mark.parametrize("line, shown", [
+    ("GEODB_PASSWORD=123", ["GEODB_PASSWORD=123", 'GEODB_PASSWORD: "123"', '"GEODB_PASSWORD": "123"',
+                            "GEODB_PASSWORD: 123"]),
+    ("DATABASE_URL=postgres://qfc:12@db/qfc", ["postgres://qfc:12@db/qfc"]),
+    ("WEBHOOK=https://chat.example.com/hook?token=7", ["https://chat.example.com/hook?token=7"]),
+    ('STORAGES={"default": {"OPTIONS": {"secret_access_key": "99"}}}', ['{"secret_access_key": "99"}']),
+])
+def test_short_numeric_secrets_are_masked_where_bound_to_their_name(line, shown):
+    """A number shorter than MIN_NUMERIC_SECRET_LENGTH is masked next to its name, never inside other numbers."""
+    secrets = secret_values(parse(line + "\n"))
+    value = re.search(r"(\d+)\D*$", line).group(1)
+    assert value not in secrets
+    for text in shown:
+        assert value not in mask("error: %s" % text, secrets), text
+    assert mask("replicas %s, rc %s" % (value, value), secrets) == "replicas %s, rc %s" % (value, value)
+
+
+SPECIAL = 'p$ss #w"o\'rd x'  # $, #, both quotes and spaces
+
+
+@pytest.mark.parametrize("line, value", [
+    ("POSTGRES_PASSWORD=83920147", "83920147"),
+    ("POSTGRES_PASSWORD='p$ss #w\"rd x'", 'p$ss #w"rd x'),
+    ('POSTGRES_PASSWORD="p\\$ss #w\\"o\'rd x"', SPECIAL),
+    ("DATABASE_URL=postgres://qfc:83920147@db/qfc", "83920147"),
+    ("DATABASE_URL=postgres://qfc:%s@db/qfc" % quote(SPECIAL, safe=""), SPECIAL),
+    ("STORAGES='%s'" % json.dumps({"default": {"OPTIONS": {"secret_access_key": 'p$ss #w"rd x'}}}), 'p$ss #w"rd x'),
+])
+def test_digit_only_and_special_character_secrets_are_masked_in_every_form(line, value):
+    """Raw, Go-quoted (Compose's errors), JSON-escaped (ASCII or not) and percent-encoded."""
+    secrets = secret_values(parse(line + "\n"))
+    forms = {value, go_quoted(value), json.dumps(value)[1:-1], quote(value, safe="")}
+    for form in forms:
+        masked = mask('error: invalid duration "%s" in line' % form, secrets)
+        assert masked == 'error: invalid duration "%s" in line' % MASK, (form, masked)
 
 
 def test_bare_keys_are_inherited_and_skipped():
@@ -140,7 +208,8 @@ def test_bare_keys_are_inherited_and_skipped():
 
 def test_short_secrets_under_secret_looking_keys_are_masked():
     entries = parse("SECRET_KEY=k3y!z\nPOSTGRES_PASSWORD=ab\nQFIELDCLOUD_PASSWORD_LOGIN_IS_ENABLED=1\n")
-    assert set(secret_values(entries)) == {"k3y!z", "k3y%21z", "ab"}
+    assert {s for s in secret_values(entries) if "QFIELDCLOUD_PASSWORD_LOGIN_IS_ENABLED" not in s} == \
+        {"k3y!z", "k3y%21z", "ab"}
 
 
 @pytest.mark.parametrize("line, secret", [
