@@ -8,11 +8,12 @@ VENV=${QFC_VENV:-$ROOT/.venv}
 export PATH="$VENV/bin:$PATH"
 export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(ruff lint sanity molecule pytest)
+[ ${#steps[@]} -gt 0 ] || steps=(ruff changelog lint sanity molecule pytest)
 banner() { printf '\n===== %s =====\n' "$*"; }
 for step in "${steps[@]}"; do
   case "$step" in
     ruff) banner "ruff"; ruff check plugins tests bench scripts ;;
+    changelog) banner "antsibull-changelog lint"; antsibull-changelog lint; antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml ;;
     lint) banner "ansible-lint (production profile)"; ansible-lint --profile production --strict ;;
     sanity) banner "ansible-test sanity"; bash scripts/sanity.sh ;;
     # every scenario git tracks (molecule/*/molecule.yml), once, through pytest-ansible's molecule_scenario fixture:
