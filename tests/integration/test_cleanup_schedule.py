@@ -254,15 +254,33 @@ def test_units_that_the_role_did_not_write_are_left_alone(qfcdb, tmp_path):
      "is not a systemd calendar expression"),
     ({"qfc_cleanup_schedule_timeout": 0}, "qfc_cleanup_schedule_timeout must be a whole number from 1 to 86400"),
     ({"qfc_cleanup_schedule_dir": "/opt"}, "qfc_cleanup_schedule_dir must be an absolute path at least two levels"),
+    # a trailing newline or carriage return ($ matches before a final newline: "cleanup\n" and a cron entry split
+    # over three lines used to converge); {tmp} is the test's directory, {python} the test interpreter
+    ({"qfc_cleanup_schedule_dir": "{tmp}/opt/cleanup\n"}, r'qfc_cleanup_schedule_dir must be an absolute path'
+                                                          r' at least two levels deep'),
+    ({"qfc_cleanup_schedule_dir": "{tmp}/opt/cleanup/\n"}, r'opt/cleanup/\n"'),
+    ({"qfc_cleanup_schedule_dir": "{tmp}/opt/cleanup\r"}, r'cleanup\r"'),
+    ({"qfc_cleanup_schedule_python": "{python}\n"}, "qfc_cleanup_schedule_python must be an absolute path"),
+    ({"qfc_cleanup_cron_file": "{tmp}/cron.d/qfieldcloud-job-cleanup\n"}, "qfc_cleanup_cron_file must be"),
+    ({"qfc_cleanup_cron_file": "qfc.cleanup"}, "qfc_cleanup_cron_file must be"),
+    ({"qfc_cleanup_schedule": "systemd", "qfc_cleanup_systemd_dir": "{tmp}/systemd\n"},
+     "qfc_cleanup_systemd_dir must be an absolute path"),
+    ({"qfc_cleanup_schedule": "systemd", "qfc_cleanup_schedule_on_calendar": "daily\nExecStartPre=/bin/true"},
+     "qfc_cleanup_schedule_on_calendar must be one line"),
 ])
 def test_bad_schedule_input_is_refused_before_any_change(qfcdb, tmp_path, extra, message):
     jobs = stuck_jobs(qfcdb)
     inv, values = inventory(qfcdb, tmp_path, qfc_cleanup_schedule="cron")
     p = paths(values)
+    extra = {k: v.replace("{tmp}", str(tmp_path)).replace("{python}", str(BIN / "python")) if isinstance(v, str)
+             else v for k, v in extra.items()}
     proc = run_playbook(PLAYBOOK, inv, extra)
     assert proc.returncode != 0
     assert message in " ".join(proc.stdout.split()), proc.stdout[-3000:]
     assert not p["dir"].exists() and not p["cron"].exists() and not p["timer"].exists()
+    # nothing at all: no directory under another name ("cleanup\n"), no cron file or unit under another name
+    assert not (tmp_path / "opt").exists()
+    assert list((tmp_path / "cron.d").iterdir()) == [] and list((tmp_path / "systemd").iterdir()) == []
     assert qfcdb.status(jobs["stale"]) == "started"
     assert qfcdb.pg.password not in proc.stdout + proc.stderr
 

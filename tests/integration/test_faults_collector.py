@@ -208,7 +208,7 @@ def test_database_hung_after_login_fails_within_timeout_and_is_recorded(tmp_path
         admin.close()
     print("hung backend: collector finished in %.2f s (timeout 6 s)" % elapsed)
     assert elapsed < 6 + 5, elapsed
-    assert proc.returncode == 1, err
+    assert proc.returncode == 5, err  # the database is unavailable (heals by itself), nothing else failed
     assert "did not answer" in err and queue_db.pg.password not in err
     last = csv_rows(settings)[-1]
     assert last[17] == "error" and "did not answer" in last[18]
@@ -227,7 +227,7 @@ def test_database_hung_at_login_fails_within_timeout_and_is_recorded(tmp_path, q
         os.kill(postmaster, signal.SIGCONT)
     print("hung postmaster: collector finished in %.2f s (timeout 6 s)" % elapsed)
     assert elapsed < 6 + 5, elapsed
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 5, proc.stderr
     assert "Cannot connect to PostgreSQL" in proc.stderr
     (row,) = csv_rows(settings)
     assert row[17] == "error"
@@ -360,15 +360,31 @@ def monitoring_inventory(tmp_path, project_src, **overrides):
              "qfc_monitoring_log": tmp_path / "log" / "queue_metrics.log",
              "qfc_monitoring_logrotate_file": tmp_path / "logrotate.d" / "qfieldcloud-queue-metrics",
              "qfc_monitoring_textfile": tmp_path / "textfile" / "qfieldcloud_queue.prom",
+             "qfc_operations_log": tmp_path / "log" / "operations.jsonl",  # beside the CSV log, as by default
              "qfc_monitoring_timeout": 10}
     paths.update(overrides)
     (tmp_path / "cron.d").mkdir(exist_ok=True)
     (tmp_path / "logrotate.d").mkdir(exist_ok=True)
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text(json.dumps({"qfieldcloud": {"hosts": {"qfc1": dict(
-        {k: (str(v) if isinstance(v, Path) else v) for k, v in paths.items()},
-        ansible_connection="local", ansible_python_interpreter=str(BIN / "python"))}}}))
+    inventory.write_text(json.dumps({"qfieldcloud": {"hosts": {"qfc1": host_vars(paths)}}}))
     return inventory, paths
+
+
+def host_vars(paths):
+    return dict({k: (str(v) if isinstance(v, Path) else v) for k, v in paths.items()},
+                ansible_connection="local", ansible_python_interpreter=str(BIN / "python"))
+
+
+def fatal_messages(output):
+    """{host: the message of its failed task} from ansible-playbook's output."""
+    return {m.group(1): json.loads(m.group(2)).get("msg", "")
+            for m in re.finditer(r"^fatal: \[([^\]]+)\]: FAILED! => (\{.*\})$", output, re.M)}
+
+
+def recap(output):
+    """{host: (changed, failed)} from the play recap."""
+    return {m.group(1): (int(m.group(2)), int(m.group(3)))
+            for m in re.finditer(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", output, re.M)}
 
 
 def test_role_follows_composes_name_and_a_non_default_service(tmp_path, qfcdb):
@@ -480,6 +496,95 @@ def test_role_rejects_bad_numbers_and_names(tmp_path, variable, value):
     assert "changed=0" in proc.stdout and not paths["qfc_monitoring_dir"].exists()
 
 
+# A line break at the end passed every `match('^...$')` rule (Python's $ also matches before a final newline), and in a
+# path or the cron minute it splits the cron entry or the logrotate rule over several lines. {base} is the host's own
+# directory, {python} the test interpreter. One playbook run, one host per bad value (the hosts run in parallel).
+LINE_BREAKS = {
+    "timeout": ("qfc_monitoring_timeout", "20\n"),
+    "webhook_timeout": ("qfc_monitoring_webhook_timeout", "5\n"),
+    "worker_timeout": ("qfc_monitoring_worker_timeout_s", "600\n"),
+    "logrotate_keep": ("qfc_monitoring_logrotate_keep", "12\n"),
+    "oplog_keep": ("qfc_monitoring_operations_log_keep", "24\n"),
+    "threshold": ("qfc_monitoring_thresholds", {"queue_depth_warning": "5\n"}),
+    "env_var": ("qfc_monitoring_env_var", "QFIELDCLOUD_WORKER_REPLICAS\n"),
+    "service": ("qfc_monitoring_service", "worker_wrapper\n"),
+    "cron_minute": ("qfc_monitoring_cron_minute", "*/5\n"),
+    "cron_minute_job": ("qfc_monitoring_cron_minute", "*/5 * * * * root touch /tmp/qfc-injected\n*/5"),
+    "cron_file": ("qfc_monitoring_cron_file", "qfieldcloud-queue-metrics\n"),
+    "dir": ("qfc_monitoring_dir", "{base}/mon\n"),
+    "dir_slash": ("qfc_monitoring_dir", "{base}/mon/\n"),
+    "dir_cr": ("qfc_monitoring_dir", "{base}/mon\r"),
+    "python": ("qfc_monitoring_python", "{python}\n"),
+    "log": ("qfc_monitoring_log", "{base}/log/queue_metrics.log\n"),
+    "logrotate_file": ("qfc_monitoring_logrotate_file", "{base}/logrotate.d/qfieldcloud-queue-metrics\n"),
+    "textfile": ("qfc_monitoring_textfile", "{base}/textfile/q.prom\n"),
+    "oplog": ("qfc_operations_log", "{base}/log/operations.jsonl\n"),
+    "oplog_brace": ("qfc_operations_log", "{base}/log/x {\n  postrotate\n"),
+}
+
+
+def test_role_rejects_a_line_break_in_every_input(tmp_path):
+    hosts = {}
+    for name, (variable, value) in LINE_BREAKS.items():
+        base = tmp_path / name
+        base.mkdir()
+        _inv, paths = monitoring_inventory(base, base / "nowhere")
+        given = value.replace("{base}", str(base)).replace("{python}", str(BIN / "python")) \
+            if isinstance(value, str) else value
+        hosts[name] = dict(host_vars(paths), **{variable: given})
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(json.dumps({"qfieldcloud": {"hosts": hosts}}))
+    proc = run_playbook(PLAYBOOK, inventory, check=True)
+    messages, results = fatal_messages(proc.stdout), recap(proc.stdout)
+    not_refused = {name: messages.get(name) for name, (variable, _value) in LINE_BREAKS.items()
+                   if results.get(name) != (0, 1) or not messages[name].startswith("Invalid option:")
+                   or variable not in messages[name]}
+    assert not not_refused, "not refused: %s\n%s" % (sorted(not_refused), not_refused)  # all, by the first check
+    for name in LINE_BREAKS:
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["cron.d", "inventory.yml", "logrotate.d"], name
+    assert not Path("/tmp/qfc-injected").exists()
+
+
+def test_role_keeps_the_operations_log_out_of_the_cron_users_reach_before_any_change(tmp_path):
+    """The CSV log or the textfile as the operations log; with a non-root user, the textfile in the operations log's
+    directory (the user would need to write there); an operations log or a CSV log that is a symbolic link."""
+    target = tmp_path / "root-only"
+    target.write_text("root's\n")
+    target.chmod(0o600)
+    cases = {
+        "csv_is_oplog": ({"qfc_operations_log": "{base}/log/queue_metrics.log"}, "must not be the operations log"),
+        "textfile_is_oplog": ({"qfc_operations_log": "{base}/textfile/qfieldcloud_queue.prom"},
+                              "must not be the operations log"),
+        "textfile_beside_oplog": ({"qfc_monitoring_cron_user": "nobody",
+                                   "qfc_monitoring_textfile": "{base}/log/qfieldcloud_queue.prom"},
+                                  "the textfile must not be in the operations log's directory"),
+        "oplog_link": ({}, "is not a regular file"),
+        "csv_link": ({}, "is not a regular file"),
+    }
+    hosts = {}
+    for name, (overrides, _message) in cases.items():
+        base = tmp_path / name
+        base.mkdir()
+        (base / "nowhere").mkdir()
+        (base / "nowhere" / "compose.yaml").write_text("services:\n  worker_wrapper:\n    image: busybox\n")
+        _inv, paths = monitoring_inventory(base, base / "nowhere")
+        hosts[name] = dict(host_vars(paths), **{k: v.replace("{base}", str(base)) for k, v in overrides.items()})
+        if name.endswith("_link"):
+            (base / "log").mkdir()
+            link = base / "log" / ("operations.jsonl" if name == "oplog_link" else "queue_metrics.log")
+            link.symlink_to(target)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(json.dumps({"qfieldcloud": {"hosts": hosts}}))
+    proc = run_playbook(PLAYBOOK, inventory, check=True)
+    messages, results = fatal_messages(proc.stdout), recap(proc.stdout)
+    not_refused = {name: messages.get(name) for name, (_overrides, message) in cases.items()
+                   if results.get(name, (None, None))[1] != 1 or message not in " ".join(messages[name].split())}
+    assert not not_refused, "not refused: %s\n%s" % (sorted(not_refused), not_refused)
+    for name in cases:
+        assert not (tmp_path / name / "mon").exists() and not (tmp_path / name / "textfile").exists(), name
+    assert target.read_text() == "root's\n" and target.stat().st_uid == 0 and target.stat().st_mode & 0o777 == 0o600
+
+
 def test_role_fails_clearly_when_the_first_run_cannot_import_psycopg2(tmp_path, role_stack, bare_python):
     inv, paths = monitoring_inventory(tmp_path, role_stack.path, qfc_monitoring_python=bare_python)
     proc = run_playbook(PLAYBOOK, inv)
@@ -491,13 +596,69 @@ def test_role_fails_clearly_when_the_first_run_cannot_import_psycopg2(tmp_path, 
     assert "psycopg2 is missing" in paths["qfc_monitoring_log"].read_text()
 
 
-def test_role_fails_clearly_when_the_first_run_cannot_connect(tmp_path, role_stack):
-    role_stack.set_env("POSTGRES_PORT", "1")
-    inv, paths = monitoring_inventory(tmp_path, role_stack.path)
-    proc = run_playbook(PLAYBOOK, inv)
-    assert proc.returncode != 0
-    assert "Cannot connect to PostgreSQL" in proc.stdout and "first run" in proc.stdout
-    assert not paths["qfc_monitoring_cron_file"].exists()
+# What heals by itself (the database refuses connections: down, restarting) installs the collector with a warning, so
+# that the outage is recorded and alerted; what does not (a wrong password, a host name that does not resolve, a
+# database that is not QFieldCloud's, a directory without a Compose file) fails the role and schedules nothing.
+# One playbook run, one host per case (in parallel); each host has its own project and paths.
+FIRST_RUN_CASES = {
+    "refused": ({"POSTGRES_PORT": "1"}, None),
+    "password": ({"POSTGRES_PASSWORD": "not-the-password"}, "password authentication failed"),
+    "hostname": ({"POSTGRES_HOST": "qfc-no-such-host.invalid"}, "could not translate host name"),
+    "not_qfc": ({"POSTGRES_DB": "postgres"}, "has no QFieldCloud job tables"),
+    "no_compose": ({}, "has no Compose file"),
+}
+
+
+def test_role_installs_while_the_database_is_down_and_fails_on_what_will_not_heal(tmp_path, qfcdb):
+    stacks, hosts, paths = [], {}, {}
+    try:
+        for name, (env, _message) in FIRST_RUN_CASES.items():
+            base = tmp_path / name
+            base.mkdir()
+            if name == "no_compose":
+                project = base / "project"
+                project.mkdir()
+                (project / ".env").write_text(qfcdb.env_text())
+            else:
+                stack = make_db_stack(base, qfcdb, replicas=0, start=False)
+                stacks.append(stack)
+                for key, value in env.items():
+                    stack.set_env(key, value)
+                project = stack.path
+            _inv, paths[name] = monitoring_inventory(base, project)
+            hosts[name] = host_vars(paths[name])
+        inventory = tmp_path / "inventory.yml"
+        inventory.write_text(json.dumps({"qfieldcloud": {"hosts": hosts}}))
+        proc = run_playbook(PLAYBOOK, inventory)
+    finally:
+        for stack in stacks:
+            stack.down()
+    out = proc.stdout
+    messages, results = fatal_messages(out), recap(out)
+    assert qfcdb.pg.password not in out + proc.stderr
+
+    # misconfigured: fails with the cause, no cron entry
+    for name, (_env, message) in FIRST_RUN_CASES.items():
+        if message is None:
+            continue
+        assert results[name][1] == 1, (name, out[-4000:])
+        assert message in messages[name], (name, messages[name])
+        assert not paths[name]["qfc_monitoring_cron_file"].exists(), name
+        if name == "no_compose":
+            assert not paths[name]["qfc_monitoring_dir"].exists()
+        else:
+            assert "first run" in messages[name] and "The cron entry was not scheduled" in messages[name], name
+
+    # refused: scheduled, with a warning; the first run recorded the outage in every sink
+    refused = paths["refused"]
+    assert results["refused"][1] == 0, out[-4000:]
+    assert re.search(r'ok: \[refused\] => \{\s*"msg": "WARNING: the collector\'s first run as root could not read '
+                     r'the queue because the database is unavailable: [^"]*Connection refused', out), out[-4000:]
+    assert "qfc-queue-collector --config" in refused["qfc_monitoring_cron_file"].read_text()
+    (row,) = csv_rows({"csv_log": refused["qfc_monitoring_log"]})
+    assert row[17] == "error" and "Connection refused" in row[18]
+    assert re.search(r"qfieldcloud_collector_up\{[^}]*\} 0", refused["qfc_monitoring_textfile"].read_text())
+    assert state_alerts({"state_file": refused["qfc_monitoring_dir"] / "var" / "state.json"}) == {"collector_failed"}
 
 
 @pytest.fixture
@@ -521,13 +682,30 @@ def user_python(base):
     return venv / "bin" / "python"
 
 
+def as_nobody(command):
+    return subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c", command], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
 def test_role_makes_a_non_root_cron_user_work(open_base, qfcdb):
+    """The user writes the collector's own files, and nothing else: the operations log (the audit trail, beside the
+    CSV log by default) stays root's. An older version of the role gave the log directory to the user: taken back."""
     user = pwd.getpwnam("nobody")
     stack = make_db_stack(open_base, qfcdb, replicas=0, start=False)
+    log_dir = open_base / "log"
+    oplog = log_dir / "operations.jsonl"
+    log_dir.mkdir()  # as the older role left it: the user's (and here world-writable too)
+    os.chown(log_dir, user.pw_uid, user.pw_gid)
+    log_dir.chmod(0o777)
+    record = '{"time": "2026-01-01T00:00:00+00:00", "action": "scale", "before": 1, "after": 2, "result": "changed"}\n'
+    oplog.write_text(record)
+    os.chown(oplog, user.pw_uid, user.pw_gid)  # the user had replaced it with its own
+    oplog.chmod(0o666)
     try:
         stack.env_file.chmod(0o600)  # root's .env: the user cannot read it, and the role says so
         inv, paths = monitoring_inventory(open_base, stack.path, qfc_monitoring_cron_user="nobody",
                                           qfc_monitoring_python=user_python(open_base))
+        assert paths["qfc_operations_log"] == oplog and paths["qfc_monitoring_log"].parent == log_dir
         proc = run_playbook(PLAYBOOK, inv)
         assert proc.returncode != 0 and "first run as nobody" in proc.stdout
         assert "Permission denied" in proc.stdout
@@ -539,9 +717,8 @@ def test_role_makes_a_non_root_cron_user_work(open_base, qfcdb):
                 if ln and not ln.startswith("#")][0]
         fields = line.split(None, 6)
         assert fields[5] == "nobody"
-        command = fields[6].replace(">/dev/null 2>&1", "")
-        run = subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c", command], capture_output=True, text=True,
-                             timeout=60, check=False)
+        command_line = fields[6].replace(">/dev/null 2>&1", "")
+        run = as_nobody(command_line)
         assert run.returncode == 0, run.stderr
         # the role's failed run (recorded), its successful run, and this one
         assert [r.split(",")[17] for r in paths["qfc_monitoring_log"].read_text().splitlines()] == ["error", "ok", "ok"]
@@ -550,5 +727,33 @@ def test_role_makes_a_non_root_cron_user_work(open_base, qfcdb):
                      mon / "collector.json", mon / "webhook.url"):
             assert path.stat().st_uid == user.pw_uid, path
         assert (paths["qfc_monitoring_dir"] / "bin" / "qfc-queue-collector").stat().st_uid == 0
+        assert paths["qfc_monitoring_textfile"].parent.stat().st_uid == user.pw_uid  # replaced atomically there
+        # the operations log and its directory are root's again, and not group or world writable
+        for path in (log_dir, oplog):
+            assert path.stat().st_uid == 0 and path.stat().st_mode & 0o022 == 0, (path, oct(path.stat().st_mode))
+        for command in ("echo forged >> %s" % oplog, "rm -f %s" % oplog, "mv %s %s.x" % (oplog, oplog),
+                        "touch %s/operations.jsonl.1" % log_dir, "ln -s /etc/shadow %s/x" % log_dir):
+            assert as_nobody(command).returncode != 0, command
+        assert oplog.read_text() == record and sorted(p.name for p in log_dir.iterdir()) == [
+            "operations.jsonl", "queue_metrics.log"]
+        # the collector, as the user, still appends to its CSV log
+        assert as_nobody(command_line).returncode == 0
+        assert len(paths["qfc_monitoring_log"].read_text().splitlines()) == 4
+        # logrotate: the operations log is renamed and never created (its next writer, root, creates it); the CSV log
+        # is copied and truncated, so the user's file stays
+        rules = paths["qfc_monitoring_logrotate_file"].read_text()
+        oplog_rule = rules[rules.index("%s {" % oplog):]
+        assert "nocreate" in oplog_rule and "copytruncate" not in oplog_rule and "\n    su " not in rules
+        assert "copytruncate" in rules[rules.index("%s {" % paths["qfc_monitoring_log"]):rules.index("%s {" % oplog)]
+        if shutil.which("logrotate"):  # and the real thing, where it is installed: then the user still appends
+            rotated = subprocess.run(["logrotate", "-f", "-s", str(open_base / "logrotate.state"),
+                                      str(paths["qfc_monitoring_logrotate_file"])], capture_output=True, text=True,
+                                     timeout=60, check=False)
+            assert rotated.returncode == 0, rotated.stderr
+            assert not oplog.exists() and (log_dir / "operations.jsonl.1").stat().st_uid == 0
+            assert paths["qfc_monitoring_log"].stat().st_uid == user.pw_uid
+            assert as_nobody(command_line).returncode == 0
+            assert len(paths["qfc_monitoring_log"].read_text().splitlines()) == 1
+            assert as_nobody("touch %s/operations.jsonl" % log_dir).returncode != 0
     finally:
         stack.down()

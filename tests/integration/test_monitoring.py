@@ -198,7 +198,7 @@ def test_alerts_fire_once_per_change_and_survive_a_database_outage(monitored):
     good = env_file.read_text()
     env_file.write_text(re.sub(r"^POSTGRES_PORT=.*$", "POSTGRES_PORT=1", good, flags=re.M))  # database unreachable
     down = run_cron_command(paths)
-    assert down.returncode == 1 and "Cannot connect to PostgreSQL" in down.stderr
+    assert down.returncode == 5 and "Cannot connect to PostgreSQL" in down.stderr  # unavailable, and only that
     assert db.pg.password not in down.stderr
     last = rows(paths)[-1]
     assert last[1] == "" and last[17] == "error" and "Cannot connect" in last[18]

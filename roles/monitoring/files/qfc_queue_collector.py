@@ -14,7 +14,11 @@ webhook calls get what is left of it, and a SIGALRM a little after it is the bac
 serialised by a lock, so their lines never interleave.
 
 Exit codes: 0 ok; 1 the queue could not be read or a sink failed; 2 out of time (lock, or notices not sent);
-3 psycopg2 is missing.
+3 psycopg2 is missing; 5 the database is unavailable (the connection was refused, the server did not answer in time,
+is starting up or shutting down, has no connection slot left, or cancelled the query on its statement timeout) and
+nothing else failed. A failure that does not heal by itself (the password refused, a host name that does not
+resolve, a database that is not QFieldCloud's, .env unreadable) is 1. The role's first run installs the collector on
+5 (with a warning: the outage is then recorded and alerted every run) and fails on anything else.
 
     qfc-queue-collector --config /opt/qfieldcloud-ops/monitoring/collector.json
 """
@@ -26,6 +30,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -43,7 +48,28 @@ from ansible_collections.qfieldcloud.ops.plugins.module_utils import (  # noqa: 
 fmt = _metrics_log.fmt
 GRACE_S = 3.0  # the SIGALRM backstop fires this long after the run's deadline
 WRITE_RESERVE_S = 1.0  # the database must give up this long before the deadline: the sinks still need writing
-EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT, EXIT_NO_PSYCOPG2 = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT, EXIT_NO_PSYCOPG2, EXIT_UNAVAILABLE = 0, 1, 2, 3, 5
+# The database is unavailable, not misconfigured: it heals by itself. SQLSTATEs of a server that is there but cannot
+# serve now, and libpq's (C locale: cron's and the role's environment) and _postgres's words for one that does not
+# answer. Anything else (authentication, a host name that does not resolve, no such database, no core_job table, a
+# bad .env) is a failure the next run will meet again.
+UNAVAILABLE_SQLSTATES = frozenset((
+    "57P01",  # admin_shutdown: terminating connection due to administrator command
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now: starting up, shutting down, in recovery
+    "53300",  # too_many_connections
+    "57014",  # query_canceled: the server's statement timeout (a table lock held, an overloaded server)
+    "55P03",  # lock_not_available
+))
+UNAVAILABLE_RE = re.compile(
+    r"connection refused|is the server running|timeout expired|did not answer within|stopped answering"
+    r"|server closed the connection unexpectedly|no route to host|network is unreachable"
+    r"|the database system is (starting up|shutting down|in recovery mode|not (yet )?accepting connections)"
+    r"|too many clients|remaining connection slots are reserved|canceling statement due to statement timeout"
+    r"|terminating connection due to administrator command", re.I)
+# _postgres's "no connection" error (ConnectionFailed; ConnectionError_ is its earlier name)
+CONNECTION_ERRORS = tuple(c for c in (getattr(_postgres, "ConnectionFailed", None),
+                                      getattr(_postgres, "ConnectionError_", None)) if c is not None)
 
 
 class Timeout(BaseException):
@@ -204,6 +230,20 @@ def notify(config, url, event, alert, project, run):
     return True
 
 
+def is_unavailable(exc):
+    """Whether a failure to read the queue means the database is down or does not answer (it heals by itself), as
+    opposed to a misconfiguration (see UNAVAILABLE_SQLSTATES)."""
+    if not _postgres.HAS_PSYCOPG2:
+        return False
+    if isinstance(exc, _postgres.NoAnswer):
+        return True
+    if getattr(exc, "pgcode", None) in UNAVAILABLE_SQLSTATES:
+        return True
+    if isinstance(exc, CONNECTION_ERRORS + (_postgres.psycopg2.OperationalError,)):
+        return UNAVAILABLE_RE.search(str(exc)) is not None
+    return False
+
+
 def gather(params, run, worker_timeout, config, env=None):
     """_queue.gather with every database call capped by the run's deadline, less the time the sinks need.
 
@@ -238,6 +278,7 @@ def collect(config, context, run):
                    "busy": _queue.busy_workers(facts)}
     except Exception as exc:  # noqa: BLE001  any failure is recorded as a failed run, never a silent crash
         error = describe_error(exc, secrets)
+        context["unavailable"] = is_unavailable(exc)
         facts = workers = None
     return stamp, facts, workers, error, thresholds
 
@@ -407,10 +448,12 @@ def after_lock(config, context, run):
         log(syslog.LOG_ERR, error)
     if not _postgres.HAS_PSYCOPG2:
         return EXIT_NO_PSYCOPG2
-    if error is not None or sinks.errors:
+    if sinks.errors or (error is not None and not context.get("unavailable")):
         return EXIT_FAILED
     if unsent:
         return EXIT_TIMEOUT
+    if error is not None:  # the database is unavailable, and that alone: recorded, alerted, healing by itself
+        return EXIT_UNAVAILABLE
     return EXIT_OK
 
 

@@ -36,7 +36,9 @@ def test_serial_batches(value, expected):
 
 
 @pytest.mark.parametrize("value", [[], "", "0", 0, -1, "1,-1", "1,250%", "0%", "nan", NAN, INF, [1, INF], True,
-                                   [1, False], "1.5", 1.0, "1,,2", "1000000", None, {"a": 1}])
+                                   [1, False], "1.5", 1.0, "1,,2", "1000000", None, {"a": 1},
+                                   # a list item with a final newline reaches Ansible unstripped: int() fails there
+                                   ["50%\n"], [1, "2\n"], ["25%\r"]])
 def test_serial_batches_refuses_what_ansible_would_misread(value):
     with pytest.raises(AnsibleFilterError, match=r"^qfc_serial must be batch sizes.*got .*Nothing was changed\.$"):
         qfc_serial_batches(value)
