@@ -34,6 +34,11 @@ if ! command -v shellcheck >/dev/null; then
   if is_debian_root; then apt_install shellcheck; else log "shellcheck not found: ansible-test sanity will skip its shellcheck test"; fi
 fi
 
+# --- logrotate: the monitoring role's rules are run for real in its tests (tests/integration/test_faults_collector.py)
+if ! command -v logrotate >/dev/null && ! [ -x /usr/sbin/logrotate ]; then
+  if is_debian_root; then apt_install logrotate; else die "missing: logrotate. Install it and re-run."; fi
+fi
+
 # --- PostgreSQL server binaries: tests start throwaway clusters (tests/support/pgcluster.py) ------------
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
   log "installing the PostgreSQL server (only its binaries are used; tests run their own clusters)"

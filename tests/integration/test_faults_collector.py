@@ -745,15 +745,16 @@ def test_role_makes_a_non_root_cron_user_work(open_base, qfcdb):
         oplog_rule = rules[rules.index("%s {" % oplog):]
         assert "nocreate" in oplog_rule and "copytruncate" not in oplog_rule and "\n    su " not in rules
         assert "copytruncate" in rules[rules.index("%s {" % paths["qfc_monitoring_log"]):rules.index("%s {" % oplog)]
-        if shutil.which("logrotate"):  # and the real thing, where it is installed: then the user still appends
-            rotated = subprocess.run(["logrotate", "-f", "-s", str(open_base / "logrotate.state"),
-                                      str(paths["qfc_monitoring_logrotate_file"])], capture_output=True, text=True,
-                                     timeout=60, check=False)
-            assert rotated.returncode == 0, rotated.stderr
-            assert not oplog.exists() and (log_dir / "operations.jsonl.1").stat().st_uid == 0
-            assert paths["qfc_monitoring_log"].stat().st_uid == user.pw_uid
-            assert as_nobody(command_line).returncode == 0
-            assert len(paths["qfc_monitoring_log"].read_text().splitlines()) == 1
-            assert as_nobody("touch %s/operations.jsonl" % log_dir).returncode != 0
+        # and the real thing (scripts/bootstrap.sh installs logrotate): then the user still appends
+        assert shutil.which("logrotate"), "logrotate is not installed (scripts/bootstrap.sh installs it)"
+        rotated = subprocess.run(["logrotate", "-f", "-s", str(open_base / "logrotate.state"),
+                                  str(paths["qfc_monitoring_logrotate_file"])], capture_output=True, text=True,
+                                 timeout=60, check=False)
+        assert rotated.returncode == 0, rotated.stderr
+        assert not oplog.exists() and (log_dir / "operations.jsonl.1").stat().st_uid == 0
+        assert paths["qfc_monitoring_log"].stat().st_uid == user.pw_uid
+        assert as_nobody(command_line).returncode == 0
+        assert len(paths["qfc_monitoring_log"].read_text().splitlines()) == 1
+        assert as_nobody("touch %s/operations.jsonl" % log_dir).returncode != 0
     finally:
         stack.down()
