@@ -347,13 +347,8 @@ def test_a_password_with_template_characters_passed_unsafe(qfcdb, tmp_path, secr
     """A password with {{ {% {# in it, passed as !unsafe (as AWX passes survey answers): the role logs in with it
     literally and never shows it. (Passed as a plain -e value, Ansible itself would try to template it and print it
     in its template error, before the role runs: the roles' READMEs say to pass such secrets as !unsafe.)"""
-    user, password = "qfct_brace_%s" % os.urandom(3).hex(), "Br{{ace}}-{%pw%}-{#x#}-9731"
-    admin = qfcdb.pg.connect(host=str(qfcdb.pg.datadir), user=qfcdb.pg.superuser, dbname=qfcdb.name)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(user)), [password])
-        cur.execute(sql.SQL("GRANT SELECT, UPDATE ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(user)))
-    try:
+    password = "Br{{ace}}-{%pw%}-{#x#}-9731"
+    with login_role(qfcdb, "qfct_brace", password) as user:
         stuck_jobs(qfcdb)
         project = tmp_path / "qfieldcloud"
         project.mkdir()
@@ -366,8 +361,3 @@ def test_a_password_with_template_characters_passed_unsafe(qfcdb, tmp_path, secr
             assert proc.returncode == 0, (mode, proc.stdout[-4000:])
             assert "stale: 1 job(s) " in text
             assert_secret_free(text, secrets + (password, "Br{{ace"))
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(user)))
-            cur.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(user)))
-        admin.close()

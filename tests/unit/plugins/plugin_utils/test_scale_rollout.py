@@ -86,6 +86,15 @@ def test_the_delay_waits_after_a_change_only():
     assert "sleep" not in names(steps)
 
 
+def assert_refused_before_anything_runs(change, fragment):
+    steps = FakeSteps()
+    flow = run_rollout(steps, dict(ARGS, **change))
+    assert steps.calls == [] and flow["steps"] == [INPUTS] and flow["changed"] is False
+    outcome = flow["outcome"]
+    assert outcome["result"] == "failed" and fragment in outcome["message"], outcome["message"]
+    assert outcome["message"].endswith("Nothing was changed.")
+
+
 @pytest.mark.parametrize("change, fragment", [
     ({"gate_timeout": "nan"}, "qfc_health_gate_timeout must be a whole number from 1 to 3600, got nan"),
     ({"poll": 0}, "qfc_poll must be a whole number from 1 to 3600, got 0"),
@@ -98,12 +107,7 @@ def test_the_delay_waits_after_a_change_only():
     ({"scale": dict(SCALE_ARGS, expect_current=-1)}, "qfc_expect_current must be a whole number from 0 to 100"),
 ])
 def test_bad_inputs_stop_before_anything_runs(change, fragment):
-    steps = FakeSteps()
-    flow = run_rollout(steps, dict(ARGS, **change))
-    assert steps.calls == [] and flow["steps"] == [INPUTS] and flow["changed"] is False
-    outcome = flow["outcome"]
-    assert outcome["result"] == "failed" and fragment in outcome["message"], outcome["message"]
-    assert outcome["message"].endswith("Nothing was changed.")
+    assert_refused_before_anything_runs(change, fragment)
 
 
 def test_a_blocking_alert_before_the_change_stops_the_rollout():
@@ -239,12 +243,7 @@ def test_whole_numbers_given_as_text_or_floats_reach_the_steps_as_ints():
     ({"scale": dict(SCALE_ARGS, wait_timeout="inf")}, "qfc_wait_timeout must be a whole number"),
 ])
 def test_null_and_wrong_types_are_input_errors_before_anything_runs(change, fragment):
-    steps = FakeSteps()
-    flow = run_rollout(steps, dict(ARGS, **change))
-    assert steps.calls == [] and flow["steps"] == [INPUTS] and flow["changed"] is False
-    outcome = flow["outcome"]
-    assert outcome["result"] == "failed" and fragment in outcome["message"], outcome["message"]
-    assert outcome["message"].endswith("Nothing was changed.")
+    assert_refused_before_anything_runs(change, fragment)
 
 
 def test_every_null_is_named_at_once():
