@@ -324,7 +324,7 @@ def test_a_decision_made_before_a_manual_scale_that_held_the_lock_is_not_applied
         assert autoscale.poll() is None and "autoscale DOWN: worker_wrapper 3 -> 2" in autoscale_out.read_text()
     finally:
         release.touch()
-        manual_out, _ = manual.communicate(timeout=180)
+        manual_out, _manual_err = manual.communicate(timeout=180)
         if autoscale is not None:
             autoscale.wait(timeout=300)
     assert manual.returncode == 0 and '"changed": true' in manual_out, manual_out

@@ -115,7 +115,7 @@ def test_the_comparison_is_made_under_the_lock(project, recorded):
         project.set_env("QFIELDCLOUD_WORKER_REPLICAS", 1)  # what the first run wrote
     finally:
         os.close(fd)
-    out, _ = proc.communicate(timeout=120)
+    out, _err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     assert '"refused": true' in out and "the configured count changed from 2 to 1" in out, out
     assert project.env_value() == "1" and project.backups() == [] and calls(log) == []

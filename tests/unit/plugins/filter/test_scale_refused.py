@@ -57,8 +57,8 @@ def test_anything_but_a_refusal_leaves_the_decision_alone():
         assert qfc_autoscale_applied(DECISION, rollout) is DECISION
     failed = {"failed": True, "msg": "Cannot connect"}
     assert qfc_autoscale_applied(failed, {"outcome": {"result": "refused"}}) is failed
-    unset = qfc_autoscale_applied(DECISION, {"outcome": {"result": "refused", "refused": {"expected": 3,
-                                                                                         "configured": None}}})
+    refused_unset = {"result": "refused", "refused": {"expected": 3, "configured": None}}
+    unset = qfc_autoscale_applied(DECISION, {"outcome": refused_unset})
     assert "changed from 3 to unset" in unset["qfc_autoscale"]["reason"]
 
 

@@ -118,9 +118,9 @@ def mutations(seed, count):
     base = [line(rec(3, reason="x", details={"jobs": [{"id": "j1", "s": [1, 2.5, None, True]}]}))[:-1], YEAR_ZERO]
     specials = [b"[", b"{", b"]", b"}", b'"', b"\\", b"\\u", b"\\ud800", b"\x00", b"\xff", b"\xc3", b"1e999",
                 b"NaN", b"-Infinity", b",", b":", b"\r", b" ", b"\t", b"9" * 50]
-    for _ in range(count):
+    for _line in range(count):
         data = bytearray(rnd.choice(base))
-        for _ in range(rnd.randint(1, 6)):
+        for _edit in range(rnd.randint(1, 6)):
             op, at = rnd.randrange(5), rnd.randrange(len(data) + 1)
             if op == 0 and data:
                 data[min(at, len(data) - 1)] = rnd.randrange(256)
@@ -131,10 +131,10 @@ def mutations(seed, count):
             elif op == 3:
                 data = data[:at]
             else:
-                data[at:at] = bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 8)))
+                data[at:at] = bytes(rnd.randrange(256) for _byte in range(rnd.randint(1, 8)))
         yield bytes(data).replace(b"\n", b" ")
-    for _ in range(count // 4):
-        yield bytes(rnd.randrange(256) for _ in range(rnd.randint(0, 64))).replace(b"\n", b"")
+    for _line in range(count // 4):
+        yield bytes(rnd.randrange(256) for _byte in range(rnd.randint(0, 64))).replace(b"\n", b"")
 
 
 def test_fuzzed_lines_parse_or_raise_value_error_only():
