@@ -1,12 +1,12 @@
-"""What does reading a large operations log cost the autoscaler and qfc_operations_log? Issue 21, defect 11: a 299 MB
-log took 11.3 s and 1.3 GB per decision, because the whole file was read.
+"""What does reading a large operations log cost the autoscaler and qfc_operations_log_info? Issue 21, defect 11: a
+299 MB log took 11.3 s and 1.3 GB per decision, because the whole file was read.
 
 Generates one log of ``--mb`` MB (default 300) of realistic records in a temporary directory, its last change a few
 records before the end, then runs each read in its own fresh interpreter, timing the call and taking the process's
 peak memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``):
 
 - before: ``_oplog`` as of ``--baseline`` (default 10cb676, the reviewed commit; read from git, nothing checked out):
-  ``last_change(read(path))``, the decision's read then, and ``read(path, limit=20)``, qfc_operations_log's;
+  ``last_change(read(path))``, the decision's read then, and ``read(path, limit=20)``, qfc_operations_log_info's;
 - after: this checkout's ``last_recorded_change(path)`` (the last 16 MiB, backwards) and ``read(path, limit=20)``.
 
     .venv/bin/python bench/bench_oplog.py [--mb 300] [--baseline 10cb676]
@@ -85,7 +85,7 @@ def measure(module, path, call):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--mb", type=int, default=300, help="size of the generated log in MB")
     parser.add_argument("--baseline", default="10cb676", help="the git revision whose _oplog is 'before'")
     args = parser.parse_args()
@@ -100,7 +100,7 @@ def main():
                                                                 time.perf_counter() - started))
         rows = []
         for what, call_before, call_after in (("decision (last change)", "decision-before", "decision-after"),
-                                              ("qfc_operations_log limit=20", "limit", "limit")):
+                                              ("qfc_operations_log_info limit=20", "limit", "limit")):
             old, new = measure(before, log, call_before), measure(OPLOG, log, call_after)
             if (old["after"], old["time"]) != (new["after"], new["time"]):
                 raise SystemExit("%s: before and after found different records: %s / %s" % (what, old, new))

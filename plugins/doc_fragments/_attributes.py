@@ -21,3 +21,16 @@ attributes:
       - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
       - This assumes that the system controlled/queried by the module has not changed in a relevant way.
 """
+
+    # With the standard fragment, for the modules of meta/runtime.yml's action groups; each module lists its groups
+    # in its own attributes (action_group: membership: [...]); tests/unit/test_action_groups.py compares the lists.
+    ACTION_GROUP = r"""
+options: {}
+attributes:
+  action_group:
+    description:
+      - Use C(group/qfieldcloud.ops.<group>) in C(module_defaults) to set defaults for this module, for each group it
+        is a member of. C(qfc_db) sets the database connection options, C(qfc_project) C(project_src) and
+        C(env_file); C(qfc) holds every module and shares no option.
+    support: full
+"""

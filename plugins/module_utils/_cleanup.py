@@ -344,7 +344,7 @@ def _run(module, deadline, state):
         return cleanup.finished()
     except ValueError as exc:
         return {"failed": True, "changed": False, "msg": "Invalid option: %s" % exc}
-    except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:
+    except (_postgres.ConnectionFailed, _jobs.SchemaError) as exc:
         return {"failed": True, "changed": False, "msg": "%s Nothing was changed." % exc}
     except _engine.BadAnswer as exc:  # orphaned_queued's check for running job containers, before any batch
         out = cleanup.result([], 0) if cleanup is not None else {}

@@ -16,6 +16,11 @@ import traceback
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _envfile
 
 try:
+    from ansible.module_utils.basic import missing_required_lib
+except ImportError:  # the programs the roles install on a host run copies of this file without Ansible
+    missing_required_lib = None
+
+try:
     import psycopg2
     import psycopg2.extensions
     import psycopg2.extras  # noqa: F401  pylint: disable=unused-import
@@ -33,7 +38,15 @@ except ImportError:
 SSL_MODES = ["allow", "disable", "prefer", "require", "verify-ca", "verify-full"]
 
 
+def ensure_required_libs(module):
+    """Fail the task when psycopg2 cannot be imported on the target: the database modules' one check (the programs
+    the roles install on a host say it their own way, without Ansible)."""
+    if not HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
+
+
 def argument_spec():
+    """The connection options, documented by the ``qfieldcloud.ops._postgres`` doc fragment."""
     return dict(
         login_host=dict(type="str"),
         login_port=dict(type="int"),
@@ -48,8 +61,9 @@ def argument_spec():
     )
 
 
-class ConnectionError_(Exception):
-    pass
+class ConnectionFailed(Exception):
+    """No connection: a missing or malformed ``.env``, a ``POSTGRES_HOST`` refused before anything is sent, or a login
+    that failed or got no answer. The message names the server (never the password)."""
 
 
 class NoAnswer(_DatabaseError):
@@ -174,11 +188,11 @@ def load_env(module):
     if not path:
         return {}, None
     if not os.path.isfile(path):
-        raise ConnectionError_("env_file %s does not exist." % path)
+        raise ConnectionFailed("env_file %s does not exist." % path)
     try:
         _raw, _text, entries = _envfile.read(path)
     except _envfile.EnvFileError as exc:
-        raise ConnectionError_("%s is malformed, %s." % (path, exc)) from None
+        raise ConnectionFailed("%s is malformed, %s." % (path, exc)) from None
     module.no_log_values.update(_envfile.secret_values(entries))
     return {e.key: e.value for e in entries}, path
 
@@ -188,7 +202,7 @@ def connection_params(params, env, resolves=None):
 
     ``POSTGRES_HOST`` from .env is checked with :func:`host_decision`: a compose service name (``POSTGRES_HOST=db``)
     becomes ``127.0.0.1`` and ``HOST_POSTGRES_PORT`` (default 5433), the port QFieldCloud's standalone override
-    publishes; an ambiguous dotless name raises :class:`ConnectionError_` before anything is sent.
+    publishes; an ambiguous dotless name raises :class:`ConnectionFailed` before anything is sent.
     ``connect_timeout`` must be 1 to 3600 s (libpq's 0 would wait forever); ValueError otherwise.
     """
     timeout = params.get("connect_timeout")
@@ -204,7 +218,7 @@ def connection_params(params, env, resolves=None):
         if decision == "service":
             host, port = "127.0.0.1", env.get("HOST_POSTGRES_PORT") or "5433"
         elif decision == "refuse":
-            raise ConnectionError_(
+            raise ConnectionFailed(
                 "POSTGRES_HOST=%s in .env is a name without a domain that this host resolves through DNS, but the "
                 "containers may resolve it to a compose service: connecting could send QFieldCloud's database "
                 "credentials to another server. Nothing was sent. Set login_host (and login_port), write a fully "
@@ -241,6 +255,6 @@ def connect(conn_params, call_timeout=None, deadline=None):
         conn = psycopg2.connect(connection_factory=factory, **conn_params)
     except psycopg2.Error as exc:
         message = str(exc).strip().replace(conn_params.get("password") or "\0", "********")
-        raise ConnectionError_("Cannot connect to PostgreSQL at %s: %s" % (describe(conn_params), message)) from None
+        raise ConnectionFailed("Cannot connect to PostgreSQL at %s: %s" % (describe(conn_params), message)) from None
     conn.call_timeout = call_timeout or login_timeout
     return conn

@@ -4,14 +4,20 @@
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
 """Queue facts: one SQL statement for every metric (with _jobs, the collection's SQL home) and the shaping of its
 answer into the documented ``qfc_queue`` structure. qfc_queue_facts and the metrics collector use the same code; the
-alerts, the decision and the recommended worker count on top of these facts are _policy's."""
+alerts, the decision and the recommended worker count on top of these facts are _policy's.
+
+The queue modules' shared body is here too: their options (:func:`argument_spec`, paired with the
+``qfieldcloud.ops._queue`` doc fragment), the check of those options (:func:`check_options`) and the one read that
+turns every failure into the task's failure (:func:`read`)."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _jobs, _postgres
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _jobs, _policy, _postgres
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._jobs import STUCK_SQL
 
 # Final statuses are counted by when the job ENDED: every job whose finished_at (updated_at when a final job has no
@@ -95,7 +101,7 @@ def gather(conn_params, worker_timeout, window_s, pending_after_s, statement_tim
     server's own statement timeout always wins and only a server that does not answer reaches the client-side one);
     ``deadline`` (a ``time.monotonic()`` value) caps the whole gathering, login included. A server that stops
     answering raises :class:`_postgres.NoAnswer`; a login that gets no answer raises
-    :class:`_postgres.ConnectionError_`.
+    :class:`_postgres.ConnectionFailed`.
     """
     if call_timeout is None:
         call_timeout = _postgres.call_timeout_for(statement_timeout_ms)
@@ -171,3 +177,82 @@ def busy_workers(facts):
     """Stuck jobs occupy no worker: busy counts the queued and started jobs that are not stale or orphaned."""
     active = facts["by_status"]["queued"] + facts["by_status"]["started"]
     return max(active - facts["stuck"]["stale"] - facts["stuck"]["orphaned_queued"], 0)
+
+
+# The queue modules' ceiling for max_replicas_per_core: far above any real guideline
+# (_replicas.DEFAULT_MAX_REPLICAS_PER_CORE), it only refuses typos; the count itself is capped by _replicas.MAX_REPLICAS
+# whatever the cores. (qfc_scale's ceiling is 100: issue 22's rules table is to make them one.)
+MAX_REPLICAS_PER_CORE = 64
+
+
+def argument_spec():
+    """The options qfc_queue_facts and qfc_autoscale_decision share beyond the connection's
+    (:func:`_postgres.argument_spec`), documented by the ``qfieldcloud.ops._queue`` doc fragment."""
+    return dict(
+        worker_timeout_s=dict(type="int"),
+        thresholds=dict(type="dict", default={}),
+        statement_timeout=dict(type="int", default=5000),
+        service=dict(type="str", default="worker_wrapper"),
+        env_var=dict(type="str", default="QFIELDCLOUD_WORKER_REPLICAS"),
+        max_replicas_per_core=dict(type="float", default=_policy.DEFAULT_MAX_REPLICAS_PER_CORE),
+    )
+
+
+def check_per_core(per_core):
+    if not math.isfinite(per_core) or not 0 < per_core <= MAX_REPLICAS_PER_CORE:
+        raise ValueError("max_replicas_per_core must be above 0 and at most %d, got %s"
+                         % (MAX_REPLICAS_PER_CORE, per_core))
+    return per_core
+
+
+def check_options(module, note="", first=None):
+    """The shared options checked, or the task failed with ``Unknown thresholds: ...`` or ``Invalid option: ...``
+    followed by ``note``. ``first(params)``, when given, checks the module's own options before them (a ValueError or
+    TypeError fails the task the same way).
+
+    Returns ``(first's result, the thresholds with their defaults, statement_timeout)``."""
+    p = module.params
+    try:
+        own = first(p) if first else None
+        thresholds = _policy.check_thresholds(p["thresholds"])
+        if p["worker_timeout_s"] is not None:
+            _jobs.check_worker_timeout(p["worker_timeout_s"])
+        statement_timeout = _postgres.check_timeout_ms("statement_timeout", p["statement_timeout"])
+        check_per_core(p["max_replicas_per_core"])
+    except KeyError as exc:
+        module.fail_json(msg="Unknown thresholds: %s. Known: %s.%s" % (
+            exc.args[0], ", ".join(sorted(_policy.DEFAULT_THRESHOLDS)), note))
+    except (TypeError, ValueError) as exc:
+        module.fail_json(msg="Invalid option: %s%s" % (exc, note))
+    return own, thresholds, statement_timeout
+
+
+def read(module, window_s, pending_after_s, statement_timeout, note, option_note=None):
+    """The queue modules' read: ``.env`` (``env_file`` or ``project_src``), the connection, and :func:`gather` under
+    one deadline for the whole database part (the login's ``connect_timeout``, then each statement cancelled by the
+    server at ``statement_timeout``; the client gives up a little later, when the server does not answer at all).
+
+    Returns ``(facts, env)``. Every failure fails the task here, with a message that names the server (never the
+    password) and ends in ``note`` (what was not changed); a bad option's message ends in ``option_note`` (default:
+    ``note``)."""
+    p = module.params
+    option_note = note if option_note is None else option_note
+    conn_params = None
+    try:
+        env, env_path = _postgres.load_env(module)
+        compose_text = _jobs.read_compose(p["project_src"] or (os.path.dirname(env_path) if env_path else None))
+        conn_params = _postgres.connection_params(p, env)
+        call_timeout = _postgres.call_timeout_for(statement_timeout)
+        deadline = time.monotonic() + p["connect_timeout"] + call_timeout
+        facts = gather(conn_params, p["worker_timeout_s"], window_s, pending_after_s, statement_timeout,
+                       call_timeout=call_timeout, deadline=deadline, env=env, compose_text=compose_text)
+    except ValueError as exc:
+        module.fail_json(msg="Invalid option: %s%s" % (exc, option_note))
+    except (_postgres.ConnectionFailed, _jobs.SchemaError) as exc:
+        module.fail_json(msg="%s%s" % (exc, note))
+    except _postgres.NoAnswer as exc:
+        module.fail_json(msg="PostgreSQL at %s stopped answering: %s.%s"
+                         % (_postgres.describe(conn_params), str(exc).strip(), note))
+    except _postgres.psycopg2.Error as exc:
+        module.fail_json(msg="Query failed on %s: %s.%s" % (_postgres.describe(conn_params), str(exc).strip(), note))
+    return facts, env

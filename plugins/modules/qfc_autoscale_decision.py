@@ -35,8 +35,12 @@ description:
     task with a message that says no change was made.
 extends_documentation_fragment:
   - qfieldcloud.ops._postgres
+  - qfieldcloud.ops._queue
   - qfieldcloud.ops._attributes
+  - qfieldcloud.ops._attributes.action_group
 attributes:
+  action_group:
+    membership: [qfieldcloud.ops.qfc, qfieldcloud.ops.qfc_db, qfieldcloud.ops.qfc_project]
   check_mode:
     support: full
     details: [Read-only; decides the same in check mode.]
@@ -89,35 +93,6 @@ options:
     description: Workers removed at most by one decision.
     type: int
     default: 1
-  max_replicas_per_core:
-    description: The core guard, as the scale role's. Above 0, at most 64.
-    type: float
-    default: 2.5
-  thresholds:
-    description:
-      - Overrides of the alert thresholds, as for M(qfieldcloud.ops.qfc_queue_facts) (C(queue_depth_warning),
-        C(failed_ratio_critical), C(idle_grace_s), C(pending_after_s)).
-    type: dict
-    default: {}
-  worker_timeout_s:
-    description: QFieldCloud's worker timeout for the stuck-job definitions; by default read where the release reads it.
-    type: int
-  statement_timeout:
-    description: Milliseconds each statement may run (see M(qfieldcloud.ops.qfc_queue_facts)). 1 to 2147483647.
-    type: int
-    default: 5000
-  service:
-    description: The Compose service of the workers.
-    type: str
-    default: worker_wrapper
-  env_var:
-    description: The C(.env) variable holding the configured worker count.
-    type: str
-    default: QFIELDCLOUD_WORKER_REPLICAS
-  docker_cli:
-    description:
-      - Not used (running workers are counted through the Docker Engine's socket); accepted as qfc_queue_facts does.
-    type: path
 seealso:
   - module: qfieldcloud.ops.qfc_queue_facts
   - module: qfieldcloud.ops.qfc_scale
@@ -187,18 +162,16 @@ qfc_autoscale:
       sample: 12
 """
 
-import math
 import os
 import stat
-import time
 from datetime import datetime, timedelta
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _engine, _jobs, _metrics_log, _oplog
-from ansible_collections.qfieldcloud.ops.plugins.module_utils import _policy, _postgres, _queue
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _engine, _metrics_log, _oplog, _policy
+from ansible_collections.qfieldcloud.ops.plugins.module_utils import _postgres, _queue
 
-MAX_REPLICAS_PER_CORE = 64  # as qfc_queue_facts: only refuses typos
+UNCHANGED = " The decision is read-only: no change was made."
 FACTS_WINDOW_S = 3600  # the decision uses the last hour's counts; a short window keeps the query cheap
 TAIL_CHUNK = 64 * 1024
 TAIL_MAX_BYTES = 16 * 1024 * 1024  # months of 5-minute rows; a larger file is read from its end only this far
@@ -254,8 +227,33 @@ def read_tail(path, oldest, chunk=TAIL_CHUNK, max_bytes=TAIL_MAX_BYTES):
     return data.decode("utf-8", "replace")
 
 
+def check_bounds(params):
+    """The bounds options as _policy.autoscale takes them, checked (ValueError)."""
+    return _policy.check_bounds({
+        "min_replicas": params["min_replicas"], "max_replicas": params["max_replicas"],
+        "up_after_s": params["up_after"], "down_after_s": params["down_after"], "cooldown_s": params["cooldown"],
+        "max_step_up": params["max_step_up"], "max_step_down": params["max_step_down"]})
+
+
+def read_history(module, now, bounds):
+    """The metrics log's rows of the longer window (and a margin), from its end; unreadable: no history, a warning."""
+    path = module.params["metrics_log"]
+    oldest = now.replace(tzinfo=None) - timedelta(
+        seconds=max(bounds["up_after_s"], bounds["down_after_s"]) + HISTORY_MARGIN_S)
+    try:
+        parsed = _metrics_log.parse(read_tail(path, oldest))
+    except OSError as exc:
+        module.warn("Cannot read the metrics log %s (%s): deciding without history, so no scale-down" % (path, exc))
+        return []
+    if parsed["garbled"]:
+        module.warn("%d garbled line(s) in the metrics log %s were skipped (first: %s)"
+                    % (parsed["garbled"], path, parsed["first_garbled"]))
+    return [row for row in parsed["rows"] if row["ts"] >= oldest]
+
+
 def main():
     spec = _postgres.argument_spec()
+    spec.update(_queue.argument_spec())
     spec.update(
         metrics_log=dict(type="path", default="/var/log/qfieldcloud/queue_metrics.log"),
         operations_log=dict(type="path", default=_oplog.DEFAULT_PATH),
@@ -266,37 +264,11 @@ def main():
         cooldown=dict(type="int", default=_policy.AUTOSCALE_DEFAULTS["cooldown_s"]),
         max_step_up=dict(type="int"),
         max_step_down=dict(type="int", default=_policy.AUTOSCALE_DEFAULTS["max_step_down"]),
-        max_replicas_per_core=dict(type="float", default=_policy.DEFAULT_MAX_REPLICAS_PER_CORE),
-        thresholds=dict(type="dict", default={}),
-        worker_timeout_s=dict(type="int"),
-        statement_timeout=dict(type="int", default=5000),
-        service=dict(type="str", default="worker_wrapper"),
-        env_var=dict(type="str", default="QFIELDCLOUD_WORKER_REPLICAS"),
-        docker_cli=dict(type="path"),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    if not _postgres.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_postgres.PSYCOPG2_IMPORT_ERROR)
+    _postgres.ensure_required_libs(module)
     p = module.params
-    nothing = " The decision is read-only: no change was made."
-    try:
-        bounds = _policy.check_bounds({
-            "min_replicas": p["min_replicas"], "max_replicas": p["max_replicas"], "up_after_s": p["up_after"],
-            "down_after_s": p["down_after"], "cooldown_s": p["cooldown"], "max_step_up": p["max_step_up"],
-            "max_step_down": p["max_step_down"]})
-        thresholds = _policy.check_thresholds(p["thresholds"])
-        if p["worker_timeout_s"] is not None:
-            _jobs.check_worker_timeout(p["worker_timeout_s"])
-        statement_timeout = _postgres.check_timeout_ms("statement_timeout", p["statement_timeout"])
-        per_core = p["max_replicas_per_core"]
-        if not math.isfinite(per_core) or not 0 < per_core <= MAX_REPLICAS_PER_CORE:
-            raise ValueError("max_replicas_per_core must be above 0 and at most %d, got %s"
-                             % (MAX_REPLICAS_PER_CORE, per_core))
-    except KeyError as exc:
-        module.fail_json(msg="Unknown thresholds: %s. Known: %s.%s" % (
-            exc.args[0], ", ".join(sorted(_policy.DEFAULT_THRESHOLDS)), nothing))
-    except (TypeError, ValueError) as exc:
-        module.fail_json(msg="Invalid option: %s%s" % (exc, nothing))
+    bounds, thresholds, statement_timeout = _queue.check_options(module, UNCHANGED, first=check_bounds)
 
     # The logs first: they are local and cheap, and an unreadable operations log is a reason not to decide at all.
     last_change = None
@@ -305,50 +277,20 @@ def main():
             last_change = last_recorded_change(p["operations_log"], module.warn)
         except (OSError, UnicodeError) as exc:
             module.fail_json(msg="Cannot read the operations log %s: %s. Without the last change the cooldown cannot "
-                             "be honoured.%s" % (p["operations_log"], exc, nothing))
+                             "be honoured.%s" % (p["operations_log"], exc, UNCHANGED))
     now = datetime.now().astimezone()  # the host's clock and zone: the metrics log is stamped in local time
-    history = []
-    lookback = max(bounds["up_after_s"], bounds["down_after_s"]) + HISTORY_MARGIN_S
-    oldest = now.replace(tzinfo=None) - timedelta(seconds=lookback)
-    try:
-        parsed = _metrics_log.parse(read_tail(p["metrics_log"], oldest))
-        history = [row for row in parsed["rows"] if row["ts"] >= oldest]
-        if parsed["garbled"]:
-            module.warn("%d garbled line(s) in the metrics log %s were skipped (first: %s)"
-                        % (parsed["garbled"], p["metrics_log"], parsed["first_garbled"]))
-    except OSError as exc:
-        module.warn("Cannot read the metrics log %s (%s): deciding without history, so no scale-down"
-                    % (p["metrics_log"], exc))
+    history = read_history(module, now, bounds)
 
-    conn_params = None
-    try:
-        env, env_path = _postgres.load_env(module)
-        compose_text = _jobs.read_compose(p["project_src"] or (os.path.dirname(env_path) if env_path else None))
-        conn_params = _postgres.connection_params(p, env)
-        call_timeout = _postgres.call_timeout_for(statement_timeout)
-        deadline = time.monotonic() + p["connect_timeout"] + call_timeout
-        facts = _queue.gather(conn_params, p["worker_timeout_s"], FACTS_WINDOW_S, thresholds["pending_after_s"],
-                              statement_timeout, call_timeout=call_timeout, deadline=deadline, env=env,
-                              compose_text=compose_text)
-    except ValueError as exc:
-        module.fail_json(msg="Invalid option: %s%s" % (exc, nothing))
-    except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:
-        module.fail_json(msg="%s%s" % (exc, nothing))
-    except _postgres.NoAnswer as exc:
-        module.fail_json(msg="PostgreSQL at %s stopped answering: %s.%s"
-                         % (_postgres.describe(conn_params), str(exc).strip(), nothing))
-    except _postgres.psycopg2.Error as exc:
-        module.fail_json(msg="Query failed on %s: %s.%s"
-                         % (_postgres.describe(conn_params), str(exc).strip(), nothing))
+    facts, env = _queue.read(module, FACTS_WINDOW_S, thresholds["pending_after_s"], statement_timeout, UNCHANGED)
     workers = _engine.worker_counts(env, p["project_src"], p["env_var"], p["service"], module.warn,
                                     bool(p["project_src"]) and bool(_compose.compose_files(p["project_src"], env)))
     workers["busy"] = _queue.busy_workers(facts)
     alerts = _policy.alerts(facts, workers, thresholds)
     try:
         decision = _policy.autoscale(now, facts, workers, alerts, history, last_change, bounds, os.cpu_count() or 1,
-                                     per_core)
+                                     p["max_replicas_per_core"])
     except ValueError as exc:
-        module.fail_json(msg="Cannot decide: %s%s" % (exc, nothing), workers=workers)
+        module.fail_json(msg="Cannot decide: %s%s" % (exc, UNCHANGED), workers=workers)
     decision.update(last_change=last_change, history_samples=len(history))
     module.exit_json(changed=False, qfc_autoscale=decision)
 

@@ -37,7 +37,10 @@ description:
   - Runs where the logs are, normally on the controller, in a task delegated to C(localhost) with C(run_once).
 extends_documentation_fragment:
   - qfieldcloud.ops._attributes
+  - qfieldcloud.ops._attributes.action_group
 attributes:
+  action_group:
+    membership: [qfieldcloud.ops.qfc]
   check_mode:
     support: full
     details:
@@ -100,7 +103,7 @@ options:
     type: dict
 seealso:
   - module: qfieldcloud.ops.qfc_queue_facts
-  - module: qfieldcloud.ops.qfc_operations_log
+  - module: qfieldcloud.ops.qfc_operations_log_info
 author:
   - qfieldcloud.ops contributors (@qfieldcloud-ops)
 """

@@ -40,7 +40,10 @@ extends_documentation_fragment:
   - qfieldcloud.ops._postgres
   - qfieldcloud.ops._oplog
   - qfieldcloud.ops._attributes
+  - qfieldcloud.ops._attributes.action_group
 attributes:
+  action_group:
+    membership: [qfieldcloud.ops.qfc, qfieldcloud.ops.qfc_db, qfieldcloud.ops.qfc_project]
   check_mode:
     support: full
     details:
@@ -267,7 +270,7 @@ operations_log_error:
     the job_cleanup itself stands.
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _cleanup, _jobs, _oplog, _postgres
 
@@ -288,8 +291,7 @@ def main():
     )
     spec.update(_oplog.argument_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    if not _postgres.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_postgres.PSYCOPG2_IMPORT_ERROR)
+    _postgres.ensure_required_libs(module)
     result = _cleanup.run(module)
     if result.pop("failed", False):
         module.fail_json(**result)

@@ -30,8 +30,12 @@ description:
     versions, whose projects have C(is_locked) instead of C(locked_at), are refused with a clear message.
 extends_documentation_fragment:
   - qfieldcloud.ops._postgres
+  - qfieldcloud.ops._queue
   - qfieldcloud.ops._attributes
+  - qfieldcloud.ops._attributes.action_group
 attributes:
+  action_group:
+    membership: [qfieldcloud.ops.qfc, qfieldcloud.ops.qfc_db, qfieldcloud.ops.qfc_project]
   check_mode:
     support: full
     details: [Read-only; runs the same queries in check mode.]
@@ -41,18 +45,6 @@ attributes:
     support: full
     details: [Never changes anything.]
 options:
-  worker_timeout_s:
-    description:
-      - QFieldCloud's worker timeout, for the stale definition (C(started_at) older than timeout + 10 s, as upstream's
-        cron). When set it wins (C(worker_timeout_source=option)).
-      - Otherwise it is read where the database's release reads it, as upstream's cron does. From v26.24,
-        C(QFIELDCLOUD_WORKER_TIMEOUT_S) from C(.env) (C(env)); up to v26.23 the django-constance row
-        C(WORKER_TIMEOUT_S) in C(constance_constance) (C(constance)), whatever C(.env) says; else 600 (C(default)).
-      - The release is told by the schema (C(project_qgisproject.area_of_interest) means v26.25 or later). v26.24 has
-        v26.23's schema; it is recognised by its C(docker-compose.yml) in O(project_src) (or beside O(env_file)),
-        which passes C(QFIELDCLOUD_WORKER_TIMEOUT_S) to the services. Without that file a v26.24 database is read as
-        v26.23.
-    type: int
   window:
     description:
       - Window for the final-status counts and the job durations (C(24h), C(2d), C(90m), or seconds).
@@ -63,41 +55,6 @@ options:
         (see docs/queue.md).
     type: str
     default: 24h
-  thresholds:
-    description:
-      - Overrides of the alert thresholds C(queue_depth_warning) (10), C(failed_ratio_critical) (0.30),
-        C(idle_grace_s) (60) and C(pending_after_s) (86400). Numbers, finite and not negative.
-    type: dict
-    default: {}
-  statement_timeout:
-    description:
-      - Milliseconds each statement may run before PostgreSQL cancels it (the server's C(statement_timeout), set for
-        the facts' read-only transaction). 1 to 2147483647.
-      - "Deadlines, from the inside out: the server cancels a statement after O(statement_timeout) and answers
-        C(canceling statement due to statement timeout). The client waits for each call at most
-        O(statement_timeout) + 2 s, a little longer, so that a live server's own cancel always arrives first; only a
-        server that does not answer at all (hung, paused, frozen) reaches that client-side limit, and the module
-        then fails with C(PostgreSQL at user@host:port/db stopped answering). The login has O(connect_timeout).
-        The whole database part of a run ends within O(connect_timeout) + O(statement_timeout) + 2 s."
-    type: int
-    default: 5000
-  service:
-    description: The Compose service of the workers.
-    type: str
-    default: worker_wrapper
-  env_var:
-    description: The C(.env) variable holding the configured worker count.
-    type: str
-    default: QFIELDCLOUD_WORKER_REPLICAS
-  docker_cli:
-    description:
-      - Not used since running workers are counted through the Docker Engine's socket (as the metrics collector
-        counts them) instead of C(docker compose ps); accepted so that existing tasks keep working.
-    type: path
-  max_replicas_per_core:
-    description: Upper bound of the recommended worker count per CPU core of the target. Above 0, at most 64.
-    type: float
-    default: 2.5
 seealso:
   - module: qfieldcloud.ops.qfc_job_cleanup
 author:
@@ -156,81 +113,32 @@ ansible_facts:
         query_ms: 38.1
 """
 
-import math
 import os
-import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _compose, _engine, _jobs, _policy, _postgres
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _queue
 
-# The option's ceiling: far above any real guideline (2.5, _replicas.DEFAULT_MAX_REPLICAS_PER_CORE), it only refuses
-# typos; the count itself is capped by _replicas.MAX_REPLICAS whatever the cores.
-MAX_REPLICAS_PER_CORE = 64
+UNCHANGED = " The facts are read-only: nothing was changed."
 
 
 def main():
     spec = _postgres.argument_spec()
-    spec.update(
-        worker_timeout_s=dict(type="int"),
-        window=dict(type="str", default="24h"),
-        thresholds=dict(type="dict", default={}),
-        statement_timeout=dict(type="int", default=5000),
-        service=dict(type="str", default="worker_wrapper"),
-        env_var=dict(type="str", default="QFIELDCLOUD_WORKER_REPLICAS"),
-        docker_cli=dict(type="path"),
-        max_replicas_per_core=dict(type="float", default=_policy.DEFAULT_MAX_REPLICAS_PER_CORE),
-    )
+    spec.update(_queue.argument_spec())
+    spec.update(window=dict(type="str", default="24h"))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    if not _postgres.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_postgres.PSYCOPG2_IMPORT_ERROR)
+    _postgres.ensure_required_libs(module)
     p = module.params
-    try:
-        thresholds_ = _policy.check_thresholds(p["thresholds"])
-    except KeyError as exc:
-        module.fail_json(msg="Unknown thresholds: %s. Known: %s." % (exc.args[0], ", ".join(sorted(
-            _policy.DEFAULT_THRESHOLDS))))
-    except (TypeError, ValueError) as exc:
-        module.fail_json(msg="Invalid option: %s" % exc)
-    try:
-        window_s = _jobs.parse_duration(p["window"])
-        if p["worker_timeout_s"] is not None:
-            _jobs.check_worker_timeout(p["worker_timeout_s"])
-        statement_timeout = _postgres.check_timeout_ms("statement_timeout", p["statement_timeout"])
-        per_core = p["max_replicas_per_core"]
-        if not math.isfinite(per_core) or not 0 < per_core <= MAX_REPLICAS_PER_CORE:
-            raise ValueError("max_replicas_per_core must be above 0 and at most %d, got %s"
-                             % (MAX_REPLICAS_PER_CORE, per_core))
-    except (TypeError, ValueError) as exc:
-        module.fail_json(msg="Invalid option: %s" % exc)
-    conn_params = None
-    try:
-        env, env_path = _postgres.load_env(module)
-        compose_text = _jobs.read_compose(p["project_src"] or (os.path.dirname(env_path) if env_path else None))
-        conn_params = _postgres.connection_params(p, env)
-        # The whole database part: the login (connect_timeout) and then the statements, each cancelled by the
-        # server at statement_timeout; the client gives up a little later, when the server does not answer at all.
-        call_timeout = _postgres.call_timeout_for(statement_timeout)
-        deadline = time.monotonic() + p["connect_timeout"] + call_timeout
-        facts = _queue.gather(conn_params, p["worker_timeout_s"], window_s, thresholds_["pending_after_s"],
-                              statement_timeout, call_timeout=call_timeout, deadline=deadline, env=env,
-                              compose_text=compose_text)
-    except ValueError as exc:
-        module.fail_json(msg="Invalid option: %s" % exc)
-    except (_postgres.ConnectionError_, _jobs.SchemaError) as exc:
-        module.fail_json(msg="%s The facts are read-only: nothing was changed." % exc)
-    except _postgres.NoAnswer as exc:
-        module.fail_json(msg="PostgreSQL at %s stopped answering: %s. The facts are read-only: nothing was changed."
-                         % (_postgres.describe(conn_params), str(exc).strip()))
-    except _postgres.psycopg2.Error as exc:
-        module.fail_json(msg="Query failed on %s: %s. The facts are read-only: nothing was changed."
-                         % (_postgres.describe(conn_params), str(exc).strip()))
+    window_s, thresholds, statement_timeout = _queue.check_options(
+        module, first=lambda params: _jobs.parse_duration(params["window"]))
+    facts, env = _queue.read(module, window_s, thresholds["pending_after_s"], statement_timeout, UNCHANGED,
+                             option_note="")
     workers = _engine.worker_counts(env, p["project_src"], p["env_var"], p["service"], module.warn,
                                     bool(p["project_src"]) and bool(_compose.compose_files(p["project_src"], env)))
     workers["busy"] = _queue.busy_workers(facts)
     facts["workers"] = workers
-    facts["alerts"] = _policy.alerts(facts, workers, thresholds_)
+    facts["alerts"] = _policy.alerts(facts, workers, thresholds)
     facts["decision"] = _policy.decision(facts)
     facts["recommended_replicas"] = _policy.recommended_replicas(facts, workers, os.cpu_count() or 1,
                                                                  p["max_replicas_per_core"])

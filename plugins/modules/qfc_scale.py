@@ -46,7 +46,10 @@ extends_documentation_fragment:
   - qfieldcloud.ops._replicas
   - qfieldcloud.ops._oplog
   - qfieldcloud.ops._attributes
+  - qfieldcloud.ops._attributes.action_group
 attributes:
+  action_group:
+    membership: [qfieldcloud.ops.qfc, qfieldcloud.ops.qfc_project]
   check_mode:
     support: full
     details:
@@ -283,7 +286,7 @@ rolled_back:
 refused:
   description:
     - V(true) when O(expect_current) was set and C(.env) held another count under the project lock - the run changed
-      nothing (RV(changed=false), no backup, no C(.env) write, no Compose call) and C(msg) names both counts
+      nothing (C(changed=false), no backup, no C(.env) write, no Compose call) and C(msg) names both counts
       (C(Refused - expect_current=3, but /opt/qfieldcloud/.env holds QFIELDCLOUD_WORKER_REPLICAS=1 under the project
       lock ...)). RV(previous_replicas) is the count found. Not a failure; also predicted in check mode.
   returned: always

@@ -1,6 +1,6 @@
 """The operations log in reports, run as users run them with real ansible-playbook on localhost:
-playbooks/operations_report.yml (qfc_operations_log and the table filter) and playbooks/capacity_report.yml with the
-hosts' operations logs (fetched beside the metrics logs, times converted from UTC to each host's zone)."""
+playbooks/operations_report.yml (qfc_operations_log_info and the table filter) and playbooks/capacity_report.yml with
+the hosts' operations logs (fetched beside the metrics logs, times converted from UTC to each host's zone)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_operations_report_prints_the_last_records_per_host(tmp_path):
 
 
 def test_operations_log_module_refuses_what_it_cannot_read(tmp_path):
-    module = "qfieldcloud.ops.qfc_operations_log"
+    module = "qfieldcloud.ops.qfc_operations_log_info"
     bad = run_module({"path": str(tmp_path), "limit": 5}, module=module)
     assert bad.failed and "not a regular file" in bad["msg"]
     negative = run_module({"path": str(tmp_path / "x.jsonl"), "limit": -1}, module=module)
@@ -193,7 +193,7 @@ def test_operations_log_module_skips_every_bad_line_and_bounds_its_limit(tmp_pat
     # only the part read counts: from the end back to the oldest record returned
     assert "2 record(s), oldest first; 1 unreadable line(s) skipped." in last.stdout and "10:03:00" not in last.stdout
 
-    module = "qfieldcloud.ops.qfc_operations_log"
+    module = "qfieldcloud.ops.qfc_operations_log_info"
     direct = run_module({"path": str(log), "limit": 0}, module=module)
     assert not direct.failed and direct["skipped_lines"] == 5 and len(direct["records"]) == 5, direct.output
     for limit in (10 ** 20, 10_001, -1):

@@ -88,7 +88,7 @@ def test_make_release_writes_the_changelog_with_new_modules_and_roles_and_no_bre
     changes = yaml.safe_load((repo / "changelogs" / "changelog.yaml").read_text(encoding="utf-8"))
     release = changes["releases"]["0.1.0"]
     modules = {"qfc_scale", "qfc_queue_facts", "qfc_job_cleanup", "qfc_capacity_report", "qfc_autoscale_decision",
-               "qfc_operations_log", "qfc_scale_rollout"}
+               "qfc_operations_log_info", "qfc_scale_rollout"}
     assert {m["name"] for m in release["modules"]} == modules
     roles = {r["name"] for r in release.get("objects", {}).get("role", [])}
     assert roles == {role.name for role in (ROOT / "roles").iterdir() if role.is_dir()}, roles

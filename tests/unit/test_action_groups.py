@@ -4,8 +4,12 @@ specs the modules really build)."""
 
 from __future__ import annotations
 
-import pytest
+import importlib
 
+import pytest
+import yaml
+
+from ansible_collections.qfieldcloud.ops.plugins.doc_fragments import _attributes
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _postgres
 from tests.support.argspecs import action_groups, argument_spec, module_names
 
@@ -50,3 +54,26 @@ def test_qfc_is_kept_and_shares_nothing():
     assert members == module_names()
     shared = set.intersection(*(set(argument_spec(name)) for name in members))
     assert shared == set(), "qfc now shares %s: name it in GROUP_OPTIONS" % sorted(shared)
+
+
+def _documentation(name):
+    module = importlib.import_module("ansible_collections.qfieldcloud.ops.plugins.modules.%s" % name)
+    return yaml.safe_load(module.DOCUMENTATION)
+
+
+@pytest.mark.parametrize("name", module_names())
+def test_each_module_documents_the_groups_it_is_in(name):
+    """The action_group attribute (ansible-core's, as community.docker documents it) lists exactly the groups of
+    meta/runtime.yml that hold the module; its description and support come from the _attributes fragment."""
+    doc = _documentation(name)
+    groups = sorted("qfieldcloud.ops.%s" % group for group, members in action_groups().items() if name in members)
+    assert groups, "%s is in no action group" % name
+    assert "qfieldcloud.ops._attributes.action_group" in doc["extends_documentation_fragment"]
+    assert doc["attributes"]["action_group"] == {"membership": groups}
+
+
+def test_the_fragment_describes_the_action_group_attribute():
+    attribute = yaml.safe_load(_attributes.ModuleDocFragment.ACTION_GROUP)["attributes"]["action_group"]
+    assert attribute["support"] == "full" and "module_defaults" in " ".join(attribute["description"])
+    for group in action_groups():
+        assert "C(%s)" % group in " ".join(attribute["description"]), group

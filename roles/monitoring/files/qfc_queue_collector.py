@@ -67,9 +67,7 @@ UNAVAILABLE_RE = re.compile(
     r"|the database system is (starting up|shutting down|in recovery mode|not (yet )?accepting connections)"
     r"|too many clients|remaining connection slots are reserved|canceling statement due to statement timeout"
     r"|terminating connection due to administrator command", re.I)
-# _postgres's "no connection" error (ConnectionFailed; ConnectionError_ is its earlier name)
-CONNECTION_ERRORS = tuple(c for c in (getattr(_postgres, "ConnectionFailed", None),
-                                      getattr(_postgres, "ConnectionError_", None)) if c is not None)
+CONNECTION_ERRORS = (_postgres.ConnectionFailed,)  # _postgres's "no connection" error
 
 
 class Timeout(BaseException):

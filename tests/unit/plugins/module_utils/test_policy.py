@@ -107,9 +107,11 @@ def test_recommended_replicas_follow_the_core_guideline_and_its_ceiling():
 
 def test_the_per_core_default_is_defined_once():
     assert _policy.DEFAULT_MAX_REPLICAS_PER_CORE is _replicas.DEFAULT_MAX_REPLICAS_PER_CORE
-    facts_module = (ROOT / "plugins/modules/qfc_queue_facts.py").read_text()
-    assert "default=_policy.DEFAULT_MAX_REPLICAS_PER_CORE" in facts_module
-    assert "2.5)" not in facts_module.split('"""')[-1]  # the code (after the documentation) has no literal
+    # the queue modules' option (qfc_queue_facts, qfc_autoscale_decision) is _queue.argument_spec()'s
+    assert "default=_policy.DEFAULT_MAX_REPLICAS_PER_CORE" in (ROOT / "plugins/module_utils/_queue.py").read_text()
+    for name in ("qfc_queue_facts", "qfc_autoscale_decision"):
+        module = (ROOT / "plugins/modules" / (name + ".py")).read_text()
+        assert "2.5" not in module.split('"""')[-1], name  # the code (after the documentation) has no literal
     for util in ("_policy.py", "_queue.py", "_capacity_model.py"):  # (the charts' 2.5 is a bucket gap factor)
         code = (ROOT / "plugins/module_utils" / util).read_text()
         assert "2.5" not in code, util

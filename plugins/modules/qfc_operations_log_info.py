@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: qfc_operations_log
+module: qfc_operations_log_info
 short_description: Read the last records of a QFieldCloud host's operations log
 version_added: 0.1.0
 description:
@@ -21,7 +21,10 @@ description:
   - Read-only; the records hold no secrets (the writers mask them).
 extends_documentation_fragment:
   - qfieldcloud.ops._attributes
+  - qfieldcloud.ops._attributes.action_group
 attributes:
+  action_group:
+    membership: [qfieldcloud.ops.qfc]
   check_mode:
     support: full
     details: [Read-only; reads the same in check mode.]
@@ -50,7 +53,7 @@ author:
 
 EXAMPLES = r"""
 - name: Read the last 10 changes
-  qfieldcloud.ops.qfc_operations_log:
+  qfieldcloud.ops.qfc_operations_log_info:
     limit: 10
   become: true  # the log is root's, mode 0640
   register: qfc_ops
