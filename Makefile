@@ -5,7 +5,7 @@ SHELL := /bin/bash
 REPLICAS ?= 4
 NAME ?= qfcdemo
 
-.PHONY: bootstrap demo demo-down test lint sanity molecule pytest bench ee release
+.PHONY: bootstrap demo demo-down test lint sanity molecule pytest unit bench ee release
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -30,6 +30,10 @@ molecule: bootstrap
 
 pytest: bootstrap
 	bash scripts/test.sh pytest
+
+# every unit test, under a minute: the inner loop
+unit: bootstrap
+	bash scripts/test.sh unit
 
 bench: bootstrap
 	.venv/bin/python bench/bench_scale.py --write
