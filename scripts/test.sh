@@ -8,12 +8,14 @@ VENV=${QFC_VENV:-$ROOT/.venv}
 export PATH="$VENV/bin:$PATH"
 export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(ruff changelog lint sanity molecule pytest)
+[ ${#steps[@]} -gt 0 ] || steps=(ruff changelog mypy lint sanity molecule pytest)
 banner() { printf '\n===== %s =====\n' "$*"; }
 for step in "${steps[@]}"; do
   case "$step" in
     ruff) banner "ruff"; ruff check plugins tests bench scripts ;;
     changelog) banner "antsibull-changelog lint"; antsibull-changelog lint; antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml ;;
+    # type hints of plugins/module_utils and plugin_utils (.mypy.ini says what is checked and why)
+    mypy) banner "mypy"; mypy ;;
     lint) banner "ansible-lint (production profile)"; ansible-lint --profile production --strict ;;
     sanity) banner "ansible-test sanity"; bash scripts/sanity.sh ;;
     # every scenario git tracks (molecule/*/molecule.yml), once, through pytest-ansible's molecule_scenario fixture:

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import timedelta, timezone
+from datetime import timedelta, timezone, tzinfo
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Callable, Iterable, Mapping
+    from datetime import datetime
 
 try:
     import zoneinfo  # Python 3.9+
 except ImportError:  # pragma: no cover - hosts older than 3.9 run no report
-    zoneinfo = None
+    zoneinfo = None  # type: ignore[assignment]  # module_utils need 3.9+, so this fallback is never taken
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _oplog
 
@@ -32,7 +37,7 @@ UTC_NAMES = ("", "utc", "z", "gmt", "etc/utc", "etc/gmt", "universal", "zulu")
 LABEL_MAX = 24
 
 
-def timezone_of(spec):
+def timezone_of(spec: object) -> tzinfo:
     """A ``tzinfo`` from ``UTC``, a fixed offset (``+01:00``, ``-0530``, ``UTC+2``) or an IANA name
     (``Europe/Zurich``, through the controller's zoneinfo database). None or "" is UTC. Raises ValueError."""
     text = "" if spec is None else str(spec).strip()
@@ -54,7 +59,7 @@ def timezone_of(spec):
         raise ValueError("unknown time zone %r (%s)" % (text, exc.__class__.__name__)) from None
 
 
-def timezone_from_tzif(data, key=None):
+def timezone_from_tzif(data: bytes | None, key: str | None = None) -> tzinfo:
     """A ``tzinfo`` from the bytes of a TZif file (a host's ``/etc/localtime``). An empty file is UTC, as glibc
     takes a missing one. Raises ValueError on anything that is not TZif."""
     if not data:
@@ -67,19 +72,19 @@ def timezone_from_tzif(data, key=None):
         raise ValueError("not a readable TZif time zone file (%s)" % exc) from None
 
 
-def local_time(text, tz):
+def local_time(text: Any, tz: tzinfo | None) -> datetime:
     """A record's UTC ``time`` as the naive local time of ``tz`` (None: UTC), comparable with the metrics rows.
     Raises ValueError on a time that does not parse."""
     return _oplog.parse_time(text).astimezone(tz or timezone.utc).replace(tzinfo=None)
 
 
-def _count(value):
+def _count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def span(before, after):
+def span(before: Any, after: Any) -> str:
     """``2 -> 4`` for worker counts; other values (a cleanup's counts) as ``key=value`` lists."""
-    def text(value):
+    def text(value: Any) -> str:
         if value is None:
             return "-"
         if isinstance(value, dict):
@@ -90,7 +95,7 @@ def span(before, after):
     return "%s -> %s" % (text(before), text(after))
 
 
-def label(change):
+def label(change: Mapping[str, Any]) -> str:
     """The marker's short label: ``2->4``, the action otherwise; with the result when it is not ``changed``."""
     before, after = change["before"], change["after"]
     short = "%d->%d" % (before, after) if _count(before) and _count(after) else change["action"]
@@ -99,7 +104,7 @@ def label(change):
     return short[:LABEL_MAX]
 
 
-def actor_text(actor):
+def actor_text(actor: Any) -> str:
     """``AWX job 123 (alice)``, ``alice``, ``schedule (root)``; ``-`` when unknown."""
     if not isinstance(actor, dict):
         return "-"
@@ -111,11 +116,13 @@ def actor_text(actor):
     return user
 
 
-def changes(records, tz=None, since=None, until=None, host=None):
+def changes(records: Iterable[Mapping[str, Any]], tz: tzinfo | None = None, since: datetime | None = None,
+            until: datetime | None = None, host: str | None = None) -> tuple[list[dict[str, Any]], int, int]:
     """``(changes, skipped, outside)``: the records inside the report's period as change dicts, oldest first;
     ``skipped`` counts records without a readable time or action, ``outside`` those before ``since`` (excluded) or
     after ``until`` (included), both host-local naive datetimes (None: open). ``host`` names the report's host."""
-    picked, skipped, outside = [], 0, 0
+    picked: list[dict[str, Any]] = []
+    skipped = outside = 0
     for index, record in enumerate(records):
         try:
             at = local_time(record.get("time"), tz)
@@ -148,7 +155,7 @@ def changes(records, tz=None, since=None, until=None, host=None):
     return picked, skipped, outside
 
 
-def public(change, fmt):
+def public(change: Mapping[str, Any], fmt: Callable[[datetime], str | None]) -> dict[str, Any]:
     """A change as the module returns it (``fmt`` formats the local time)."""
     return {"local_time": fmt(change["at"]), "time": change["time"], "host": change["host"],
             "action": change["action"], "before": change["before"], "after": change["after"],

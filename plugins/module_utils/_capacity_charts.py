@@ -10,6 +10,14 @@ from __future__ import annotations
 import html
 import math
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Iterable, Mapping, Sequence
+    from datetime import datetime
+    from typing import TypeVar
+
+    V = TypeVar("V")  # a point's value: a number, or a (low, high) band
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _policy
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._capacity_model import DEFAULT_INTERVAL_S, intervals, mean
@@ -28,7 +36,7 @@ LABEL_ROWS = 3
 CHAR_W = 6.2  # 11 px system-ui, roughly: enough to keep labels from overlapping
 
 
-def _nice_ticks(top, integer):
+def _nice_ticks(top: float, integer: bool) -> list[float]:
     top = max(top, 1 if integer else 1e-9)
     raw = top / 4.0
     magnitude = 10 ** math.floor(math.log10(raw))
@@ -40,7 +48,7 @@ def _nice_ticks(top, integer):
     return [step * i for i in range(count + 1)]
 
 
-def _x_ticks(start, end):
+def _x_ticks(start: datetime, end: datetime) -> list[tuple[datetime, str]]:
     span = (end - start).total_seconds()
     step = next((s for s in X_STEPS if span / s <= 7), X_STEPS[-1])
     midnight = start.replace(hour=0, minute=0, second=0)
@@ -56,9 +64,11 @@ def _x_ticks(start, end):
     return ticks
 
 
-def _segments(points, gap_s):
+def _segments(points: Iterable[tuple[datetime, V | None]], gap_s: float) -> list[list[tuple[datetime, V]]]:
     """Split [(ts, value or None)] where a value is unknown or samples are more than gap_s apart."""
-    segments, current, previous = [], [], None
+    segments: list[list[tuple[datetime, V]]] = []
+    current: list[tuple[datetime, V]] = []
+    previous: datetime | None = None
     for stamp, value in points:
         if value is None or (previous is not None and (stamp - previous).total_seconds() > gap_s):
             if current:
@@ -72,15 +82,16 @@ def _segments(points, gap_s):
     return segments
 
 
-def _bucket(points, start, end, count):
+def _bucket(points: list[tuple[datetime, float | None]], start: datetime, end: datetime,
+            count: int) -> list[tuple[datetime, float | None, float | None, float | None]]:
     """Down-sample to ``count`` time buckets: (mid time, mean, min, max) or (mid time, None, None, None)."""
     span = max((end - start).total_seconds(), 1.0)
-    buckets = [[] for _i in range(count)]
+    buckets: list[list[float]] = [[] for _i in range(count)]
     for stamp, value in points:
         if value is not None:
             index = min(int((stamp - start).total_seconds() / span * count), count - 1)
             buckets[index].append(value)
-    out = []
+    out: list[tuple[datetime, float | None, float | None, float | None]] = []
     for i, values in enumerate(buckets):
         mid = start + timedelta(seconds=span * (i + 0.5) / count)
         out.append((mid, mean(values), min(values), max(values)) if values else (mid, None, None, None))
@@ -88,36 +99,37 @@ def _bucket(points, start, end, count):
 
 
 class _Frame:
-    def __init__(self, start, end, top):
+    def __init__(self, start: datetime, end: datetime, top: float) -> None:
         if start == end:  # a single point: centre it in an hour
             start, end = start - timedelta(minutes=30), end + timedelta(minutes=30)
         self.start, self.end, self.top = start, end, top
         self.span = (end - start).total_seconds()
 
-    def bounds(self):
+    def bounds(self) -> tuple[datetime, datetime]:
         return self.start, self.end
 
-    def x(self, stamp):
+    def x(self, stamp: datetime) -> float:
         return PAD_L + (stamp - self.start).total_seconds() / self.span * (CHART_W - PAD_L - PAD_R)
 
-    def y(self, value):
+    def y(self, value: float) -> float:
         return PAD_T + (1 - float(value) / self.top) * (CHART_H - PAD_T - PAD_B)
 
 
-def _pts(frame, segment):
+def _pts(frame: _Frame, segment: Iterable[tuple[datetime, float]]) -> str:
     return " ".join("%.1f,%.1f" % (frame.x(t), frame.y(v)) for t, v in segment)
 
 
-def change_style(result):
+def change_style(result: str) -> tuple[str, str]:
     """(colour key, dash) of a change's marker: ``changed``, ``rolled_back``, or ``failed`` for anything else."""
     key = result if result in ("changed", "rolled_back") else "failed"
     return key, CHANGE_DASH[key]
 
 
-def _change_markers(frame, changes, bottom, right):
+def _change_markers(frame: _Frame, changes: Iterable[Mapping[str, Any]], bottom: float, right: float) -> list[str]:
     """A vertical line per change inside the frame, with its label in the first of ``LABEL_ROWS`` rows where it
     does not overlap the previous label (left of the line near the right edge); no room: the line's tooltip only."""
-    out, row_end = [], [float("-inf")] * LABEL_ROWS
+    out: list[str] = []
+    row_end = [float("-inf")] * LABEL_ROWS
     for change in changes:
         if not frame.start <= change["at"] <= frame.end:
             continue
@@ -141,7 +153,9 @@ def _change_markers(frame, changes, bottom, right):
     return out
 
 
-def svg_chart(label, series, start, end, gap_s, integer=True, percent=False, thresholds=(), markers=(), changes=()):
+def svg_chart(label: str, series: Sequence[Mapping[str, Any]], start: datetime, end: datetime, gap_s: float,
+              integer: bool = True, percent: bool = False, thresholds: Sequence[tuple[float, str]] = (),
+              markers: Iterable[datetime] = (), changes: Iterable[Mapping[str, Any]] = ()) -> str:
     """One line chart as inline SVG. ``series``: dicts with ``key`` (a colour), ``points`` [(ts, value or None)],
     and optionally ``area`` (fill below), ``dash``. ``thresholds``: (value, text); ``markers``: timestamps drawn as
     ticks under the plot (error samples); ``changes``: the operations log's changes (_capacity_changes), drawn as
@@ -175,10 +189,10 @@ def svg_chart(label, series, start, end, gap_s, integer=True, percent=False, thr
             buckets = _bucket(s["points"], frame.start, frame.end, MAX_POINTS)
             bucket_gap = max(gap_s, 2.5 * frame.span / MAX_POINTS)
             if s.get("area"):
-                for seg in _segments([(t, (lo, hi) if lo is not None else None) for t, _m, lo, hi in buckets],
-                                     bucket_gap):
-                    upper = [(t, hi) for t, (lo, hi) in seg]
-                    lower = [(t, lo) for t, (lo, hi) in reversed(seg)]
+                for band in _segments([(t, (lo, hi) if lo is not None and hi is not None else None)  # both or neither
+                                       for t, _m, lo, hi in buckets], bucket_gap):
+                    upper = [(t, hi) for t, (lo, hi) in band]
+                    lower = [(t, lo) for t, (lo, hi) in reversed(band)]
                     out.append('<polygon points="%s %s" fill="%s" fill-opacity="0.16"/>'
                                % (_pts(frame, upper), _pts(frame, lower), color))
             segments = _segments([(t, m) for t, m, _lo, _hi in buckets], bucket_gap)
@@ -209,21 +223,21 @@ def svg_chart(label, series, start, end, gap_s, integer=True, percent=False, thr
     return "\n".join(out)
 
 
-def _failure_pct(row):
+def _failure_pct(row: Mapping[str, Any]) -> float | None:
     finished, failed = row["finished_last_hour"], row["failed_last_hour"]
     if finished is not None and failed is not None:
         return 100.0 * failed / (finished + failed) if finished + failed else None
     return None if row["success_rate"] is None else 100.0 * (1 - row["success_rate"])
 
 
-def change_legend(changes, start, end):
+def change_legend(changes: Iterable[Mapping[str, Any]], start: datetime, end: datetime) -> list[tuple[str, str]]:
     """Legend items for the kinds of change drawn between start and end (none without changes)."""
     kinds = {change_style(c["result"])[0] for c in changes if start <= c["at"] <= end}
     return [(k, {"changed": "change", "rolled_back": "rolled back", "failed": "failed change"}[k])
             for k in ("changed", "rolled_back", "failed") if k in kinds]
 
 
-def charts(host, start, end):
+def charts(host: Mapping[str, Any], start: datetime, end: datetime) -> list[tuple[str, list[tuple[str, str]], str]]:
     """The three charts of a host with data: queue depth, workers, failure rate; with the host's ``changes``
     (when the model has them) as markers on each."""
     rows = host["rows"]
@@ -232,7 +246,7 @@ def charts(host, start, end):
     gap_s = max(3 * typical, 3 * DEFAULT_INTERVAL_S)
     errors = [r["ts"] for r in rows if r["status"] == "error"]
 
-    def points(column):
+    def points(column: str) -> list[tuple[datetime, Any]]:
         return [(r["ts"], r[column]) for r in rows]
 
     name = host["name"]

@@ -34,6 +34,11 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, overload
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from datetime import tzinfo
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _capacity_changes, _metrics_log, _policy
 
@@ -48,51 +53,64 @@ Z95 = 1.6448536269514722            # standard normal quantile of 0.95
 # ---------------------------------------------------------------------------------------------------------- windows
 
 
-def parse_timestamp(value):
+@overload
+def parse_timestamp(value: None) -> None:
+    ...
+
+
+@overload
+def parse_timestamp(value: datetime | str) -> datetime:
+    ...
+
+
+def parse_timestamp(value: datetime | str | None) -> datetime | None:
     if isinstance(value, datetime) or value is None:
         return value
     return datetime.strptime(value, _metrics_log.TIMESTAMP_FORMAT)
 
 
-def window(rows, since=None, until=None, last_s=None):
+def window(rows: Sequence[dict[str, Any]], since: datetime | str | None = None, until: datetime | str | None = None,
+           last_s: float | None = None) -> list[dict[str, Any]]:
     """Rows with ``since <= ts <= until`` (either bound optional; datetimes or strings in the log's format).
 
     With ``last_s``, the window is the last ``last_s`` seconds up to ``until`` (default: the newest row), the start
     excluded: ``last_s=3600`` on 5-minute rows keeps 12 of them."""
-    since, until = parse_timestamp(since), parse_timestamp(until)
+    first, last = parse_timestamp(since), parse_timestamp(until)
     if last_s is not None:
-        if until is None:
+        if last is None:
             if not rows:
                 return []
-            until = max(r["ts"] for r in rows)
-        start = until - timedelta(seconds=last_s)
-        return [r for r in rows if start < r["ts"] <= until]
-    return [r for r in rows if (since is None or r["ts"] >= since) and (until is None or r["ts"] <= until)]
+            last = max(r["ts"] for r in rows)
+        start = last - timedelta(seconds=last_s)
+        return [r for r in rows if start < r["ts"] <= last]
+    return [r for r in rows if (first is None or r["ts"] >= first) and (last is None or r["ts"] <= last)]
 
 
-def fmt_ts(value):
+def fmt_ts(value: datetime | None) -> str | None:
     return None if value is None else value.strftime(_metrics_log.TIMESTAMP_FORMAT)
 
 
 # ---------------------------------------------------------------------------------------------------------- figures
 
 
-def _values(rows, column):
+def _values(rows: Iterable[dict[str, Any]], column: str) -> list[Any]:
     return [r[column] for r in rows if r["status"] == "ok" and r[column] is not None]
 
 
-def mean(values):
+def mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _round(value, digits=2):
+def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def spaced(rows, spacing_s, known):
+def spaced(rows: Sequence[dict[str, Any]], spacing_s: float,
+           known: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
     """Walk back from the newest row for which ``known(row)`` is true, keeping rows at least ``spacing_s`` (less
     ``JITTER_S``) apart: their sliding windows of ``spacing_s`` do not overlap. Newest first."""
-    picked, limit = [], None
+    picked: list[dict[str, Any]] = []
+    limit: datetime | None = None
     for row in reversed(rows):
         if row["status"] != "ok" or not known(row):
             continue
@@ -102,14 +120,15 @@ def spaced(rows, spacing_s, known):
     return picked
 
 
-def hourly_samples(rows):
+def hourly_samples(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return spaced(rows, HOUR_S, lambda r: r["finished_last_hour"] is not None and r["failed_last_hour"] is not None)
 
 
-def duration_periods(rows, hourly, duration_window_s=DEFAULT_DURATION_WINDOW_S):
+def duration_periods(rows: Sequence[dict[str, Any]], hourly: Sequence[dict[str, Any]],
+                     duration_window_s: float = DEFAULT_DURATION_WINDOW_S) -> list[tuple[float, float | None, float]]:
     """(weight, p50, p95) for rows one duration window apart; the weight is the jobs finished in that period,
     from the hourly samples."""
-    periods = []
+    periods: list[tuple[float, float | None, float]] = []
     for row in spaced(rows, duration_window_s, lambda r: r["duration_p95_s"] is not None):
         start = row["ts"] - timedelta(seconds=duration_window_s)
         weight = sum(h["finished_last_hour"] for h in hourly if start < h["ts"] <= row["ts"])
@@ -117,7 +136,7 @@ def duration_periods(rows, hourly, duration_window_s=DEFAULT_DURATION_WINDOW_S):
     return periods
 
 
-def _cdf(x, p50, p95):
+def _cdf(x: float, p50: float | None, p95: float) -> float:
     """CDF at x of the log-normal distribution through (p50, p95); a point mass at p95 when that is degenerate."""
     if p50 is None or p50 <= 0 or p95 <= p50:
         return 1.0 if x >= p95 else 0.0
@@ -128,39 +147,40 @@ def _cdf(x, p50, p95):
     return 0.5 * (1.0 + math.erf((math.log(x) - mu) / (sigma * math.sqrt(2.0))))
 
 
-def mixture_quantile(periods, q):
+def mixture_quantile(periods: Iterable[tuple[float, float | None, float | None]], q: float) -> float | None:
     """The q-quantile of the weighted mixture of per-period log-normal fits, by bisection. ``periods`` holds
     (weight, p50, p95); equal weights when they sum to zero. Returns None without periods."""
-    periods = [(w, p50, p95) for w, p50, p95 in periods if p95 is not None]
-    if not periods:
+    kept = [(w, p50, p95) for w, p50, p95 in periods if p95 is not None]
+    if not kept:
         return None
-    if sum(w for w, _p50, _p95 in periods) <= 0:
-        periods = [(1, p50, p95) for _w, p50, p95 in periods]
-    periods = [p for p in periods if p[0] > 0]
-    total = float(sum(p[0] for p in periods))
+    if sum(w for w, _p50, _p95 in kept) <= 0:
+        kept = [(1, p50, p95) for _w, p50, p95 in kept]
+    kept = [p for p in kept if p[0] > 0]
+    total = float(sum(p[0] for p in kept))
 
-    def own_quantile(p50, p95):
+    def own_quantile(p50: float | None, p95: float) -> float:
         return p95 if q >= 0.95 or p50 is None or p50 > p95 else p50
 
     # Every part has its own q-quantile in [lo, hi], so the mixture's is there too.
-    lo = min(own_quantile(p50, p95) for _w, p50, p95 in periods)
-    hi = max(own_quantile(p50, p95) for _w, p50, p95 in periods)
+    lo = min(own_quantile(p50, p95) for _w, p50, p95 in kept)
+    hi = max(own_quantile(p50, p95) for _w, p50, p95 in kept)
     if hi - lo < 1e-9:
         return hi
     for _step in range(80):
         mid = (lo + hi) / 2.0
-        if sum(w * _cdf(mid, p50, p95) for w, p50, p95 in periods) / total >= q:
+        if sum(w * _cdf(mid, p50, p95) for w, p50, p95 in kept) / total >= q:
             hi = mid
         else:
             lo = mid
     return hi
 
 
-def intervals(rows):
+def intervals(rows: Sequence[dict[str, Any]]) -> list[float]:
     return [(b["ts"] - a["ts"]).total_seconds() for a, b in zip(rows, rows[1:])]
 
 
-def figures(host_rows, duration_window_s=DEFAULT_DURATION_WINDOW_S):
+def figures(host_rows: Sequence[Sequence[dict[str, Any]]],
+            duration_window_s: float = DEFAULT_DURATION_WINDOW_S) -> dict[str, Any]:
     """Figures over the rows of one host (``[rows]``) or of the fleet (one list of rows per host, each sorted).
 
     Queue depth, backlog and worker averages are per host and sample; for the fleet, depth stays a per-server
@@ -178,7 +198,7 @@ def figures(host_rows, duration_window_s=DEFAULT_DURATION_WINDOW_S):
     success = round(finished / float(finished + failed), 4) if finished + failed else None
     avg_depth = _round(mean([d[0] for d in depth]))
 
-    def per_host_sum(column, reduce_):
+    def per_host_sum(column: str, reduce_: Callable[[list[Any]], Any]) -> float | None:
         values = [reduce_(_values(one, column)) for one in host_rows if _values(one, column)]
         return _round(sum(values)) if values else None
 
@@ -230,8 +250,10 @@ def figures(host_rows, duration_window_s=DEFAULT_DURATION_WINDOW_S):
     }
 
 
-def build(logs, window_s=None, title="QFieldCloud capacity report", duration_window_s=DEFAULT_DURATION_WINDOW_S,
-          until=None, operations=None, timezones=None):
+def build(logs: Mapping[str, dict[str, Any] | None], window_s: float | None = None,
+          title: str = "QFieldCloud capacity report",
+          duration_window_s: float = DEFAULT_DURATION_WINDOW_S, until: datetime | str | None = None,
+          operations: Mapping[str, Any] | None = None, timezones: Mapping[str, tzinfo] | None = None) -> dict[str, Any]:
     """The report's model. ``logs`` maps a host to ``parse()``'s result, or to None when it has no log.
 
     The window ends at ``until``, by default the newest row of any host (never the clock, so that the same logs
@@ -242,11 +264,11 @@ def build(logs, window_s=None, title="QFieldCloud capacity report", duration_win
     _capacity_changes) and the model ``changes`` (every host's, oldest first); without it the model is as before."""
     newest = [p["rows"][-1]["ts"] for p in logs.values() if p and p["rows"]]
     until = parse_timestamp(until) or (max(newest) if newest else None)
-    hosts = []
+    hosts: list[dict[str, Any]] = []
     names = set(logs) | set(operations or {})
     for name in sorted(names):
         parsed = logs.get(name)
-        rows = []
+        rows: list[dict[str, Any]] = []
         if parsed and until is not None:
             rows = window(parsed["rows"], until=until, last_s=window_s) if window_s else \
                 window(parsed["rows"], until=until)
@@ -273,11 +295,13 @@ def build(logs, window_s=None, title="QFieldCloud capacity report", duration_win
     return model
 
 
-def _host_changes(name, oplog, tz, until, window_s):
+def _host_changes(name: str, oplog: tuple[list[dict[str, Any]], int] | None, tz: tzinfo | None, until: datetime | None,
+                  window_s: float | None) -> dict[str, Any]:
     """A host's changes inside the report's period: ``(since, until]`` in its local time; none without a period."""
     records, skipped = oplog if oplog is not None else ([], 0)
     if until is None:
-        picked, bad, outside = [], 0, len(records)
+        picked: list[dict[str, Any]] = []
+        bad, outside = 0, len(records)
     else:
         since = until - timedelta(seconds=window_s) if window_s else None
         picked, bad, outside = _capacity_changes.changes(records, tz, since, until, host=name)
@@ -285,7 +309,7 @@ def _host_changes(name, oplog, tz, until, window_s):
                                               "skipped": skipped + bad, "outside": outside}}
 
 
-def result(model):
+def result(model: Mapping[str, Any]) -> dict[str, Any]:
     """What the module returns: the figures, without the rows (and the changes, when the model has them)."""
     out = {
         "window_s": model["window_s"],
@@ -302,7 +326,7 @@ def result(model):
     return out
 
 
-def _log_state(host):
+def _log_state(host: Mapping[str, Any]) -> str:
     if host["log"] is None:
         return "missing"
     if not host["rows_total"]:

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import html
 import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Iterable, Mapping
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _capacity_changes, _policy
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._capacity_charts import COLORS, change_style, charts
@@ -19,7 +23,7 @@ from ansible_collections.qfieldcloud.ops.plugins.module_utils._capacity_model im
 # ------------------------------------------------------------------------------------------------------- formatting
 
 
-def _fmt_num(value, digits=1):
+def _fmt_num(value: float | None, digits: int = 1) -> str:
     if value is None:
         return "-"
     if isinstance(value, int) or float(value).is_integer() and digits == 0:
@@ -27,11 +31,11 @@ def _fmt_num(value, digits=1):
     return "%.*f" % (digits, value)
 
 
-def _fmt_pct(value, digits=1):
+def _fmt_pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else "%.*f%%" % (digits, 100.0 * value)
 
 
-def _fmt_duration(seconds):
+def _fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     if seconds < 90:
@@ -43,7 +47,7 @@ def _fmt_duration(seconds):
     return "%.1f d" % (seconds / 86400.0)
 
 
-def _fmt_span(seconds):
+def _fmt_span(seconds: float | None) -> str:
     if seconds is None:
         return "all rows"
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -52,7 +56,7 @@ def _fmt_span(seconds):
     return "%d s" % seconds
 
 
-def _host_notes(host, until):
+def _host_notes(host: Mapping[str, Any], until: str | None) -> list[str]:
     """Sentences about the data itself: missing log, single point, gaps, errors, garbled lines, staleness."""
     f, log, notes = host["figures"], host["log"], []
     if log is None:
@@ -79,21 +83,21 @@ def _host_notes(host, until):
     return notes + _oplog_notes(host)
 
 
-def _oplog_notes(host):
+def _oplog_notes(host: Mapping[str, Any]) -> list[str]:
     ops = host.get("operations")
     if ops and ops["skipped"]:
         return ["%d unreadable record(s) in the operations log skipped" % ops["skipped"]]
     return []
 
 
-def _period(model):
+def _period(model: Mapping[str, Any]) -> str:
     fleet = model["fleet"]
     if not fleet["samples"]:
         return "no data"
     return "%s to %s (host local time), window %s" % (fleet["first"], fleet["last"], _fmt_span(model["window_s"]))
 
 
-def _summary_cells(f):
+def _summary_cells(f: Mapping[str, Any]) -> list[str]:
     jobs = f["jobs"]
     return [
         "%d" % f["samples"],
@@ -146,11 +150,11 @@ p.none{margin:0;color:var(--muted)}
 """
 
 
-def _methods(model):
+def _methods(model: Mapping[str, Any]) -> list[str]:
     return METHODS + ([CHANGES_METHOD] if "changes" in model else [])
 
 
-def _change_cells(change):
+def _change_cells(change: Mapping[str, Any]) -> list[str]:
     return [change["at"].strftime("%Y-%m-%d %H:%M:%S"), change["host"], change["action"],
             _capacity_changes.span(change["before"], change["after"]), change["result"].replace("_", " "),
             change["actor"], change["reason"] or "-"]
@@ -159,7 +163,7 @@ def _change_cells(change):
 # --------------------------------------------------------------------------------------------------------- markdown
 
 
-def _md_changes(model):
+def _md_changes(model: Mapping[str, Any]) -> list[str]:
     out = ["", "## Changes in this period", ""]
     if not model["changes"]:
         return out + ["No change recorded in the operations logs in this period."]
@@ -176,15 +180,15 @@ _MD_ESCAPES = {"\\": "\\\\", "&": "&amp;", "<": "&lt;", "[": "\\[", "]": "\\]", 
 _MD_SPECIAL_RE = re.compile(r"[\\&<\[\]|\r\n]")
 
 
-def _md_text(text):
+def _md_text(text: object) -> str:
     return _MD_SPECIAL_RE.sub(lambda m: _MD_ESCAPES[m.group(0)], str(text))
 
 
-def _md_row(cells):
+def _md_row(cells: Iterable[object]) -> str:
     return "| " + " | ".join(_md_text(c) for c in cells) + " |"
 
 
-def markdown(model):
+def markdown(model: Mapping[str, Any]) -> str:
     fleet, out = model["fleet"], []
     out.append("# %s" % model["title"])
     out.append("")
@@ -221,7 +225,7 @@ def markdown(model):
     return "\n".join(out) + "\n"
 
 
-def _md_details(f):
+def _md_details(f: Mapping[str, Any]) -> list[str]:
     w, jobs, d, s = f["workers"], f["jobs"], f["duration"], f["stuck"]
     return [
         "- Samples: %d from %s to %s (%d readable, %d errors)."
@@ -287,20 +291,20 @@ ul.notes{margin:14px 0 0;padding-left:20px;color:#92400e}
 """
 
 
-def _capital(text):
+def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _badge(action, big=False):
+def _badge(action: str, big: bool = False) -> str:
     return '<span class="badge %s%s">%s</span>' % (action, " big" if big else "", action.upper())
 
 
-def _card(key, value, sub=""):
+def _card(key: str, value: str, sub: str = "") -> str:
     return ('<div class="card"><div class="k">%s</div><div class="v">%s</div><div class="s">%s</div></div>'
             % (html.escape(key), html.escape(value), html.escape(sub)))
 
 
-def _cards(f, fleet=False):
+def _cards(f: Mapping[str, Any], fleet: bool = False) -> str:
     jobs, w, d = f["jobs"], f["workers"], f["duration"]
     return "".join([
         '<div class="cards">',
@@ -320,12 +324,12 @@ def _cards(f, fleet=False):
     ])
 
 
-def _legend(items):
+def _legend(items: Iterable[tuple[str, str]]) -> str:
     return '<span class="legend">%s</span>' % "".join(
         '<i style="background:%s"></i>%s' % (COLORS[key], html.escape(text)) for key, text in items)
 
 
-def html_page(model):
+def html_page(model: Mapping[str, Any]) -> str:
     fleet, e = model["fleet"], html.escape
     decision = fleet["decision"]
     out = ['<!DOCTYPE html>', '<html lang="en">', "<head>", '<meta charset="utf-8">',
@@ -363,7 +367,7 @@ def html_page(model):
         out.append("<h2>%s %s</h2>" % (e(host["name"]), _badge(f["decision"]["action"])))
         out.append('<p class="reason"><strong>%s.</strong> %s.</p>'
                    % (e(_capital(f["decision"]["summary"])), e(_capital(f["decision"]["basis"]))))
-        if host["rows"]:
+        if host["rows"] and start is not None and end is not None:  # a host with rows: start and end are set
             out.append(_cards(f))
             for caption, legend, svg in charts(host, start, end):
                 out.append("<figure><figcaption>%s%s</figcaption>%s</figure>" % (e(caption), _legend(legend), svg))
@@ -377,7 +381,7 @@ def html_page(model):
     return "\n".join(out) + "\n"
 
 
-def _html_changes(model):
+def _html_changes(model: Mapping[str, Any]) -> str:
     e = html.escape
     out = ['<section class="panel" id="changes"><h2>Changes in this period</h2>']
     if not model["changes"]:

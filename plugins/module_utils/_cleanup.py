@@ -11,6 +11,10 @@ import json
 import os
 import time
 from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Callable, Mapping
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _engine, _jobs, _oplog, _postgres
 
@@ -35,7 +39,7 @@ class Plan:
     The options are checked at once, before any connection; the thresholds that depend on the worker timeout are set
     by :meth:`resolve` once the database has told where the release reads it."""
 
-    def __init__(self, params, env):
+    def __init__(self, params: Mapping[str, Any], env: Mapping[str, str]) -> None:
         self.mode = params["mode"]
         self.option = params["worker_timeout_s"]
         self.env = env
@@ -50,8 +54,10 @@ class Plan:
         given = params["older_than"] if self.mode != "stale" else None  # stale has no age option (as before)
         self.older_than = str(given).strip() if given else None
         self.older_than_s = _jobs.parse_duration(given) if given else None
-        self.worker_timeout_s = self.worker_timeout_source = self.threshold_s = None
-        self.params = {}
+        self.worker_timeout_s: int | None = None
+        self.worker_timeout_source: str | None = None
+        self.threshold_s: int | None = None
+        self.params: dict[str, Any] = {}
         if self.mode == "age":
             if not params["older_than"]:
                 raise ValueError("mode=age needs older_than, for example 24h or 2d")
@@ -71,13 +77,13 @@ class Plan:
             self.params.update(statuses=list(statuses), older_than_s=self.threshold_s)
             self._notes("stuck >%s" % self.older_than)
 
-    def _notes(self, label):
+    def _notes(self, label: str) -> None:
         self.output = "Auto-cleanup: %s" % label
         self.reason = label
         self.feedback = {"error_stack": "", "error": self.output, "error_origin": "qfieldcloud.ops",
                          "container_exit_code": -2}
 
-    def resolve(self, cursor, schema, compose_text=None):
+    def resolve(self, cursor: Any, schema: Mapping[str, Any], compose_text: str | None = None) -> None:
         """The worker timeout from where the release reads it (the option wins), and the thresholds that use it."""
         self.worker_timeout_s, self.worker_timeout_source, _home = _jobs.worker_timeout_from_db(
             cursor, schema, self.option, self.env, compose_text)
@@ -96,7 +102,9 @@ class Plan:
             self._notes("queued but never started >%s" % (self.older_than or _jobs.format_duration(self.threshold_s)))
 
 
-def running_job_ids(warn, lookup=_engine.running_job_ids_checked, socket_path=_engine.DOCKER_SOCKET):
+def running_job_ids(warn: Callable[[str], object],
+                    lookup: Callable[..., set[str | None] | None] = _engine.running_job_ids_checked,
+                    socket_path: str = _engine.DOCKER_SOCKET) -> set[str | None]:
     """``job_id`` labels of running containers (QFieldCloud labels each QGIS job container with its job id), asked of
     the engine whose socket QFieldCloud's compose file mounts into worker_wrapper, where the workers start the job
     containers. An empty set and a warning (``warn``) when the engine cannot be asked within ENGINE_TIMEOUT_S (no
@@ -111,12 +119,12 @@ def running_job_ids(warn, lookup=_engine.running_job_ids_checked, socket_path=_e
     return ids
 
 
-def job_row(row):
+def job_row(row: tuple[Any, ...]) -> dict[str, Any]:
     return {"id": row[0], "project_id": row[1], "type": row[2], "previous_status": row[3],
             "created_at": row[4].isoformat()}
 
 
-def listed(jobs, limit):
+def listed(jobs: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     """The result's job list: the first ``limit`` (oldest first) and whether some were left out."""
     return {"jobs": jobs[:limit], "jobs_truncated": len(jobs) > limit}
 
@@ -124,20 +132,20 @@ def listed(jobs, limit):
 class Cleanup:
     """One run, step by step, so that a failure at any step can say exactly what was already changed."""
 
-    def __init__(self, module, plan, conn):
+    def __init__(self, module: Any, plan: Plan, conn: Any) -> None:
         self.module = module
         self.plan = plan
         self.conn = conn
         self.step = "connect"
         self.batch = 0            # number of the batch being run (1-based), 0 before the first
-        self.batches = None       # total number of batches
-        self.batch_ids = []       # the jobs of the batch being run
-        self.done = []            # jobs failed in committed batches
-        self.candidates = []
+        self.batches = 0          # total number of batches (set by run_batches, before the first)
+        self.batch_ids: list[Any] = []  # the jobs of the batch being run
+        self.done: list[Any] = []       # jobs failed in committed batches
+        self.candidates: list[dict[str, Any]] = []
         self.left_alone = {"running_container": 0, "changed_meanwhile": 0, "locked_deltas": 0}
         self.max_batch_ms = 0.0
 
-    def setup(self, compose_text=None):
+    def setup(self, compose_text: str | None = None) -> None:
         """Session-wide timeouts (every later statement, the selection included) and the schema check, one round
         trip; then the worker timeout where the release reads it (the constance row, one more round trip, only on
         v26.23 and before without the option). Committed so that the settings outlive the transaction."""
@@ -149,7 +157,7 @@ class Cleanup:
             self.plan.resolve(cursor, schema, compose_text)
         self.conn.commit()
 
-    def select(self):
+    def select(self) -> None:
         self.step = "select"
         with self.conn.cursor() as cursor:
             cursor.execute(_jobs.CLEANUP_SELECT_SQL % self.plan.where, self.plan.params)
@@ -162,7 +170,7 @@ class Cleanup:
             candidates = kept
         self.candidates = candidates
 
-    def run_batches(self):
+    def run_batches(self) -> None:
         size = self.module.params["batch_size"]
         plan = self.plan
         self.batches = (len(self.candidates) + size - 1) // size
@@ -198,7 +206,7 @@ class Cleanup:
             self.max_batch_ms = max(self.max_batch_ms, round((time.monotonic() - began) * 1000.0, 1))
         self.step = "done"
 
-    def result(self, jobs, count):
+    def result(self, jobs: list[dict[str, Any]], count: int) -> dict[str, Any]:
         limit = self.module.params["max_jobs_listed"]
         out = {"changed": bool(count), "count": count, "mode": self.plan.mode, "threshold_s": self.plan.threshold_s,
                "worker_timeout_s": self.plan.worker_timeout_s,
@@ -207,13 +215,13 @@ class Cleanup:
         out.update(listed(jobs, limit))
         return out
 
-    def finished(self):
+    def finished(self) -> dict[str, Any]:
         if self.module.check_mode:
             return self.result(self.candidates, len(self.candidates))
         by_id = {j["id"]: j for j in self.candidates}
         return self.result([by_id[i] for i in self.done], len(self.done))
 
-    def failure(self, exc, server):
+    def failure(self, exc: Exception, server: str) -> dict[str, Any]:
         """fail_json arguments for an error at the current step: what failed, and exactly what was changed."""
         p = self.module.params
         cause = describe_error(exc, self.step, p, lost=bool(self.conn.closed))
@@ -251,11 +259,11 @@ class Cleanup:
         return out
 
 
-def jobs_n(n):
+def jobs_n(n: int) -> str:
     return "1 job" if n == 1 else "%d jobs" % n
 
 
-def describe_error(exc, step, params, lost=False):
+def describe_error(exc: Exception, step: str, params: Mapping[str, Any], lost: bool = False) -> str:
     """One sentence on what went wrong, by kind of error; ``lost``: psycopg2 has closed the connection."""
     text = " ".join(str(exc).split()).rstrip(".")
     if isinstance(exc, _postgres.NoAnswer):
@@ -273,27 +281,27 @@ def describe_error(exc, step, params, lost=False):
     return "%s." % text
 
 
-def run(module, deadline=None):
+def run(module: Any, deadline: float | None = None) -> dict[str, Any]:
     """One mode from the options to the result: what qfc_job_cleanup and the job_cleanup role's scheduled command
     both run. ``module``: an AnsibleModule, or anything with ``params``, ``check_mode``, ``warn`` and
     ``no_log_values`` (and optionally ``actor_kind``, the operations log's actor kind); ``deadline``: a
     ``time.monotonic()`` that caps every database call. A failure's result has ``failed`` and the message that says
     what was already changed. A run that failed jobs appends one record to the operations log (``operation_record``).
     """
-    state = {}
+    state: dict[str, Cleanup] = {}
     out = _run(module, deadline, state)
     out.update(log_operation(module, out, state.get("cleanup")))
     return out
 
 
-def log_operation(module, out, cleanup):
+def log_operation(module: Any, out: Mapping[str, Any], cleanup: Cleanup | None) -> dict[str, Any]:
     """The run's record in the operations log: result keys ``operation_record`` (and ``operations_log_error``).
 
     Recorded when jobs were failed: ``changed``, or ``failed`` for a run that failed after committing a batch (or
     lost its connection during a COMMIT); ``before`` counts the touched jobs by their previous status, ``after`` by
     the status set. Nothing in check mode or for a run that changed nothing.
     """
-    result = {"operation_record": None}
+    result: dict[str, Any] = {"operation_record": None}
     if module.check_mode or cleanup is None:
         return result
     uncertain = out.get("failed_batch_outcome") == "unknown"
@@ -303,8 +311,8 @@ def log_operation(module, out, cleanup):
     limit = params.get("max_jobs_listed") or 100
     by_id = {j["id"]: j for j in cleanup.candidates}
     before = dict(sorted(Counter(by_id[i]["previous_status"] for i in cleanup.done if i in by_id).items()))
-    details = {"mode": cleanup.plan.mode, "threshold_s": cleanup.plan.threshold_s, "job_ids": cleanup.done[:limit],
-               "jobs_truncated": len(cleanup.done) > limit}
+    details: dict[str, Any] = {"mode": cleanup.plan.mode, "threshold_s": cleanup.plan.threshold_s,
+                               "job_ids": cleanup.done[:limit], "jobs_truncated": len(cleanup.done) > limit}
     if out.get("failed"):
         details.update(error=out.get("msg"), committed=len(cleanup.done),
                        failed_batch_outcome=out.get("failed_batch_outcome"),
@@ -322,10 +330,11 @@ def log_operation(module, out, cleanup):
     return result
 
 
-def _run(module, deadline, state):
+def _run(module: Any, deadline: float | None, state: dict[str, Cleanup]) -> dict[str, Any]:
     params, check_mode = module.params, module.check_mode
-    conn = cleanup = None
-    conn_params = {}
+    conn: Any = None
+    cleanup: Cleanup | None = None
+    conn_params: dict[str, Any] = {}
     try:
         _oplog.check_options(params)
         env, env_path = _postgres.load_env(module)

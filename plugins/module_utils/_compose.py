@@ -20,6 +20,12 @@ import shlex
 import signal
 import subprocess
 import time
+from typing import IO, TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from ansible.module_utils.basic import AnsibleModule
 
 try:
     import yaml
@@ -48,7 +54,7 @@ HELD_NOTE = ("a process outside its process group (for example an ssh ControlPer
              "incomplete")
 
 
-def project_argument_spec():
+def project_argument_spec() -> dict[str, dict[str, Any]]:
     """The options documented by the ``qfieldcloud.ops._project`` doc fragment."""
     return dict(
         project_src=dict(type="path", required=True),
@@ -60,7 +66,8 @@ def project_argument_spec():
 class ComposeError(Exception):
     """A failed Compose call; carries what Ansible failures must carry. ``timed_out``: killed at its deadline."""
 
-    def __init__(self, msg, cmd=None, rc=None, stdout="", stderr="", timed_out=False):
+    def __init__(self, msg: str, cmd: str | None = None, rc: int | None = None, stdout: str = "", stderr: str = "",
+                 timed_out: bool = False) -> None:
         super().__init__(msg)
         self.msg = msg
         self.cmd = cmd
@@ -69,20 +76,20 @@ class ComposeError(Exception):
         self.stderr = stderr
         self.timed_out = timed_out
 
-    def result(self):
-        out = {"msg": self.msg}
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"msg": self.msg}
         if self.cmd is not None:
             out.update(cmd=self.cmd, rc=self.rc, stdout=self.stdout, stderr=self.stderr)
         return out
 
 
-def parse_version(text):
+def parse_version(text: str | None) -> tuple[int, ...] | None:
     """``2.26.1-4`` or ``v2.29.2-desktop.1`` -> (2, 26, 1); None when there is no version."""
     match = re.search(r"(\d+)\.(\d+)\.(\d+)", text or "")
     return tuple(int(x) for x in match.groups()) if match else None
 
 
-def parse_ps_json(text):
+def parse_ps_json(text: str | None) -> list[dict[str, Any]]:
     """Parse ``docker compose ps --format json``: a JSON array before Compose 2.21, JSON Lines since."""
     text = (text or "").strip()
     if not text:
@@ -98,10 +105,10 @@ def parse_ps_json(text):
     return containers
 
 
-def parse_labels(text):
+def parse_labels(text: str | None) -> dict[str, str]:
     """Compose joins labels as ``k=v,k=v``. A value may itself hold commas (``config_files`` lists paths), so a
     piece that does not start with a label key continues the previous value."""
-    labels = {}
+    labels: dict[str, str] = {}
     last = None
     for piece in text.split(",") if text else []:
         key, sep, value = piece.partition("=")
@@ -113,7 +120,8 @@ def parse_labels(text):
     return labels
 
 
-def service_containers(containers, service, include_oneoff=False):
+def service_containers(containers: Iterable[dict[str, Any]], service: str,
+                       include_oneoff: bool = False) -> list[dict[str, Any]]:
     """Containers of one service from parsed ``ps`` output; one-off ``compose run`` containers are left out."""
     selected = []
     for container in containers:
@@ -126,7 +134,7 @@ def service_containers(containers, service, include_oneoff=False):
     return selected
 
 
-def summarize_ps(container):
+def summarize_ps(container: dict[str, Any]) -> dict[str, Any]:
     """The fields the collection reports for a container, from one parsed ``ps`` object."""
     labels = container.get("Labels") or {}
     return {
@@ -137,7 +145,7 @@ def summarize_ps(container):
     }
 
 
-def compose_files(project_src, env):
+def compose_files(project_src: str, env: Mapping[str, str]) -> list[str]:
     """The compose files Compose loads: ``COMPOSE_FILE`` from the environment or ``.env``, else the defaults."""
     listed = env.get("COMPOSE_FILE")
     if listed:
@@ -153,7 +161,7 @@ def compose_files(project_src, env):
     return files
 
 
-def find_service_conflicts(documents, service, variable):
+def find_service_conflicts(documents: Iterable[tuple[str, Any]], service: str, variable: str) -> list[str]:
     """Problems that stop Compose from scaling ``service``, per file, from already-parsed YAML documents.
 
     ``documents`` is a list of (path, parsed YAML). Returns a list of human-readable problems, each naming its file.
@@ -164,7 +172,9 @@ def find_service_conflicts(documents, service, variable):
         svc = services.get(service)
         if not isinstance(svc, dict):
             continue
-        deploy = svc.get("deploy") if isinstance(svc.get("deploy"), dict) else {}
+        deploy = svc.get("deploy")
+        if not isinstance(deploy, dict):
+            deploy = {}
         if "replicas" in deploy:
             problems.append("%s sets services.%s.deploy.replicas; remove it, the count lives in ${%s} (scale:)"
                             % (path, service, variable))
@@ -174,7 +184,7 @@ def find_service_conflicts(documents, service, variable):
     return problems
 
 
-def read_conflicts(files, service, variable):
+def read_conflicts(files: Iterable[str], service: str, variable: str) -> list[str]:
     """:func:`find_service_conflicts` over the compose files on disk (unreadable or invalid ones, or no PyYAML:
     nothing to say about them)."""
     if not HAS_YAML:
@@ -189,7 +199,8 @@ def read_conflicts(files, service, variable):
     return find_service_conflicts(documents, service, variable)
 
 
-def explain_config_error(exc, problems, variable, replicas, service, project_src):
+def explain_config_error(exc: ComposeError, problems: Iterable[str], variable: str, replicas: int, service: str,
+                         project_src: str) -> str:
     """The message for a ``docker compose config`` that failed with ``variable=replicas``; ``problems``: from
     :func:`read_conflicts`, to name the file at fault."""
     stderr = exc.stderr or ""
@@ -207,7 +218,8 @@ def explain_config_error(exc, problems, variable, replicas, service, project_src
             % (project_src, variable, replicas, first_error_line(stderr) or exc.msg))
 
 
-def service_problem(config, service, variable, replicas, files, problems):
+def service_problem(config: dict[str, Any], service: str, variable: str, replicas: int, files: Sequence[str],
+                    problems: Callable[[], Iterable[str]]) -> str | None:
     """Why the loaded project (``docker compose config`` with ``variable=replicas``) cannot run ``replicas``
     containers of ``service``, or None. ``files``: the compose files, for the message; ``problems``: from
     :func:`read_conflicts` (only read when the service sets container_name)."""
@@ -225,7 +237,7 @@ def service_problem(config, service, variable, replicas, files, problems):
     return None
 
 
-def effective_scale(service_config):
+def effective_scale(service_config: dict[str, Any]) -> int:
     """The replica count Compose will use for a service in ``docker compose config --format json`` output."""
     if service_config.get("scale") is not None:
         return int(service_config["scale"])
@@ -238,12 +250,14 @@ def effective_scale(service_config):
 Outcome = collections.namedtuple("Outcome", "rc stdout stderr timed_out held")
 
 
-def run_with_deadline(cmd, cwd, env, timeout, kill_grace=KILL_GRACE, pipe_grace=PIPE_GRACE):
+def run_with_deadline(cmd: Sequence[str], cwd: str | None, env: Mapping[str, str] | None, timeout: float,
+                      kill_grace: float = KILL_GRACE, pipe_grace: float = PIPE_GRACE) -> tuple[Any, ...]:
     """:func:`run_command` as (rc, stdout, stderr, timed_out)."""
     return tuple(run_command(cmd, cwd, env, timeout, kill_grace, pipe_grace))[:4]
 
 
-def run_command(cmd, cwd, env, timeout, kill_grace=KILL_GRACE, pipe_grace=PIPE_GRACE):
+def run_command(cmd: Sequence[str], cwd: str | None, env: Mapping[str, str] | None, timeout: float,
+                kill_grace: float = KILL_GRACE, pipe_grace: float = PIPE_GRACE) -> Outcome:
     """Run ``cmd`` (a list, no shell) in its own process group; at ``timeout`` seconds SIGTERM the whole group, then
     SIGKILL it ``kill_grace`` seconds later. Returns an :class:`Outcome`; output is decoded with ``surrogateescape``
     (a Latin-1 byte survives), and what was printed before a kill is kept.
@@ -256,15 +270,16 @@ def run_command(cmd, cwd, env, timeout, kill_grace=KILL_GRACE, pipe_grace=PIPE_G
     longest call is therefore ``timeout + kill_grace + pipe_grace``."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
-    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
-    chunks = {out_fd: [], err_fd: []}
+    stdout, stderr = cast(IO[bytes], proc.stdout), cast(IO[bytes], proc.stderr)  # both are PIPE: never None
+    out_fd, err_fd = stdout.fileno(), stderr.fileno()
+    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
     selector = selectors.DefaultSelector()
-    for pipe in (proc.stdout, proc.stderr):
+    for pipe in (stdout, stderr):
         selector.register(pipe, selectors.EVENT_READ)
     timed_out = held = False
     deadline = time.monotonic() + timeout
     escalation = [(signal.SIGTERM, kill_grace), (signal.SIGKILL, pipe_grace)]
-    exited_at = None
+    exited_at: float | None = None
     try:
         while True:
             now = time.monotonic()
@@ -307,13 +322,13 @@ def run_command(cmd, cwd, env, timeout, kill_grace=KILL_GRACE, pipe_grace=PIPE_G
                     selector.unregister(key.fileobj)
     finally:
         selector.close()
-        proc.stdout.close()
-        proc.stderr.close()
+        stdout.close()
+        stderr.close()
     return Outcome(proc.poll(), _decode(b"".join(chunks[out_fd])), _decode(b"".join(chunks[err_fd])), timed_out,
                    held)
 
 
-def _decode(data):
+def _decode(data: bytes | None) -> str:
     return (data or b"").decode("utf-8", errors="surrogateescape")
 
 
@@ -321,7 +336,8 @@ class Compose:
     """Runs ``docker compose`` for one project directory. Every call goes through :meth:`run` (and the one CLI call
     that is not a Compose call, ``docker context inspect``, through :meth:`cli`)."""
 
-    def __init__(self, module, project_src, env_file=None, docker_cli=None, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, module: AnsibleModule, project_src: str, env_file: str | None = None,
+                 docker_cli: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.module = module
         self.project_src = project_src
         self.timeout = timeout
@@ -333,7 +349,8 @@ class Compose:
         if env_file and os.path.abspath(env_file) != os.path.join(os.path.abspath(project_src), ".env"):
             self.base += ["--env-file", env_file]
 
-    def run(self, args, environ_update=None, check=True, timeout=None):
+    def run(self, args: Sequence[str], environ_update: Mapping[str, str] | None = None, check: bool = True,
+            timeout: float | None = None) -> tuple[int, str, str]:
         """The single choke point: list arguments, no shell, ``project_src`` as working directory, a deadline.
 
         ``timeout`` defaults to the object's; read-only calls pass a shorter one. A call still running at its
@@ -342,7 +359,8 @@ class Compose:
         """
         return self.cli(self.base[1:] + list(args), environ_update, check, timeout, label="docker compose %s" % args[0])
 
-    def cli(self, args, environ_update=None, check=True, timeout=None, label=None):
+    def cli(self, args: Sequence[str], environ_update: Mapping[str, str] | None = None, check: bool = True,
+            timeout: float | None = None, label: str | None = None) -> tuple[int, str, str]:
         """Run the docker CLI with ``args`` (the Compose calls come through :meth:`run`)."""
         cmd = [self.docker_cli] + list(args)
         label = label or "docker %s" % " ".join(args[:2])
@@ -371,7 +389,7 @@ class Compose:
                                cmd=quote(cmd), rc=rc, stdout=out, stderr=err)
         return rc, out, err
 
-    def context(self):
+    def context(self) -> dict[str, Any]:
         """The CLI's current context endpoint, from ``docker context inspect``: {"name", "host", "skip_tls_verify",
         "tls_path"}; ``tls_path`` is the directory of the context's TLS material, None when it has none."""
         _rc, out, _err = self.cli(["context", "inspect"], timeout=READ_TIMEOUT)
@@ -381,7 +399,7 @@ class Compose:
             raise ComposeError("Cannot parse `docker context inspect` output: %s" % exc,
                                cmd=quote([self.docker_cli, "context", "inspect"]), rc=0, stdout=out) from exc
 
-    def version(self):
+    def version(self) -> tuple[int, ...]:
         """The Compose v2 version tuple; fails clearly when the plugin is missing or too old."""
         rc, out, err = self.run(["version", "--format", "json"], check=False, timeout=READ_TIMEOUT)
         if rc != 0:
@@ -399,13 +417,13 @@ class Compose:
                                   ".".join(map(str, MINIMUM_COMPOSE_VERSION))))
         return version
 
-    def config(self, environ_update=None):
+    def config(self, environ_update: Mapping[str, str] | None = None) -> Any:
         """The fully merged and interpolated project, as Compose itself loads it."""
         _rc, out, _err = self.run(["config", "--format", "json"], environ_update=environ_update,
                                   timeout=READ_TIMEOUT)
         return json.loads(out)
 
-    def ps(self, service):
+    def ps(self, service: str) -> list[dict[str, Any]]:
         """The service's containers as Compose sees them (one-offs excluded), sorted by container number."""
         _rc, out, _err = self.run(["ps", "--all", "--format", "json", "--", service], timeout=READ_TIMEOUT)
         try:
@@ -416,14 +434,15 @@ class Compose:
                                stdout=out, stderr=_err) from exc
         return sorted((summarize_ps(c) for c in service_containers(containers, service)), key=lambda c: c["number"])
 
-    def scale(self, service, replicas, environ_update=None):
+    def scale(self, service: str, replicas: int,
+              environ_update: Mapping[str, str] | None = None) -> tuple[int, str, str]:
         """Bring ``service`` to ``replicas`` containers, touching nothing else: no dependencies are started and
         existing containers are not recreated. Scale-down stops containers within their stop_grace_period."""
         return self.run(["up", "--detach", "--no-color", "--quiet-pull", "--no-deps", "--no-recreate",
                          "--scale", "%s=%d" % (service, replicas), "--", service], environ_update=environ_update)
 
 
-def first_error_line(stderr):
+def first_error_line(stderr: str | None) -> str:
     """The most useful line of Compose's stderr (skipping warnings)."""
     lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
     for line in lines:
@@ -432,11 +451,11 @@ def first_error_line(stderr):
     return lines[0] if lines else ""
 
 
-def quote(cmd):
+def quote(cmd: Iterable[str]) -> str:
     return " ".join(shlex.quote(c) for c in cmd)
 
 
-def parse_context(text):
+def parse_context(text: str) -> dict[str, Any]:
     """``docker context inspect`` (a JSON array of one context) -> the endpoint fields the Docker SDK needs."""
     (context,) = json.loads(text)[:1]
     endpoint = context["Endpoints"]["docker"]

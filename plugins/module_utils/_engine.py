@@ -26,13 +26,17 @@ import time
 import traceback
 from datetime import datetime, timezone
 from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Callable, Iterable, Mapping
 
 # The Docker SDK for Python is imported on demand (load_sdk): importing it (and requests) takes about 0.4 s, which
 # the stdlib users never need and qfc_scale overlaps with its Compose calls. Until then these are placeholders.
-docker = None
-TLSConfig = None
+docker: Any = None  # the docker module once load_sdk() imported it
+TLSConfig: Any = None
 HAS_DOCKER_SDK = False  # True once load_sdk() imported it
-DOCKER_SDK_IMPORT_ERROR = None  # the traceback when load_sdk() failed
+DOCKER_SDK_IMPORT_ERROR: str | None = None  # the traceback when load_sdk() failed
 
 
 class DockerException(Exception):
@@ -43,7 +47,7 @@ class NotFound(DockerException):
     pass
 
 
-def load_sdk():
+def load_sdk() -> bool:
     """Import the Docker SDK once; returns HAS_DOCKER_SDK. Replaces the placeholders ``docker``, ``TLSConfig``,
     ``DockerException`` and ``NotFound`` with the SDK's own (``except _engine.DockerException`` looks the name up
     when it runs, so it catches the SDK's errors once they can happen)."""
@@ -57,7 +61,9 @@ def load_sdk():
     except ImportError:
         DOCKER_SDK_IMPORT_ERROR = traceback.format_exc()
         return False
-    docker, TLSConfig, DockerException, NotFound = sdk, tls.TLSConfig, errors.DockerException, errors.NotFound
+    # the placeholder classes are replaced by the SDK's on purpose (see above), which mypy cannot express
+    docker, TLSConfig, DockerException, NotFound = (  # type: ignore[misc]
+        sdk, tls.TLSConfig, errors.DockerException, errors.NotFound)
     HAS_DOCKER_SDK = True
     return True
 
@@ -68,13 +74,14 @@ DEFAULT_API_TIMEOUT = 30  # seconds per Engine API request unless the caller say
 
 
 class VerifyError(Exception):
-    def __init__(self, msg, containers):
+    def __init__(self, msg: str, containers: list[dict[str, Any]]) -> None:
         super().__init__(msg)
         self.msg = msg
         self.containers = containers
 
 
-def unix_socket_path(context=None, environ=None):
+def unix_socket_path(context: Mapping[str, Any] | None = None,
+                     environ: Mapping[str, str] | None = None) -> str | None:
     """The socket path when the engine is a local unix socket (``unix://PATH``), else None.
 
     DOCKER_HOST wins as it does for the CLI (unless TLS is asked for); otherwise the ``context``'s host. Without
@@ -93,7 +100,7 @@ def unix_socket_path(context=None, environ=None):
     return None
 
 
-def engine_client(context=None, timeout=DEFAULT_API_TIMEOUT):
+def engine_client(context: Mapping[str, Any] | None = None, timeout: float = DEFAULT_API_TIMEOUT) -> Any:
     """A low-level Engine API client, asking nothing yet.
 
     With DOCKER_HOST set, or without a ``context``, it honours DOCKER_HOST and friends like the CLI. Otherwise it
@@ -110,13 +117,13 @@ def engine_client(context=None, timeout=DEFAULT_API_TIMEOUT):
     load_sdk()
     if os.environ.get("DOCKER_HOST") or not context:
         return docker.from_env(version="auto", timeout=timeout).api
-    tls = False
+    tls: Any = False
     if context.get("tls_path") or context["host"].startswith("https://"):
         tls = context_tls(context)
     return docker.APIClient(base_url=context["host"], version="auto", timeout=timeout, tls=tls)
 
 
-def context_tls(context):
+def context_tls(context: Mapping[str, Any]) -> Any:
     """TLS settings of a context as the CLI stores them: ca.pem, cert.pem, key.pem under its TLS path."""
     path = context.get("tls_path") or ""
     files = {name: os.path.join(path, name + ".pem") for name in ("ca", "cert", "key")}
@@ -125,28 +132,29 @@ def context_tls(context):
     return TLSConfig(client_cert=cert, ca_cert=present.get("ca"), verify=not context.get("skip_tls_verify"))
 
 
-def ping(client):
+def ping(client: Any) -> None:
     """Raise DockerException (or an OSError: requests' errors, :class:`EngineError`) unless the engine answers
     ``/_ping``."""
     if not client.ping():
         raise DockerException("the engine did not answer OK to /_ping")
 
 
-def label_filters(project, service):
+def label_filters(project: str, service: str) -> dict[str, list[str]]:
     """Engine filters for a Compose service's own containers (one-off ``run`` containers excluded)."""
     return {"label": ["com.docker.compose.project=%s" % project,
                       "com.docker.compose.service=%s" % service,
                       "com.docker.compose.oneoff=False"]}
 
 
-def normalize_project_name(name):
+def normalize_project_name(name: str) -> str:
     """Compose's own normalisation (compose-go ``loader.NormalizeProjectName``): lowercase, keep only [a-z0-9_-],
     then strip leading '_' and '-'. ``_Rel-Qfc.Été`` becomes ``rel-qfct``."""
     kept = "".join(ch for ch in name.lower() if ch in "abcdefghijklmnopqrstuvwxyz0123456789_-")
     return kept.lstrip("_-")
 
 
-def project_name(env, project_src, configured=None, environ=None):
+def project_name(env: Mapping[str, str], project_src: str, configured: str | None = None,
+                 environ: Mapping[str, str] | None = None) -> str:
     """Compose's project name. COMPOSE_PROJECT_NAME (the environment, then .env) wins, as it does for Compose; then
     the name Compose itself gave (``configured``, from ``docker compose config``: it knows a top-level ``name:``);
     else the directory name, normalised as Compose does."""
@@ -163,32 +171,32 @@ class DeadlineSocket(socket.socket):
     the answer trickles in (a socket's own timeout bounds each operation, so an answer sent one byte at a time never
     ends it)."""
 
-    deadline = None
+    deadline: float | None = None
 
-    def _arm(self):
+    def _arm(self) -> None:
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise socket.timeout("timed out")
             self.settimeout(left)
 
-    def connect(self, address):
+    def connect(self, address: Any) -> None:
         self._arm()
         return super().connect(address)
 
-    def send(self, data, *args):
+    def send(self, data: Any, *args: Any) -> int:
         self._arm()
         return super().send(data, *args)
 
-    def sendall(self, data, *args):  # with a timeout, one sendall is bounded as a whole (Python 3.5+)
+    def sendall(self, data: Any, *args: Any) -> None:  # with a timeout, one sendall is bounded as a whole (Python 3.5+)
         self._arm()
         return super().sendall(data, *args)
 
-    def recv(self, bufsize, *args):
+    def recv(self, bufsize: int, *args: Any) -> bytes:
         self._arm()
         return super().recv(bufsize, *args)
 
-    def recv_into(self, buffer, *args):  # what the response's file object (makefile) reads through
+    def recv_into(self, buffer: Any, *args: Any) -> int:  # what the response's file object (makefile) reads through
         self._arm()
         return super().recv_into(buffer, *args)
 
@@ -199,17 +207,20 @@ class UnixHTTPConnection(http.client.HTTPConnection):
     Every request has one deadline for its whole answer, connect, send, status line, headers and body included:
     :meth:`arm` sets it (``timeout`` seconds from now unless given) before each request."""
 
-    def __init__(self, path, timeout):
+    timeout: float  # always given (the base class allows None)
+    sock: DeadlineSocket | None  # connect() below makes only DeadlineSockets
+
+    def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self.path = path
-        self.deadline = None
+        self.deadline: float | None = None
 
-    def arm(self, deadline=None):
+    def arm(self, deadline: float | None = None) -> None:
         self.deadline = time.monotonic() + self.timeout if deadline is None else deadline
         if self.sock is not None:
             self.sock.deadline = self.deadline
 
-    def connect(self):
+    def connect(self) -> None:
         if self.deadline is None:
             self.arm()
         self.sock = DeadlineSocket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -239,7 +250,7 @@ class ContainerGone(EngineError):
     """``inspect`` answered 404: the container was removed after it was listed."""
 
 
-def ask(conn, path, where, deadline=None):
+def ask(conn: UnixHTTPConnection, path: str, where: str, deadline: float | None = None) -> tuple[int, bytes]:
     """(status, body bytes) of ``GET path`` on ``conn`` (a :class:`UnixHTTPConnection`) within one deadline
     (``deadline``, else the connection's timeout from now). NoAnswer or BadAnswer (both EngineErrors) otherwise;
     the caller closes the connection after an error."""
@@ -268,14 +279,14 @@ def ask(conn, path, where, deadline=None):
     return response.status, body
 
 
-def short(value, limit=200):
+def short(value: object, limit: int = 200) -> str:
     """At most ``limit`` characters of ``value`` (bytes or any object) on one line, for a message."""
     if isinstance(value, bytes):
         value = value[:limit].decode("utf-8", errors="replace")
     return " ".join(str(value).split())[:limit]
 
 
-def decode_json(status, body, where):
+def decode_json(status: int, body: bytes, where: str) -> Any:
     """The JSON of a 200 answer; ContainerGone on 404, BadAnswer on any other status or what is not JSON."""
     text = short(body)
     if status == 404:
@@ -288,7 +299,7 @@ def decode_json(status, body, where):
         raise BadAnswer("%s: not JSON: %s" % (where, text)) from None
 
 
-def container_list(value, where):
+def container_list(value: Any, where: str) -> list[dict[str, Any]]:
     """``value`` when it has the shape of a container listing (a list of objects, ``Labels`` an object or null),
     else BadAnswer. An error object such as ``{"message": ...}`` is not a list of one container."""
     if not isinstance(value, list):
@@ -300,7 +311,7 @@ def container_list(value, where):
     return value
 
 
-def inspected_container(value, where):
+def inspected_container(value: Any, where: str) -> dict[str, Any]:
     """``value`` when it is a container's inspect data that :func:`summarize` can read (an object with an ``Id``,
     its State and Config objects, a start time, restart count and container number it can parse), else
     BadAnswer."""
@@ -324,16 +335,16 @@ class StdlibClient:
     connection. Answers are checked for the shape asked for (a list of containers, a container's inspect data):
     anything else is a :class:`BadAnswer`, an EngineError, never a crash further on."""
 
-    def __init__(self, path, timeout=DEFAULT_API_TIMEOUT):
+    def __init__(self, path: str, timeout: float = DEFAULT_API_TIMEOUT) -> None:
         self.path = path
         self.timeout = timeout
         self.base_url = "unix://%s" % path
-        self.conn = None
+        self.conn: UnixHTTPConnection | None = None
 
-    def where(self, path):
-        return "GET %s on %s" % (path.split("?")[0], self.base_url)
+    def where(self, path: str) -> str:
+        return "GET %s on %s" % (path.split("?", 1)[0], self.base_url)
 
-    def request(self, path):
+    def request(self, path: str) -> tuple[int, bytes]:
         """(status, body bytes) of ``GET path`` within ``timeout`` seconds; NoAnswer or BadAnswer (EngineErrors)
         otherwise."""
         deadline = time.monotonic() + self.timeout
@@ -352,31 +363,32 @@ class StdlibClient:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def get_json(self, path):
+    def get_json(self, path: str) -> Any:
         status, body = self.request(path)
         return decode_json(status, body, self.where(path))
 
-    def ping(self):
+    def ping(self) -> bool:
         status, body = self.request("/_ping")
         return status == 200 and body.strip() == b"OK"
 
-    def containers(self, all=False, filters=None):  # noqa: A002  (the SDK's name)
+    def containers(self, all: bool = False, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:  # noqa: A002  (the SDK's name)
         path = "/containers/json?all=%d" % bool(all)
         if filters:
             path += "&filters=%s" % quote(json.dumps(filters))
         return container_list(self.get_json(path), self.where(path))
 
-    def inspect_container(self, container_id):
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
         path = "/containers/%s/json" % quote(container_id, safe="")
         return inspected_container(self.get_json(path), self.where(path))
 
-    def close(self):
+    def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
 
 
-def list_containers_checked(filters, timeout, socket_path=DOCKER_SOCKET):
+def list_containers_checked(filters: Mapping[str, Any] | None, timeout: float,
+                            socket_path: str = DOCKER_SOCKET) -> list[dict[str, Any]]:
     """``GET /containers/json`` over the unix socket: a list of containers (dicts), within one deadline of
     ``timeout`` seconds for the whole answer. NoAnswer when the engine cannot be asked in time (no socket, refused,
     no whole answer within ``timeout``; with no time left it is not even asked), BadAnswer when what answered is not
@@ -393,7 +405,8 @@ def list_containers_checked(filters, timeout, socket_path=DOCKER_SOCKET):
         client.close()
 
 
-def list_containers_stdlib(filters, timeout, socket_path=DOCKER_SOCKET):
+def list_containers_stdlib(filters: Mapping[str, Any] | None, timeout: float,
+                           socket_path: str = DOCKER_SOCKET) -> list[dict[str, Any]] | None:
     """:func:`list_containers_checked`, or None when the engine cannot be asked or gave no usable answer."""
     try:
         return list_containers_checked(filters, timeout, socket_path)
@@ -401,7 +414,8 @@ def list_containers_stdlib(filters, timeout, socket_path=DOCKER_SOCKET):
         return None
 
 
-def count_running_stdlib(project, service, timeout=3.0, socket_path=DOCKER_SOCKET):
+def count_running_stdlib(project: str, service: str, timeout: float = 3.0,
+                         socket_path: str = DOCKER_SOCKET) -> int | None:
     """Running containers of the service by Compose labels; None when the engine cannot be asked or gave no usable
     answer."""
     filters = dict(label_filters(project, service), status=["running"])
@@ -412,8 +426,10 @@ def count_running_stdlib(project, service, timeout=3.0, socket_path=DOCKER_SOCKE
 WORKER_COUNT_TIMEOUT_S = 5.0  # the Engine's whole answer to one container listing, for the queue modules
 
 
-def worker_counts(env, project_src, env_var, service, warn, has_compose_file,
-                  timeout=WORKER_COUNT_TIMEOUT_S, socket_path=None, environ=None):
+def worker_counts(env: Mapping[str, str], project_src: str | None, env_var: str, service: str,
+                  warn: Callable[[str], object], has_compose_file: bool, timeout: float = WORKER_COUNT_TIMEOUT_S,
+                  socket_path: str | None = None,
+                  environ: Mapping[str, str] | None = None) -> dict[str, int | None]:
     """Configured (``env_var`` in ``env``, the project's .env) and running workers, None where unknown: the counts
     of qfc_queue_facts and qfc_autoscale_decision.
 
@@ -424,7 +440,8 @@ def worker_counts(env, project_src, env_var, service, warn, has_compose_file,
     socket, when the Engine does not answer in time (``timeout`` seconds for the whole answer), or when what answers
     is not a container list, ``running`` is None and ``warn`` says why."""
     value = env.get(env_var)
-    workers = {"configured": int(value) if value and value.strip().isdigit() else None, "running": None}
+    workers: dict[str, int | None] = {"configured": int(value) if value and value.strip().isdigit() else None,
+                                      "running": None}
     if not project_src:
         return workers
     if not has_compose_file:
@@ -448,7 +465,7 @@ def worker_counts(env, project_src, env_var, service, warn, has_compose_file,
     return workers
 
 
-def running_job_ids_checked(timeout=5.0, socket_path=DOCKER_SOCKET):
+def running_job_ids_checked(timeout: float = 5.0, socket_path: str = DOCKER_SOCKET) -> set[str | None] | None:
     """``job_id`` labels of running containers (QFieldCloud labels each QGIS job container with its job id); None
     when the engine cannot be asked in time (NoAnswer); BadAnswer raised when what answered is not a container
     list, so that a caller can refuse to go on without the answer."""
@@ -459,7 +476,7 @@ def running_job_ids_checked(timeout=5.0, socket_path=DOCKER_SOCKET):
     return {(c.get("Labels") or {}).get("job_id") for c in containers}
 
 
-def running_job_ids_stdlib(timeout=5.0, socket_path=DOCKER_SOCKET):
+def running_job_ids_stdlib(timeout: float = 5.0, socket_path: str = DOCKER_SOCKET) -> set[str | None] | None:
     """:func:`running_job_ids_checked`, None also when what answered is not a container list."""
     try:
         return running_job_ids_checked(timeout, socket_path)
@@ -467,7 +484,7 @@ def running_job_ids_stdlib(timeout=5.0, socket_path=DOCKER_SOCKET):
         return None
 
 
-def parse_docker_time(value):
+def parse_docker_time(value: str | None) -> float | None:
     """Engine timestamps are RFC 3339 with nanoseconds (``2026-11-29T18:16:17.003583243Z``) -> epoch seconds."""
     if not value or value.startswith("0001-"):
         return None
@@ -477,7 +494,7 @@ def parse_docker_time(value):
     return parsed.timestamp() + (float("0." + frac) if frac else 0.0)
 
 
-def summarize(inspected):
+def summarize(inspected: Mapping[str, Any]) -> dict[str, Any]:
     """The fields we report and decide on, from ``docker inspect`` data."""
     state = inspected.get("State") or {}
     labels = (inspected.get("Config") or {}).get("Labels") or {}
@@ -494,9 +511,9 @@ def summarize(inspected):
     }
 
 
-def snapshot(client, project, service):
+def snapshot(client: Any, project: str, service: str) -> list[dict[str, Any]]:
     """The service's containers (one-offs excluded), sorted by container number."""
-    containers = []
+    containers: list[dict[str, Any]] = []
     for item in client.containers(all=True, filters=label_filters(project, service)):
         if not isinstance(item, dict) or not isinstance(item.get("Id"), str):
             raise BadAnswer("the Docker Engine listed a container without an Id: %s" % short(item))
@@ -507,11 +524,12 @@ def snapshot(client, project, service):
     return sorted(containers, key=lambda c: c["number"])
 
 
-def count_running(containers):
+def count_running(containers: Iterable[Mapping[str, Any]]) -> int:
     return sum(1 for c in containers if c["state"] == "running")
 
 
-def evaluate(containers, replicas, settle_time, now):
+def evaluate(containers: Iterable[Mapping[str, Any]], replicas: int, settle_time: float,
+             now: float) -> tuple[bool, str, float]:
     """Pure decision: are exactly ``replicas`` containers running and have they stayed up for ``settle_time``?
 
     Returns (ok, reason, seconds to wait before the youngest container counts as settled).
@@ -532,7 +550,9 @@ def evaluate(containers, replicas, settle_time, now):
     return True, "%d running" % len(running), 0.0
 
 
-def wait_for_replicas(client, project, service, replicas, timeout, settle_time, clock=time.time, sleep=time.sleep):
+def wait_for_replicas(client: Any, project: str, service: str, replicas: int, timeout: float, settle_time: float,
+                      clock: Callable[[], float] = time.time,
+                      sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
     """Poll until ``evaluate`` is satisfied; raise VerifyError with the last reason after ``timeout`` seconds."""
     deadline = clock() + timeout
     while True:

@@ -16,6 +16,10 @@ from __future__ import annotations
 import json
 import re
 from urllib.parse import quote, unquote
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Iterable
 
 KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 SECRET_KEY_RE = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|DSN|(?:^|_)KEY(?:_|$)|^STORAGES$", re.IGNORECASE)
@@ -47,7 +51,7 @@ MASK = "********"
 class EnvFileError(ValueError):
     """A malformed ``.env``. The message names the line, never the value."""
 
-    def __init__(self, line, message):
+    def __init__(self, line: int, message: str) -> None:
         self.line = line
         super().__init__("line %d: %s" % (line, message))
 
@@ -57,7 +61,8 @@ class Entry:
 
     __slots__ = ("key", "value", "line", "quote", "value_start", "value_end", "line_start", "line_end")
 
-    def __init__(self, key, value, line, quote, value_start, value_end, line_start, line_end):
+    def __init__(self, key: str, value: str, line: int, quote: str, value_start: int, value_end: int,
+                 line_start: int, line_end: int) -> None:
         self.key = key
         self.value = value
         self.line = line
@@ -67,23 +72,23 @@ class Entry:
         self.line_start = line_start
         self.line_end = line_end
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Entry(%r, line=%d)" % (self.key, self.line)
 
 
-def newline_of(text):
+def newline_of(text: str) -> str:
     """The line ending the file already uses (CRLF or LF)."""
     pos = text.find("\n")
     return "\r\n" if pos > 0 and text[pos - 1] == "\r" else "\n"
 
 
-def _line_end(text, pos):
+def _line_end(text: str, pos: int) -> int:
     """Offset just after the end of the line containing ``pos`` (after its newline)."""
     nl = text.find("\n", pos)
     return len(text) if nl < 0 else nl + 1
 
 
-def parse(text):
+def parse(text: str) -> list[Entry]:
     """Return the list of entries in file order. Raises EnvFileError on malformed input."""
     entries = []
     pos = 0
@@ -140,9 +145,9 @@ def parse(text):
     return entries
 
 
-def _read_quoted(text, cur, quote, line, key):
+def _read_quoted(text: str, cur: int, quote: str, line: int, key: str) -> tuple[str, int, int]:
     """Read a quoted value starting at the opening quote. Returns (value, offset after quote, line)."""
-    out = []
+    out: list[str] = []
     opened_at = line
     i = cur + 1
     size = len(text)
@@ -163,7 +168,7 @@ def _read_quoted(text, cur, quote, line, key):
     raise EnvFileError(opened_at, "unterminated %s quote in the value of %s" % (kind, key))
 
 
-def _read_unquoted(text, cur, end, spaced):
+def _read_unquoted(text: str, cur: int, end: int, spaced: bool) -> tuple[str, int]:
     """An unquoted value ends at the line end or at a ``#`` preceded by white space (``KEY=#x`` is the value ``#x``;
     ``KEY= #x`` is an empty value and a comment). ``spaced``: white space stood between ``=`` and the value."""
     segment = text[cur:end].rstrip("\r\n")
@@ -176,7 +181,7 @@ def _read_unquoted(text, cur, end, spaced):
     return value, cur + len(value)
 
 
-def read(path):
+def read(path: str) -> tuple[bytes, str, list[Entry]]:
     """Read and parse a .env file: (raw bytes, text, entries). Bytes that are not UTF-8 survive a round trip
     (surrogateescape), so an edit writes them back unchanged. Raises EnvFileError on malformed input."""
     with open(path, "rb") as handle:
@@ -185,7 +190,7 @@ def read(path):
     return raw, text, parse(text)
 
 
-def value_in(path, key):
+def value_in(path: str, key: str) -> str | None:
     """The value Compose uses for ``key`` in the file now; None when absent, or the file unreadable or malformed."""
     try:
         _raw, _text, entries = read(path)
@@ -195,18 +200,18 @@ def value_in(path, key):
     return entry.value if entry else None
 
 
-def printable(text):
+def printable(text: str) -> str:
     """Bytes that are not UTF-8 (a Latin-1 comment) were read as surrogates; results must be valid UTF-8."""
     return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
 
 
-def lookup(entries, key):
+def lookup(entries: Iterable[Entry], key: str) -> tuple[Entry | None, int]:
     """The entry Compose uses for ``key``: the last one. Returns (entry or None, number of duplicates)."""
     found = [e for e in entries if e.key == key]
     return (found[-1] if found else None), len(found)
 
 
-def _format_value(value, quote):
+def _format_value(value: str, quote: str) -> str:
     if quote == "'":
         return "'%s'" % value
     if quote == '"':
@@ -214,7 +219,7 @@ def _format_value(value, quote):
     return value
 
 
-def set_value(text, key, value):
+def set_value(text: str, key: str, value: str) -> str:
     """Return ``text`` with ``key`` set to ``value``.
 
     The last assignment of ``key`` is edited in place (its ``export`` prefix, quoting, inline comment and line
@@ -233,30 +238,30 @@ def set_value(text, key, value):
     return text + "%s=%s%s" % (key, value, nl)
 
 
-def entry_text(text, entry):
+def entry_text(text: str, entry: Entry) -> str:
     """The file lines holding ``entry``."""
     return text[entry.line_start:entry.line_end]
 
 
-def is_secret_key(key):
+def is_secret_key(key: str) -> bool:
     return bool(SECRET_KEY_RE.search(key))
 
 
-def is_common_value(value):
+def is_common_value(value: str) -> bool:
     """A value too common in text to be masked wherever it appears: a flag word, or a number shorter than
     MIN_NUMERIC_SECRET_LENGTH characters (see the comment at MIN_NUMERIC_SECRET_LENGTH)."""
     return bool(COMMON_VALUE_RE.match(value)) and (len(value) < MIN_NUMERIC_SECRET_LENGTH
                                                    or not value.lstrip("+-").replace(".", "").isdigit())
 
 
-def _name_bound(name):
+def _name_bound(name: str) -> list[tuple[str, str]]:
     """How ``NAME`` and its value are shown together: .env and shell (``NAME=v``, quoted), YAML and Compose's
     ``config`` (``NAME: v``), JSON (``"NAME": "v"``). (prefix, suffix) pairs."""
     return [(name + "=", ""), (name + '="', '"'), (name + "='", "'"), (name + ": ", ""), (name + ': "', '"'),
             (name + ": '", "'"), ('"%s": "' % name, '"'), ('"%s":"' % name, '"'), ('"%s": ' % name, "")]
 
 
-def secret_values(entries):
+def secret_values(entries: Iterable[Entry]) -> list[str]:
     """Values to mask, longest first so that masking never leaves a tail of one.
 
     The values of secret-looking keys (whatever their characters: digits only, ``$``, ``#``, quotes, spaces), the
@@ -271,14 +276,14 @@ def secret_values(entries):
     ``user:123@`` in a URL, ``token=123`` in a query string), because these values go to Ansible's no_log_values,
     which would otherwise mask them inside every string and every number of the output (``replicas: 1``).
     """
-    found = []
+    found: list[tuple[str, list[tuple[str, str]], bool]] = []
     for entry in entries:
         if is_secret_key(entry.key):
             setting = bool(SETTING_NAME_RE.search(entry.key) and COMMON_VALUE_RE.match(entry.value))
             found.append((entry.value, _name_bound(entry.key), setting))
         found += [(value, bindings, False) for value, bindings in _url_candidates(entry.value)]
         found += [(value, bindings, False) for value, bindings in _json_candidates(entry.value)]
-    values = set()
+    values: set[str] = set()
     for value, bindings, setting in found:
         if len(value) < MIN_SECRET_LENGTH:
             continue
@@ -290,14 +295,14 @@ def secret_values(entries):
     return sorted(values, key=len, reverse=True)
 
 
-def url_secrets(value):
+def url_secrets(value: str | None) -> list[str]:
     """The password (raw and percent-decoded) and the secret-looking query parameters of every URL in ``value``."""
     return [secret for secret, _bindings in _url_candidates(value)]
 
 
-def _url_candidates(value):
+def _url_candidates(value: str | None) -> list[tuple[str, list[tuple[str, str]]]]:
     """:func:`url_secrets` as (secret, how it is shown bound to its name) pairs."""
-    out = []
+    out: list[tuple[str, list[tuple[str, str]]]] = []
     for match in URL_RE.finditer(value or ""):
         url = match.group(0)
         netloc = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
@@ -315,12 +320,12 @@ def _url_candidates(value):
     return out
 
 
-def json_secrets(value):
+def json_secrets(value: str | None) -> list[str]:
     """String members under secret-looking keys of a JSON object value (STORAGES' access keys), at any depth."""
     return [secret for secret, _bindings in _json_candidates(value)]
 
 
-def _json_candidates(value):
+def _json_candidates(value: str | None) -> list[tuple[str, list[tuple[str, str]]]]:
     """:func:`json_secrets` as (secret, how it is shown bound to its name) pairs; URLs in other members too."""
     text = (value or "").strip()
     if not text.startswith("{"):
@@ -329,7 +334,7 @@ def _json_candidates(value):
         doc = json.loads(text)
     except ValueError:
         return []
-    out = []
+    out: list[tuple[str, list[tuple[str, str]]]] = []
     stack = [doc]
     while stack:
         node = stack.pop()
@@ -345,9 +350,9 @@ def _json_candidates(value):
     return out
 
 
-def go_quoted(value):
+def go_quoted(value: str) -> str:
     """The inside of Go's time.quote and similar: quote and backslash escaped, other non-ASCII bytes as \\xNN."""
-    out = []
+    out: list[str] = []
     for byte in value.encode("utf-8", errors="surrogateescape"):
         char = chr(byte)
         if char in "\"\\":
@@ -359,7 +364,7 @@ def go_quoted(value):
     return "".join(out)
 
 
-def escaped_forms(value):
+def escaped_forms(value: str) -> set[str]:
     """``value`` as it may appear in an error message: raw, JSON- and Go-escaped, percent-encoded."""
     forms = {value, go_quoted(value)}
     try:
@@ -371,7 +376,7 @@ def escaped_forms(value):
     return forms
 
 
-def mask(text, secrets):
+def mask(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret value in ``text`` by a fixed mask."""
     if not text:
         return text

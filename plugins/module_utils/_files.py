@@ -35,6 +35,13 @@ import os
 import re
 import tempfile
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Callable, Iterator
+    from typing import Literal
+
+    from ansible.module_utils.basic import AnsibleModule
 
 TMP_SUFFIX = ".tmp"
 BACKUP_RE = r"^%s\.\d+\.(\d{4}-\d\d-\d\d@\d\d:\d\d:\d\d)~$"  # AnsibleModule.backup_local's names
@@ -43,14 +50,14 @@ BACKUP_RE = r"^%s\.\d+\.(\d{4}-\d\d-\d\d@\d\d:\d\d:\d\d)~$"  # AnsibleModule.bac
 class FileWriteError(OSError):
     """A write that did not happen; ``msg`` says why and that the file is unchanged."""
 
-    def __init__(self, msg, err=None):
+    def __init__(self, msg: str, err: int | None = None) -> None:
         super().__init__(err or errno.EIO, msg)
         self.msg = msg
 
 
-def mount_points(mountinfo="/proc/self/mountinfo"):
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
     """The mount points of this process's mount namespace (octal escapes such as ``\\040`` decoded)."""
-    points = set()
+    points: set[str] = set()
     try:
         with open(mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
             for line in handle:
@@ -62,12 +69,12 @@ def mount_points(mountinfo="/proc/self/mountinfo"):
     return points
 
 
-def _unescape(field):
+def _unescape(field: str) -> str:
     return field.encode("latin-1", errors="surrogateescape").decode("unicode_escape").encode(
         "latin-1", errors="surrogateescape").decode("utf-8", errors="surrogateescape") if "\\" in field else field
 
 
-def replace_problem(path, target, nlink, mounted):
+def replace_problem(path: str, target: str, nlink: int, mounted: bool) -> str | None:
     """Pure decision: why ``path`` (resolving to ``target``) cannot be replaced by an atomic rename, or None.
 
     ``nlink``: the target's link count; ``mounted``: the target (or the link) is a mount point.
@@ -84,7 +91,7 @@ def replace_problem(path, target, nlink, mounted):
     return None
 
 
-def check_replaceable(path):
+def check_replaceable(path: str) -> str:
     """Raise FileWriteError when ``path`` cannot be replaced atomically (see :func:`replace_problem`)."""
     target = os.path.realpath(path)
     st = os.stat(target)
@@ -95,7 +102,8 @@ def check_replaceable(path):
     return target
 
 
-def write_atomically(path, data, mode=None, tmpdir=None, module=None, keep_owner=True):
+def write_atomically(path: str, data: str | bytes, mode: int | None = None, tmpdir: str | None = None,
+                     module: AnsibleModule | None = None, keep_owner: bool | Literal["try"] = True) -> str:
     """Replace the file ``path`` points to (symlinks followed) by ``data``; the link itself is kept.
 
     ``data``: bytes, or str (written as UTF-8). The new bytes are written and fsynced in a temporary file (in
@@ -140,13 +148,13 @@ def write_atomically(path, data, mode=None, tmpdir=None, module=None, keep_owner
     return target
 
 
-def _umask():
+def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def remove_stale_temporaries(path):
+def remove_stale_temporaries(path: str) -> list[str]:
     """Remove the temporary files a killed writer of ``path`` left beside its target (``.<name>.XXXXXXXX.tmp``,
     each a copy of the file's secrets). Call it only while holding the lock that serialises the writers."""
     target = os.path.realpath(path)
@@ -163,18 +171,18 @@ def remove_stale_temporaries(path):
     return removed
 
 
-def _backups(path, pid=None):
+def _backups(path: str, pid: int | None = None) -> Iterator[tuple[str, str]]:
     """(stamp, path) of the backups of ``path`` beside it (only those of process ``pid`` when given)."""
     directory, base = os.path.split(path)
-    pattern = BACKUP_RE if pid is None else BACKUP_RE.replace(r"\d+", str(int(pid)), 1)
-    pattern = re.compile(pattern % re.escape(base))
+    source = BACKUP_RE if pid is None else BACKUP_RE.replace(r"\d+", str(int(pid)), 1)
+    pattern = re.compile(source % re.escape(base))
     for name in os.listdir(directory):
         match = pattern.match(name)
         if match:
             yield match.group(1), os.path.join(directory, name)
 
 
-def remove_partial_backups(path, pid):
+def remove_partial_backups(path: str, pid: int) -> None:
     """A failed copy leaves a truncated backup named after the process that made it; remove it."""
     for _stamp, backup in _backups(path, pid):
         try:
@@ -183,17 +191,18 @@ def remove_partial_backups(path, pid):
             pass
 
 
-def prune_backups(path, keep):
+def prune_backups(path: str, keep: int) -> tuple[list[str], list[tuple[str, OSError]]]:
     """Keep the ``keep`` newest backups of ``path`` (each holds every secret); older ones are removed.
 
     Returns (removed paths, [(path, OSError)] that could not be removed)."""
-    found = []
+    found: list[tuple[str, int, str]] = []
     for stamp, backup in _backups(path):
         try:
             found.append((stamp, os.lstat(backup).st_ctime_ns, backup))
         except OSError:
             continue
-    removed, failures = [], []
+    removed: list[str] = []
+    failures: list[tuple[str, OSError]] = []
     for _stamp, _ctime, backup in sorted(found, reverse=True)[keep:]:
         try:
             os.unlink(backup)
@@ -203,7 +212,7 @@ def prune_backups(path, keep):
     return removed, failures
 
 
-def _fsync_dir(directory):
+def _fsync_dir(directory: str) -> None:
     try:
         dfd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -219,7 +228,7 @@ def _fsync_dir(directory):
 class LockTimeout(Exception):
     """The lock stayed taken for ``timeout`` seconds; ``msg`` says so (and that nothing was changed)."""
 
-    def __init__(self, path, timeout):
+    def __init__(self, path: str, timeout: float) -> None:
         self.path = path
         self.timeout = timeout
         self.msg = "Another run holds the lock on %s for more than %ss. Nothing was changed." % (path, timeout)
@@ -231,14 +240,15 @@ class ProjectLock:
     behind, released by the kernel when its holder dies. ``with ProjectLock(directory, timeout):`` waits up to
     ``timeout`` seconds (polling every 0.1 s), then raises :class:`LockTimeout`."""
 
-    def __init__(self, path, timeout, clock=time.time, sleep=time.sleep):
+    def __init__(self, path: str, timeout: float, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.path = path
         self.timeout = timeout
         self.clock = clock
         self.sleep = sleep
-        self.fd = None
+        self.fd: int | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> ProjectLock:
         self.fd = os.open(self.path, os.O_RDONLY)
         deadline = self.clock() + self.timeout
         while True:
@@ -254,6 +264,7 @@ class ProjectLock:
                     raise LockTimeout(self.path, self.timeout) from exc
                 self.sleep(0.1)
 
-    def __exit__(self, *exc):
-        os.close(self.fd)
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
         self.fd = None

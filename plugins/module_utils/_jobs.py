@@ -12,6 +12,10 @@ import binascii
 import json
 import os
 import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Iterable, Mapping
 
 STATUSES = ("pending", "queued", "started", "finished", "stopped", "failed")
 LIVE_STATUSES = ("pending", "queued", "started")
@@ -92,7 +96,7 @@ class SchemaError(Exception):
     pass
 
 
-def parse_duration(value):
+def parse_duration(value: Any) -> int:
     """``"24h"``, ``"2d"``, ``"1h30m"``, ``"90m"``, ``"45s"`` or a number of seconds -> seconds (int)."""
     if isinstance(value, bool):
         raise ValueError("a duration must be like 24h, 2d, 90m, 1h30m or a number of seconds, got %r" % value)
@@ -111,21 +115,21 @@ def parse_duration(value):
     return seconds
 
 
-def check_worker_timeout(value):
+def check_worker_timeout(value: Any) -> int:
     """worker_timeout_s: 1 s to MAX_DURATION_S (PostgreSQL's timestamps overflow far beyond)."""
     if isinstance(value, bool) or not 1 <= value <= MAX_DURATION_S:
         raise ValueError("worker_timeout_s must be positive and at most %d, got %s" % (MAX_DURATION_S, value))
     return value
 
 
-def format_duration(seconds):
+def format_duration(seconds: int) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return "%d%s" % (seconds // size, unit)
     return "%ds" % seconds
 
 
-def check_statuses(statuses):
+def check_statuses(statuses: Iterable[str]) -> None:
     unknown = [s for s in statuses if s not in STATUSES]
     if unknown:
         raise ValueError("unknown job status %s; QFieldCloud's statuses are %s"
@@ -152,7 +156,7 @@ CONSTANCE_SQL = "SELECT value FROM constance_constance WHERE key = %s"
 COMPOSE_TIMEOUT_RE = re.compile(r"^[ \t]+-?[ \t]*[\"']?QFIELDCLOUD_WORKER_TIMEOUT_S[\"']?[ \t]*[:=]", re.M)
 
 
-def schema_facts(row):
+def schema_facts(row: Any) -> dict[str, Any]:
     """The schema query's row -> ``project_table``, ``release`` (the range of QFieldCloud releases the schema fits)
     and ``has_constance``. Raises :class:`SchemaError` on a database without QFieldCloud."""
     has_job, has_new, has_old, database, has_area_of_interest, has_constance = row
@@ -169,20 +173,20 @@ def schema_facts(row):
             "has_constance": bool(has_constance)}
 
 
-def detect_schema(cursor, prefix=""):
+def detect_schema(cursor: Any, prefix: str = "") -> dict[str, Any]:
     """:func:`schema_facts` of the connected database. ``prefix`` is SQL sent in the same round trip (a ``SET``)."""
     cursor.execute(prefix + SCHEMA_SQL)
     return schema_facts(cursor.fetchone())
 
 
-def detect_project_table(cursor, prefix=""):
+def detect_project_table(cursor: Any, prefix: str = "") -> str:
     """``project_project`` from v26.21, ``core_project`` before. Fails clearly on a database without QFieldCloud.
 
     ``prefix`` is SQL sent in the same round trip (a ``SET LOCAL``)."""
     return detect_schema(cursor, prefix)["project_table"]
 
 
-def compose_passes_timeout(compose_text):
+def compose_passes_timeout(compose_text: str | None) -> bool | None:
     """Whether a docker-compose.yml passes QFIELDCLOUD_WORKER_TIMEOUT_S to its services (upstream's from v26.24);
     None when there is no file to read."""
     if compose_text is None:
@@ -190,7 +194,7 @@ def compose_passes_timeout(compose_text):
     return bool(COMPOSE_TIMEOUT_RE.search(compose_text))
 
 
-def read_compose(directory):
+def read_compose(directory: str | None) -> str | None:
     """The text of ``directory``/docker-compose.yml, or None."""
     if not directory:
         return None
@@ -201,7 +205,7 @@ def read_compose(directory):
         return None
 
 
-def timeout_home(release, compose_passes=None):
+def timeout_home(release: str, compose_passes: bool | None = None) -> str:
     """Where the release reads the worker timeout: ``env`` (v26.24+) or ``constance`` (v26.23 and before).
 
     The schema of v26.24 is v26.23's; a docker-compose.yml that passes QFIELDCLOUD_WORKER_TIMEOUT_S (``compose_passes``)
@@ -213,7 +217,7 @@ def timeout_home(release, compose_passes=None):
     return "constance"
 
 
-def _unpickle_small_int(data):
+def _unpickle_small_int(data: bytes) -> int:
     """The int a pickle of a plain int holds, parsed by hand (nothing is unpickled). ValueError for anything else."""
     pos = 0
     if data[:1] == b"\x80":  # PROTO
@@ -242,7 +246,7 @@ def _unpickle_small_int(data):
     return value
 
 
-def decode_constance_int(raw):
+def decode_constance_int(raw: Any) -> int | None:
     """A django-constance DatabaseBackend value -> int, or None when the row holds no value (the default applies).
 
     django-constance 4.x (QFieldCloud v25.26 and later pin 4.3.x) stores JSON through its codec:
@@ -252,6 +256,7 @@ def decode_constance_int(raw):
     if raw is None:
         return None
     text = raw.strip()
+    value: object
     try:
         data = json.loads(text)
     except ValueError:
@@ -277,7 +282,7 @@ def decode_constance_int(raw):
     return value
 
 
-def read_constance_timeout(cursor):
+def read_constance_timeout(cursor: Any) -> int | None:
     """WORKER_TIMEOUT_S from constance_constance (None: no row or no value). Raises SchemaError when the row cannot be
     read as a number of seconds."""
     cursor.execute(CONSTANCE_SQL, [CONSTANCE_TIMEOUT_KEY])
@@ -293,7 +298,8 @@ def read_constance_timeout(cursor):
                           % (CONSTANCE_TIMEOUT_KEY, exc)) from None
 
 
-def resolve_worker_timeout(option, env, home, constance_value=None):
+def resolve_worker_timeout(option: int | None, env: Mapping[str, str], home: str,
+                           constance_value: int | None = None) -> tuple[int, str]:
     """(seconds, source): the option wins; then where the release reads it: the .env variable (``env``, v26.24+) or
     the constance row (``constance``, v26.23 and before); else upstream's default, 600."""
     if option is not None:
@@ -307,7 +313,8 @@ def resolve_worker_timeout(option, env, home, constance_value=None):
     return DEFAULT_WORKER_TIMEOUT_S, "default"
 
 
-def worker_timeout_from_db(cursor, schema, option, env, compose_text=None):
+def worker_timeout_from_db(cursor: Any, schema: Mapping[str, Any], option: int | None, env: Mapping[str, str],
+                           compose_text: str | None = None) -> tuple[int, str, str]:
     """Resolve the worker timeout on an open connection: (seconds, source, home)."""
     home = timeout_home(schema["release"], compose_passes_timeout(compose_text))
     constance = None
@@ -317,7 +324,7 @@ def worker_timeout_from_db(cursor, schema, option, env, compose_text=None):
     return seconds, source, home
 
 
-def check_locked_at(cursor, project_table):
+def check_locked_at(cursor: Any, project_table: str) -> None:
     """The queue facts need ``locked_at`` (QFieldCloud v25.26+; ``is_locked`` before) to tell which pending jobs a
     worker could take."""
     cursor.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema()"

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Iterable, Mapping
 
 COLUMNS = ("timestamp", "queue_depth", "pending", "queued", "started", "useful_backlog", "workers_configured",
            "workers_running", "workers_busy", "finished_last_hour", "failed_last_hour", "success_rate",
@@ -40,7 +44,7 @@ _FROM_FACTS = {
 _FROM_WORKERS = {"workers_configured": "configured", "workers_running": "running", "workers_busy": "busy"}
 
 
-def fmt(value):
+def fmt(value: Any) -> str:
     """A value as written: empty for None, floats with at most 4 decimals and no trailing zeros."""
     if value is None:
         return ""
@@ -49,31 +53,34 @@ def fmt(value):
     return str(value)
 
 
-def _dig(facts, path):
+def _dig(facts: Any, path: Iterable[str]) -> Any:
     for key in path:
         facts = facts[key]
     return facts
 
 
-def format_row(stamp, facts=None, workers=None, error=None):
+def format_row(stamp: datetime | str, facts: Mapping[str, Any] | None = None,
+               workers: Mapping[str, Any] | None = None, error: str | None = None) -> str:
     """One line of the log (with its newline). ``stamp``: a datetime or a string in ``TIMESTAMP_FORMAT``.
 
     With ``facts`` (the queue facts) and ``workers`` ({configured, running, busy}) an ``ok`` row; without, an
     ``error`` row carrying ``error`` (commas become semicolons, newlines spaces: one row, one message field)."""
     if isinstance(stamp, datetime):
         stamp = stamp.strftime(TIMESTAMP_FORMAT)
-    values = dict.fromkeys(COLUMNS, None)
+    values: dict[str, Any] = dict.fromkeys(COLUMNS, None)
     values["timestamp"] = stamp
     if facts is None:
         values.update(status="error", error=(error or "").replace(",", ";").replace("\n", " "))
-    else:
+    else:  # an ok row has both
+        if workers is None:
+            raise ValueError("format_row: facts without workers")
         values.update({column: _dig(facts, path) for column, path in _FROM_FACTS.items()})
         values.update({column: workers[key] for column, key in _FROM_WORKERS.items()})
         values.update(status="ok", error="")
     return ",".join(fmt(values[c]) for c in COLUMNS) + "\n"
 
 
-def _number(raw, column):
+def _number(raw: str, column: str) -> float | None:
     text = raw.strip()
     if not text:
         return None
@@ -91,7 +98,7 @@ def _number(raw, column):
     return int(value)
 
 
-def parse_line(line):
+def parse_line(line: str) -> dict[str, Any]:
     """One row of the log -> dict with ``ts`` (datetime), every numeric column (None when empty), ``status``,
     ``error`` and ``worker_timeout_source`` (None when empty or absent). Raises ValueError when the line is not a row
     of this format."""
@@ -119,12 +126,14 @@ def parse_line(line):
     return row
 
 
-def parse(lines):
+def parse(lines: str | Iterable[str]) -> dict[str, Any]:
     """Parse a log (text or an iterable of lines). Blank and garbled lines are skipped and counted; the rows are
     sorted by time (a clock step or a concatenated log may leave them out of order)."""
     if isinstance(lines, str):
         lines = lines.splitlines()
-    rows, blank, garbled, first_garbled, count = [], 0, 0, None, 0
+    rows: list[dict[str, Any]] = []
+    first_garbled: str | None = None
+    blank = garbled = count = 0
     for count, line in enumerate(lines, 1):
         if not line.strip():
             blank += 1

@@ -27,6 +27,11 @@ import socket
 import stat
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+    from typing import BinaryIO, NoReturn
 
 DEFAULT_PATH = "/var/log/qfieldcloud/operations.jsonl"
 RESULTS = ("changed", "failed", "rolled_back")
@@ -48,7 +53,7 @@ TAIL_MAX_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 16  # a record nests 4 levels (details -> jobs -> a job); deeper is not ours, and would strain every reader
 
 
-def argument_spec():
+def argument_spec() -> dict[str, dict[str, Any]]:
     """The options documented by the ``qfieldcloud.ops._oplog`` doc fragment (each module sets ``operation``'s
     default to its own action)."""
     return dict(
@@ -63,7 +68,7 @@ def argument_spec():
     )
 
 
-def check_options(params):
+def check_options(params: Mapping[str, Any]) -> None:
     """``operation`` a plain name when given; raises ValueError before the module changes anything."""
     operation = params.get("operation")
     if operation is not None and not OPERATION_RE.match(operation):
@@ -71,11 +76,11 @@ def check_options(params):
                          "rollback), got %r." % operation)
 
 
-def _present(value):
+def _present(value: object) -> bool:
     return value is not None and str(value).strip() != ""
 
 
-def local_user():
+def local_user() -> str:
     """The user this process runs as, or ``unknown`` (no passwd entry, no LOGNAME in a container)."""
     try:
         return getpass.getuser()
@@ -83,7 +88,8 @@ def local_user():
         return "unknown"
 
 
-def make_actor(awx_job_id=None, awx_user_name=None, user=None, kind=None):
+def make_actor(awx_job_id: object = None, awx_user_name: object = None, user: object = None,
+               kind: str | None = None) -> dict[str, str]:
     """Who made the change: ``{"kind": "awx", "awx_job_id": "123", "user": "alice"}`` when ``awx_job_id`` is set,
     else ``{"kind": "controller", "user": "bob"}`` (``kind`` overrides it, e.g. ``schedule`` for the host's timer).
 
@@ -101,14 +107,14 @@ def make_actor(awx_job_id=None, awx_user_name=None, user=None, kind=None):
     return actor
 
 
-def format_time(moment):
+def format_time(moment: datetime) -> str:
     """``moment`` (aware, or naive meaning UTC) as the log writes it, to the second."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).strftime(TIME_FORMAT)
 
 
-def parse_time(text):
+def parse_time(text: object) -> datetime:
     """A record's ``time`` as an aware UTC datetime. Accepts ``Z`` or an offset, fractions; naive means UTC.
 
     Raises ValueError on anything else.
@@ -127,7 +133,9 @@ def parse_time(text):
         raise ValueError("time out of range: %r" % text[:40]) from None
 
 
-def make_record(action, before, after, reason, result, actor, host=None, now=None, details=None):
+def make_record(action: str, before: Any, after: Any, reason: str | None, result: str, actor: Mapping[str, Any],
+                host: str | None = None, now: datetime | None = None,
+                details: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One record (a dict, see the module docstring). Raises ValueError on an unknown ``result`` or an empty
     ``action``."""
     if result not in RESULTS:
@@ -151,7 +159,7 @@ def make_record(action, before, after, reason, result, actor, host=None, now=Non
     return record
 
 
-def _mask(value, secrets):
+def _mask(value: Any, secrets: Sequence[str]) -> Any:
     if isinstance(value, str):
         for secret in secrets:
             value = value.replace(secret, MASK)
@@ -165,7 +173,7 @@ def _mask(value, secrets):
     return _mask(str(value), secrets)  # datetimes, paths: written as text, so masked as text
 
 
-def to_line(record, secrets=()):
+def to_line(record: Mapping[str, Any], secrets: Iterable[object] = ()) -> str:
     """The record as one JSON line (keys sorted, ASCII, ending in a newline), each secret in any string masked."""
     # Longest first: a secret that contains a shorter one is masked whole, not left in pieces around the mask.
     ordered = sorted({s for s in secrets if isinstance(s, str) and s}, key=len, reverse=True)
@@ -173,7 +181,7 @@ def to_line(record, secrets=()):
     return line + "\n"
 
 
-def _lock(fd, timeout):
+def _lock(fd: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -187,7 +195,8 @@ def _lock(fd, timeout):
         time.sleep(0.01)
 
 
-def append(path, record, secrets=(), lock_timeout=LOCK_TIMEOUT_S):
+def append(path: str, record: Mapping[str, Any], secrets: Iterable[object] = (),
+           lock_timeout: float = LOCK_TIMEOUT_S) -> None:
     """Append ``record`` to the log at ``path`` as one line.
 
     Creates missing parent directories (0755) and the file (0640). One ``os.write`` on an ``O_APPEND`` descriptor
@@ -224,7 +233,7 @@ def append(path, record, secrets=(), lock_timeout=LOCK_TIMEOUT_S):
         os.close(fd)  # also releases the lock
 
 
-def _open_log(name, dir_fd, path):
+def _open_log(name: str, dir_fd: int, path: str) -> int:
     """The log's descriptor, opened for appending in ``dir_fd``: created (0640) when missing, never through a link."""
     # O_NONBLOCK: a FIFO at the path must fail the check below, not hang the open. O_NOFOLLOW: a link at the path
     # fails with ELOOP; O_CREAT | O_EXCL does not follow one either, so a dangling link cannot make the file.
@@ -257,7 +266,7 @@ def _open_log(name, dir_fd, path):
     return fd
 
 
-def _create(name, flags, dir_fd, path):
+def _create(name: str, flags: int, dir_fd: int, path: str) -> int:
     try:
         return os.open(name, flags | os.O_CREAT | os.O_EXCL, FILE_MODE, dir_fd=dir_fd)
     except FileExistsError:
@@ -268,14 +277,14 @@ def _create(name, flags, dir_fd, path):
             raise _link_error(exc, path) from None
 
 
-def _link_error(exc, path):
+def _link_error(exc: OSError, path: str) -> OSError:
     if exc.errno == errno.ELOOP:
         return OSError(errno.ELOOP, "the operations log %s is a symbolic link; it is never written through one "
                        "(point operations_log at the file itself)" % path)
     return exc
 
 
-def _refuse_open_directory(directory, owner, path):
+def _refuse_open_directory(directory: os.stat_result, owner: int | None, path: str) -> None:
     """OSError when the log's directory can be written by a user other than root, this process's user or
     ``owner`` (the file's): that user could replace the file and forge or delete records (the cooldown reads them)."""
     trusted = {0, os.geteuid()} | ({owner} if owner is not None else set())
@@ -293,14 +302,14 @@ def _refuse_open_directory(directory, owner, path):
                   % (os.path.dirname(os.path.abspath(path)), why))
 
 
-def _cut(fd, size):
+def _cut(fd: int, size: int) -> None:
     try:
         os.ftruncate(fd, size)
     except OSError:
         pass  # the reader skips a torn line; the write's own error is the one to report
 
 
-def parse_line(line):
+def parse_line(line: bytes | str) -> dict[str, Any] | None:
     """The record on ``line`` (bytes or text), or None for a blank line.
 
     Raises ValueError for every other line a file can hold: bytes that are not UTF-8, anything but a JSON object,
@@ -326,11 +335,11 @@ def parse_line(line):
     return record
 
 
-def _refuse_constant(name):
+def _refuse_constant(name: str) -> NoReturn:
     raise ValueError("%s is not a JSON number" % name)
 
 
-def _finite_float(text):
+def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e400: json would make it inf, which no JSON output can hold
         raise ValueError("number out of range: %s" % text[:40])
@@ -340,7 +349,7 @@ def _finite_float(text):
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
-def _clean(value, depth):
+def _clean(value: Any, depth: int) -> Any:
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
@@ -352,13 +361,13 @@ def _clean(value, depth):
     return value
 
 
-def _text(value):
+def _text(value: str) -> str:
     if value.isascii():
         return value
     return _SURROGATE_RE.sub("\ufffd", value)  # a lone \udXXX escape: no UTF-8 output could hold it
 
 
-def _open_regular(path):
+def _open_regular(path: str) -> BinaryIO | None:
     """The file at ``path`` opened for binary reading, None when missing; OSError when it is not a regular file (a
     FIFO would block the read, a directory has no lines)."""
     try:
@@ -374,7 +383,7 @@ def _open_regular(path):
     return os.fdopen(fd, "rb")
 
 
-def lines_from_end(handle, max_bytes=None, chunk=TAIL_CHUNK):
+def lines_from_end(handle: BinaryIO, max_bytes: int | None = None, chunk: int = TAIL_CHUNK) -> Iterator[bytes]:
     """The lines (bytes, without their newline) of the binary file ``handle``, newest first, read backwards in
     ``chunk`` bytes and at most ``max_bytes`` from the end (None: the whole file). A line that the cap cuts is left
     out; the file's last line counts without a newline. Memory: a chunk and the longest line."""
@@ -398,7 +407,7 @@ def lines_from_end(handle, max_bytes=None, chunk=TAIL_CHUNK):
         yield b"".join(reversed(partial))  # the file's first line, whole
 
 
-def _records_from_end(handle, max_bytes, bad):
+def _records_from_end(handle: BinaryIO, max_bytes: int | None, bad: list[int]) -> Iterator[dict[str, Any]]:
     """The records of ``handle``, newest first; ``bad`` (a one-item list) counts the lines skipped."""
     for line in lines_from_end(handle, max_bytes):
         try:
@@ -410,7 +419,8 @@ def _records_from_end(handle, max_bytes, bad):
             yield record
 
 
-def read(path, host=None, limit=None, max_bytes=None):
+def read(path: str, host: str | None = None, limit: int | None = None,
+         max_bytes: int | None = None) -> tuple[list[dict[str, Any]], int]:
     """``(records oldest first, number of malformed lines skipped)``; only ``host``'s when given; the last
     ``limit`` when given; from at most the last ``max_bytes`` of the file when given.
 
@@ -437,7 +447,7 @@ def read(path, host=None, limit=None, max_bytes=None):
     return records, bad[0]
 
 
-def _change_time(record, actions):
+def _change_time(record: Mapping[str, Any], actions: Container[str]) -> datetime | None:
     """The record's time when it is a change of ``actions`` that touched the workers, else None."""
     if record.get("action") not in actions or record.get("result") not in ("changed", "rolled_back"):
         return None
@@ -447,7 +457,7 @@ def _change_time(record, actions):
         return None
 
 
-def last_change(records, actions=CHANGE_ACTIONS):
+def last_change(records: Iterable[dict[str, Any]], actions: Container[str] = CHANGE_ACTIONS) -> dict[str, Any] | None:
     """The newest record of ``actions`` whose result is ``changed`` or ``rolled_back`` (a rollback touched the
     workers too), or None. Newest by ``time``; records whose time does not parse are ignored; on equal times the
     later line wins."""
@@ -460,7 +470,8 @@ def last_change(records, actions=CHANGE_ACTIONS):
     return best
 
 
-def last_recorded_change(path, warn=None, max_bytes=TAIL_MAX_BYTES, actions=CHANGE_ACTIONS):
+def last_recorded_change(path: str, warn: Callable[[str], object] | None = None, max_bytes: int = TAIL_MAX_BYTES,
+                         actions: Container[str] = CHANGE_ACTIONS) -> dict[str, Any] | None:
     """The newest change (:func:`last_change`) in the last ``max_bytes`` of the log, else in its last rotation
     (``path.1``, kept uncompressed by the monitoring role's ``delaycompress``: just after the rotation the last change
     sits there, and the cooldown must still see it).
@@ -486,8 +497,10 @@ def last_recorded_change(path, warn=None, max_bytes=TAIL_MAX_BYTES, actions=CHAN
     return None
 
 
-def record_change(params, default_action, before, after, reason, result, secrets=(), details=None, host=None,
-                  warn=None, actor_kind=None):
+def record_change(params: Mapping[str, Any], default_action: str, before: Any, after: Any, reason: str | None,
+                  result: str, secrets: Iterable[object] = (), details: Mapping[str, Any] | None = None,
+                  host: str | None = None, warn: Callable[[str], object] | None = None,
+                  actor_kind: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """Append one record for a module run, from the options of ``argument_spec()`` in ``params``.
 
     Returns ``(record as written, None)``, ``(None, None)`` when ``operations_log`` is empty (logging off), or

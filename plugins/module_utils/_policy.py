@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Callable, Iterable, Mapping
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _replicas
 
@@ -37,7 +41,7 @@ ACTION_SUMMARY = {
 }
 
 
-def _pct(ratio):
+def _pct(ratio: float) -> str:
     return "%g%%" % (100 * ratio)
 
 
@@ -52,7 +56,7 @@ SNAPSHOT_REASONS = {
 }
 
 
-def check_thresholds(overrides):
+def check_thresholds(overrides: Mapping[str, Any]) -> dict[str, float]:
     """The thresholds in force: the defaults with ``overrides`` (numbers) applied.
 
     Raises KeyError naming the unknown keys (sorted, comma-separated) and ValueError for values that are not finite,
@@ -60,7 +64,7 @@ def check_thresholds(overrides):
     unknown = sorted(set(overrides) - set(DEFAULT_THRESHOLDS))
     if unknown:
         raise KeyError(", ".join(unknown))
-    merged = dict(DEFAULT_THRESHOLDS)
+    merged: dict[str, float] = dict(DEFAULT_THRESHOLDS)
     merged.update({k: float(v) for k, v in overrides.items()})  # TypeError/ValueError on garbage
     bad = sorted(k for k, v in merged.items() if not math.isfinite(v) or v < 0)
     if bad:
@@ -69,7 +73,8 @@ def check_thresholds(overrides):
     return merged
 
 
-def alerts(facts, workers, thresholds):
+def alerts(facts: Mapping[str, Any], workers: Mapping[str, Any],
+           thresholds: Mapping[str, float]) -> list[dict[str, str]]:
     """The seed's alert rules as a list of {severity, code, message}."""
     out = []
     depth = facts["queue_depth"]
@@ -79,7 +84,8 @@ def alerts(facts, workers, thresholds):
     running = workers.get("running")
     idle = None if running is None else max(running - workers["busy"], 0)
     waited = facts["oldest_eligible_age_s"]
-    if facts["useful_backlog"] and idle and waited is not None and waited > thresholds["idle_grace_s"]:
+    if (facts["useful_backlog"] and idle and running is not None and waited is not None
+            and waited > thresholds["idle_grace_s"]):
         out.append(("error", "workers_idle_with_jobs_waiting",
                     "%d of %d workers idle while %d job(s) could start now (oldest waiting %ds): jobs are not being "
                     "processed"
@@ -103,7 +109,7 @@ def alerts(facts, workers, thresholds):
     return [{"severity": s, "code": c, "message": m} for s, c, m in out]
 
 
-def matrix(depth, success_rate):
+def matrix(depth: float | None, success_rate: float | None) -> str:
     """The seed's capacity decision matrix: ``stop``, ``consider``, ``investigate`` or ``monitor`` for a queue depth
     (a snapshot or an average) and a success rate (0..1, None when no job ended)."""
     rate = success_rate
@@ -118,13 +124,13 @@ def matrix(depth, success_rate):
     return "monitor"
 
 
-def decision(facts):
+def decision(facts: Mapping[str, Any]) -> dict[str, str]:
     """The matrix on the current queue depth and last hour's success rate: {action, reason}."""
     action = matrix(facts["queue_depth"], facts["last_hour"]["success_rate"])
     return {"action": action, "reason": SNAPSHOT_REASONS[action]}
 
 
-def decide(avg_depth, success_rate):
+def decide(avg_depth: float | None, success_rate: float | None) -> dict[str, str]:
     """The matrix on a window's average queue depth and success rate (the capacity report): ``action``,
     ``summary`` (what to do), ``basis`` (the figures against the bands) and ``reason`` (both)."""
     action = matrix(avg_depth, success_rate)
@@ -152,7 +158,8 @@ def decide(avg_depth, success_rate):
     return {"action": action, "summary": summary, "basis": basis, "reason": "%s: %s" % (basis, summary)}
 
 
-def recommended_replicas(facts, workers, cores, per_core=DEFAULT_MAX_REPLICAS_PER_CORE):
+def recommended_replicas(facts: Mapping[str, Any], workers: Mapping[str, Any], cores: int | None,
+                         per_core: float = DEFAULT_MAX_REPLICAS_PER_CORE) -> int:
     """Enough workers for the jobs running now plus every project that could start one, never fewer than configured,
     never more than the core-count guideline (:func:`_replicas.core_limit`, at least 1). A single snapshot never
     recommends scaling down."""
@@ -179,7 +186,7 @@ GAP_FACTOR = 1.5
 MAX_WINDOW_S = 7 * 86400  # up_after, down_after, cooldown: a week at most (the log rotates weekly)
 
 
-def _whole(name, value, low, high):
+def _whole(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("%s must be a whole number, got %r." % (name, value))
     if not low <= value <= high:
@@ -187,7 +194,7 @@ def _whole(name, value, low, high):
     return value
 
 
-def check_bounds(bounds):
+def check_bounds(bounds: Mapping[str, Any] | None) -> dict[str, Any]:
     """``bounds`` merged over :data:`AUTOSCALE_DEFAULTS` (a None value keeps the default; ``max_step_up`` None
     means double), checked. Raises ValueError naming the bound: unknown keys, non-integers, negatives, min > max,
     counts above the hard ceiling."""
@@ -196,7 +203,7 @@ def check_bounds(bounds):
     if unknown:
         raise ValueError("unknown autoscale bounds: %s (known: %s)." % (", ".join(unknown),
                                                                         ", ".join(sorted(AUTOSCALE_DEFAULTS))))
-    merged = dict(AUTOSCALE_DEFAULTS)
+    merged: dict[str, Any] = dict(AUTOSCALE_DEFAULTS)
     merged.update({k: v for k, v in bounds.items() if v is not None})
     _whole("min_replicas", merged["min_replicas"], 0, _replicas.MAX_REPLICAS)
     _whole("max_replicas", merged["max_replicas"], 1, _replicas.MAX_REPLICAS)
@@ -211,7 +218,7 @@ def check_bounds(bounds):
     return merged
 
 
-def record_time(record):
+def record_time(record: Mapping[str, Any]) -> datetime:
     """An operations log record's ``time`` (``2026-12-02T23:59:01Z``, or a datetime) as an aware UTC datetime.
     Raises ValueError."""
     value = record.get("time")
@@ -227,7 +234,7 @@ def record_time(record):
     return moment.astimezone(timezone.utc)
 
 
-def _samples(history, now):
+def _samples(history: Iterable[dict[str, Any]], now: datetime) -> tuple[list[tuple[float, dict[str, Any]]], int]:
     """The history's rows as (age in seconds, row), newest first, and the number of rows stamped after ``now``.
 
     The collector stamps rows with the host's local time, without a zone: each is read in ``now``'s zone."""
@@ -246,18 +253,20 @@ def _samples(history, now):
     return out, future
 
 
-def _interval(samples):
+def _interval(samples: list[tuple[float, dict[str, Any]]]) -> float:
     """The collector's interval as the history shows it: the median of the newest intervals."""
     steps = sorted(b[0] - a[0] for a, b in zip(samples[:25], samples[1:25]) if b[0] > a[0])
     return steps[(len(steps) - 1) // 2] if steps else DEFAULT_SAMPLE_INTERVAL_S  # the lower median
 
 
-def _run(samples, holds, max_gap):
+def _run(samples: list[tuple[float, dict[str, Any]]], holds: Callable[[dict[str, Any]], bool],
+         max_gap: float) -> tuple[float, list[tuple[float, dict[str, Any]]], str]:
     """How long a condition has held without a break, by the samples (newest first): the age of the oldest sample
     of the unbroken run that reaches to now. A failed collector run (status=error), a missing run (a gap over
     ``max_gap``) or a sample without the condition ends the run. Returns (seconds, rows of the run, what ended
     it)."""
-    run, last_age = [], 0.0
+    run: list[tuple[float, dict[str, Any]]] = []
+    last_age = 0.0
     ended = "the start of the history"
     for age, row in samples:
         if age - last_age > max_gap:
@@ -274,25 +283,27 @@ def _run(samples, holds, max_gap):
     return (run[-1][0] if run else 0.0), run, ended
 
 
-def _row_current(row):
+def _row_current(row: dict[str, Any]) -> int | None:
     configured = row.get("workers_configured")
     return configured if configured is not None else row.get("workers_running")
 
 
-def _backlog_row(row):
+def _backlog_row(row: dict[str, Any]) -> bool:
     return (row.get("useful_backlog") or 0) > 0
 
 
-def _idle_row(row):
+def _idle_row(row: dict[str, Any]) -> bool:
     current, busy = _row_current(row), row.get("workers_busy")
     return row.get("useful_backlog") == 0 and current is not None and busy is not None and busy < current
 
 
-def _window(samples, fresh, holds, now_holds, required, max_gap, snapshot_age=None):
+def _window(samples: list[tuple[float, dict[str, Any]]], fresh: bool,
+            holds: Callable[[dict[str, Any]], bool], now_holds: bool, required: float, max_gap: float,
+            snapshot_age: float | None = None) -> dict[str, Any]:
     """The evidence that a condition held for ``required`` seconds: from the history when it is recent, else from
     the snapshot's own age (``snapshot_age``; None: the snapshot cannot tell). Returns the window's signals."""
-    window = {"required_s": required, "source": "history" if fresh else "snapshot", "sustained_s": 0.0,
-              "samples": 0, "ended_by": None, "met": False}
+    window: dict[str, Any] = {"required_s": required, "source": "history" if fresh else "snapshot",
+                              "sustained_s": 0.0, "samples": 0, "ended_by": None, "met": False}
     if not now_holds:
         window.update(ended_by="the current snapshot")
         return window
@@ -311,12 +322,14 @@ def _window(samples, fresh, holds, now_holds, required, max_gap, snapshot_age=No
     return window
 
 
-def _fmt_s(seconds):
+def _fmt_s(seconds: float) -> str:
     return "%ds" % round(seconds)
 
 
-def autoscale(now, facts, workers, alerts, history, last_change, bounds, cores,
-              per_core=DEFAULT_MAX_REPLICAS_PER_CORE):
+def autoscale(now: datetime, facts: Mapping[str, Any], workers: Mapping[str, Any],
+              alerts: Iterable[dict[str, Any]] | None, history: Iterable[dict[str, Any]],
+              last_change: Mapping[str, Any] | None, bounds: Mapping[str, Any] | None,
+              cores: int | None, per_core: float = DEFAULT_MAX_REPLICAS_PER_CORE) -> dict[str, Any]:
     """One autoscaling decision: ``{action, current, target, reason, alert, signals}``.
 
     ``action`` is ``up`` or ``down`` (change the worker count to ``target``), ``hold`` (no change) or
@@ -384,7 +397,7 @@ def autoscale(now, facts, workers, alerts, history, last_change, bounds, cores,
         "alerts": sorted(codes),
     }
 
-    def result(action, target, reason, alert=None):
+    def result(action: str, target: int, reason: str, alert: str | None = None) -> dict[str, Any]:
         return {"action": action, "current": current, "target": target, "reason": reason, "alert": alert,
                 "signals": signals}
 
@@ -397,7 +410,7 @@ def autoscale(now, facts, workers, alerts, history, last_change, bounds, cores,
                       % (current, floor))
     if current > ceiling:
         return result("down", ceiling, "%d workers is above %s: moving into the bounds" % (current, ceiling_words))
-    if remaining:
+    if remaining and since is not None and last_change is not None:  # both are set with remaining
         rec = last_change
         when = "%s ago" % _fmt_s(since) if since >= 0 else "stamped %s in the future" % _fmt_s(-since)
         return result("hold", current, "the last change (%s %s -> %s, %s) is within the cooldown of %s: no change "

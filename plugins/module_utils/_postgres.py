@@ -12,21 +12,30 @@ import select
 import socket
 import time
 import traceback
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Callable, Mapping
+
+    from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _envfile
 
 try:
     from ansible.module_utils.basic import missing_required_lib
 except ImportError:  # the programs the roles install on a host run copies of this file without Ansible
-    missing_required_lib = None
+    missing_required_lib = None  # type: ignore[assignment]  # only modules call it, and they run with Ansible
 
+# psycopg2 has no type information (.mypy.ini): its classes are Any to mypy, so the bases below are too
+_DatabaseError: Any
+_Connection: Any
 try:
     import psycopg2
     import psycopg2.extensions
     import psycopg2.extras  # noqa: F401  pylint: disable=unused-import
 
     HAS_PSYCOPG2 = True
-    PSYCOPG2_IMPORT_ERROR = None
+    PSYCOPG2_IMPORT_ERROR: str | None = None
     _DatabaseError = psycopg2.OperationalError
     _Connection = psycopg2.extensions.connection
 except ImportError:
@@ -38,14 +47,14 @@ except ImportError:
 SSL_MODES = ["allow", "disable", "prefer", "require", "verify-ca", "verify-full"]
 
 
-def ensure_required_libs(module):
+def ensure_required_libs(module: AnsibleModule) -> None:
     """Fail the task when psycopg2 cannot be imported on the target: the database modules' one check (the programs
     the roles install on a host say it their own way, without Ansible)."""
     if not HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
 
 
-def argument_spec():
+def argument_spec() -> dict[str, dict[str, Any]]:
     """The connection options, documented by the ``qfieldcloud.ops._postgres`` doc fragment."""
     return dict(
         login_host=dict(type="str"),
@@ -82,14 +91,15 @@ class DeadlineConnection(_Connection):
     when one is set for the whole run. psycopg2 then closes the connection: nothing is left waiting.
     """
 
-    def __init__(self, dsn, *args, call_timeout=None, deadline=None, **kwargs):
+    def __init__(self, dsn: str, *args: Any, call_timeout: float | None = None, deadline: float | None = None,
+                 **kwargs: Any) -> None:
         # set before the (waiting) connect inside __init__: the login has the same kind of deadline
         self.call_timeout = call_timeout
         self.deadline = deadline
         super().__init__(dsn, *args, **kwargs)
 
 
-def _wait(conn):
+def _wait(conn: Any) -> None:
     """psycopg2's wait callback: poll until the call completes, never past the connection's deadline."""
     started = time.monotonic()
     timeout = getattr(conn, "call_timeout", None)
@@ -100,7 +110,7 @@ def _wait(conn):
         if state == psycopg2.extensions.POLL_OK:
             return
         left = None if limit is None else limit - time.monotonic()
-        if left is not None and left <= 0:
+        if limit is not None and left is not None and left <= 0:
             raise NoAnswer("the server did not answer within %.1f s (client-side deadline); it accepts connections "
                            "but does not respond: hung, overloaded or paused" % (limit - started))
         if state == psycopg2.extensions.POLL_READ:
@@ -118,17 +128,17 @@ CANCEL_GRACE_S = 2.0
 MAX_STATEMENT_TIMEOUT_MS = 2147483647  # PostgreSQL's limit for statement_timeout and lock_timeout
 
 
-def call_timeout_for(statement_timeout_ms):
+def call_timeout_for(statement_timeout_ms: float) -> float:
     """Seconds a client waits for one call when the server cancels statements after ``statement_timeout_ms``."""
     return statement_timeout_ms / 1000.0 + CANCEL_GRACE_S
 
 
-def session_timeouts_sql(statement_timeout_ms, lock_timeout_ms):
+def session_timeouts_sql(statement_timeout_ms: int, lock_timeout_ms: int) -> str:
     """``SET`` statements for the whole session's statement_timeout and lock_timeout (checked integers, ms)."""
     return "SET statement_timeout = %d; SET lock_timeout = %d; " % (int(statement_timeout_ms), int(lock_timeout_ms))
 
 
-def check_timeout_ms(name, value):
+def check_timeout_ms(name: str, value: Any) -> int:
     """statement_timeout and lock_timeout: 1 ms to PostgreSQL's maximum (0 would mean no timeout at all)."""
     if value is None or isinstance(value, bool) or not 1 <= value <= MAX_STATEMENT_TIMEOUT_MS:
         raise ValueError("%s must be 1 to %d milliseconds, got %s (0 would mean no timeout)"
@@ -140,7 +150,8 @@ STANDALONE_DB_SERVICE = "db"  # the database service of QFieldCloud's docker-com
 MAX_CONNECT_TIMEOUT_S = 3600
 
 
-def host_decision(host, sslmode=None, resolves=None):
+def host_decision(host: str | None, sslmode: str | None = None,
+                  resolves: Callable[[str], bool] | None = None) -> str:
     """How to reach ``POSTGRES_HOST`` from ``.env`` on the Docker host: ``"direct"``, ``"service"`` or ``"refuse"``.
 
     ``.env`` is written for the containers, which resolve a name without a dot first as a compose service and only
@@ -165,12 +176,12 @@ def host_decision(host, sslmode=None, resolves=None):
     return "direct" if sslmode == "verify-full" else "refuse"
 
 
-def is_compose_service_name(host, resolves=None):
+def is_compose_service_name(host: str | None, resolves: Callable[[str], bool] | None = None) -> bool:
     """Kept for callers of the earlier API: True where :func:`host_decision` maps the name to the compose service."""
     return host_decision(host, resolves=resolves) == "service"
 
 
-def _resolves(host):
+def _resolves(host: str) -> bool:
     try:
         socket.getaddrinfo(host, None)
         return True
@@ -178,7 +189,7 @@ def _resolves(host):
         return False
 
 
-def load_env(module):
+def load_env(module: AnsibleModule) -> tuple[dict[str, str], str | None]:
     """Read ``env_file`` (or ``<project_src>/.env``) and register its secrets as no_log values.
 
     Returns ({}, None) when neither is set."""
@@ -197,7 +208,8 @@ def load_env(module):
     return {e.key: e.value for e in entries}, path
 
 
-def connection_params(params, env, resolves=None):
+def connection_params(params: Mapping[str, Any], env: Mapping[str, str],
+                      resolves: Callable[[str], bool] | None = None) -> dict[str, Any]:
     """Explicit login_* options win over POSTGRES_* from .env, which win over libpq's defaults.
 
     ``POSTGRES_HOST`` from .env is checked with :func:`host_decision`: a compose service name (``POSTGRES_HOST=db``)
@@ -236,13 +248,14 @@ def connection_params(params, env, resolves=None):
     return {k: v for k, v in out.items() if v is not None}
 
 
-def describe(conn_params):
+def describe(conn_params: Mapping[str, Any]) -> str:
     """Where we connect, for messages: never the password."""
     return "%s@%s:%s/%s" % (conn_params.get("user", ""), conn_params.get("host", "(socket)"),
                             conn_params.get("port", 5432), conn_params.get("dbname", ""))
 
 
-def connect(conn_params, call_timeout=None, deadline=None):
+def connect(conn_params: Mapping[str, Any], call_timeout: float | None = None,
+            deadline: float | None = None) -> DeadlineConnection:
     """Open a :class:`DeadlineConnection`.
 
     The login may wait ``connect_timeout`` seconds (from ``conn_params``); every later call ``call_timeout`` seconds

@@ -16,6 +16,12 @@ import json
 import math
 import os
 import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Callable, Mapping
+
+    from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _jobs, _policy, _postgres
 from ansible_collections.qfieldcloud.ops.plugins.module_utils._jobs import STUCK_SQL
@@ -80,12 +86,13 @@ SELECT json_build_object(
 """
 
 
-def facts_sql(project_table):
+def facts_sql(project_table: str) -> str:
     return FACTS_SQL.format(project_table=project_table, **STUCK_SQL)
 
 
-def gather(conn_params, worker_timeout, window_s, pending_after_s, statement_timeout_ms, call_timeout=None,
-           deadline=None, env=None, compose_text=None):
+def gather(conn_params: Mapping[str, Any], worker_timeout: int | None, window_s: int, pending_after_s: int,
+           statement_timeout_ms: int, call_timeout: float | None = None, deadline: float | None = None,
+           env: Mapping[str, str] | None = None, compose_text: str | None = None) -> dict[str, Any]:
     """Connect, detect the schema, resolve the worker timeout and run FACTS_SQL in one read-only transaction; returns
     the shaped facts.
 
@@ -135,11 +142,11 @@ def gather(conn_params, worker_timeout, window_s, pending_after_s, statement_tim
     return facts
 
 
-def _round(value, digits=1):
+def _round(value: Any, digits: int = 1) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def shape(raw, window_s):
+def shape(raw: Mapping[str, Any], window_s: int) -> dict[str, Any]:
     """Turn the query's JSON into the documented ``qfc_queue`` structure (without workers, alerts and decision)."""
     by_status = {s: 0 for s in ("pending", "queued", "started", "finished", "stopped", "failed")}
     by_status.update({k: int(v) for k, v in (raw.get("by_status") or {}).items()})
@@ -173,7 +180,7 @@ def shape(raw, window_s):
     }
 
 
-def busy_workers(facts):
+def busy_workers(facts: Mapping[str, Any]) -> int:
     """Stuck jobs occupy no worker: busy counts the queued and started jobs that are not stale or orphaned."""
     active = facts["by_status"]["queued"] + facts["by_status"]["started"]
     return max(active - facts["stuck"]["stale"] - facts["stuck"]["orphaned_queued"], 0)
@@ -185,7 +192,7 @@ def busy_workers(facts):
 MAX_REPLICAS_PER_CORE = 64
 
 
-def argument_spec():
+def argument_spec() -> dict[str, dict[str, Any]]:
     """The options qfc_queue_facts and qfc_autoscale_decision share beyond the connection's
     (:func:`_postgres.argument_spec`), documented by the ``qfieldcloud.ops._queue`` doc fragment."""
     return dict(
@@ -198,14 +205,15 @@ def argument_spec():
     )
 
 
-def check_per_core(per_core):
+def check_per_core(per_core: float) -> float:
     if not math.isfinite(per_core) or not 0 < per_core <= MAX_REPLICAS_PER_CORE:
         raise ValueError("max_replicas_per_core must be above 0 and at most %d, got %s"
                          % (MAX_REPLICAS_PER_CORE, per_core))
     return per_core
 
 
-def check_options(module, note="", first=None):
+def check_options(module: AnsibleModule, note: str = "",
+                  first: Callable[[dict[str, Any]], Any] | None = None) -> tuple[Any, dict[str, float], int]:
     """The shared options checked, or the task failed with ``Unknown thresholds: ...`` or ``Invalid option: ...``
     followed by ``note``. ``first(params)``, when given, checks the module's own options before them (a ValueError or
     TypeError fails the task the same way).
@@ -227,7 +235,8 @@ def check_options(module, note="", first=None):
     return own, thresholds, statement_timeout
 
 
-def read(module, window_s, pending_after_s, statement_timeout, note, option_note=None):
+def read(module: AnsibleModule, window_s: int, pending_after_s: int, statement_timeout: int, note: str,
+         option_note: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The queue modules' read: ``.env`` (``env_file`` or ``project_src``), the connection, and :func:`gather` under
     one deadline for the whole database part (the login's ``connect_timeout``, then each statement cancelled by the
     server at ``statement_timeout``; the client gives up a little later, when the server does not answer at all).
@@ -237,7 +246,7 @@ def read(module, window_s, pending_after_s, statement_timeout, note, option_note
     ``note``)."""
     p = module.params
     option_note = note if option_note is None else option_note
-    conn_params = None
+    conn_params: dict[str, Any] = {}  # {} until connection_params() returns: describe() cannot fail on it
     try:
         env, env_path = _postgres.load_env(module)
         compose_text = _jobs.read_compose(p["project_src"] or (os.path.dirname(env_path) if env_path else None))

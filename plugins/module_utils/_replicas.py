@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from re import Pattern
 
 AUTO = "auto"
 # The hard ceiling of workers on one host, which force=true cannot pass: each worker is a QFieldCloud process plus
@@ -21,7 +25,8 @@ ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SERVICE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
-def check_number(name, value, low, high, low_open=False, unit=""):
+def check_number(name: str, value: Any, low: float, high: float, low_open: bool = False,
+                 unit: str = "") -> float:
     """Raise ValueError unless ``value`` is a finite number in [low, high] (``low_open``: strictly above ``low``).
 
     Booleans are refused; the message names the option, the range and what it got.
@@ -37,7 +42,7 @@ def check_number(name, value, low, high, low_open=False, unit=""):
     return value
 
 
-def check_name(name, value, pattern, what):
+def check_name(name: str, value: Any, pattern: Pattern[str], what: str) -> str:
     """Raise ValueError unless ``value`` matches ``pattern`` in full (no newline, no ``=``, no space)."""
     if not isinstance(value, str) or not pattern.match(value) or "\n" in value:
         raise ValueError("%s must be %s (%s), got %r." % (name, what, pattern.pattern, value))
@@ -50,7 +55,7 @@ DEFAULT_AUTO_MAX = 10
 MULTI_SERVER_THRESHOLD = 10
 
 
-def argument_spec():
+def argument_spec() -> dict[str, dict[str, Any]]:
     """The options documented by the ``qfieldcloud.ops._replicas`` doc fragment."""
     return dict(
         replicas=dict(type="raw", required=True),
@@ -60,12 +65,12 @@ def argument_spec():
     )
 
 
-def core_limit(cores, per_core):
+def core_limit(cores: int | None, per_core: float) -> int:
     """The operations guideline as a count: 2 cores x 2.5 = 5 workers, 4 cores = 10."""
     return int(min((cores or 1) * per_core, MAX_REPLICAS))
 
 
-def resolve(value, cores, per_core, auto_max):
+def resolve(value: Any, cores: int | None, per_core: float, auto_max: int) -> int:
     """``value`` as an int; ``auto`` becomes min(cores x per_core, auto_max), at least 1.
 
     Raises ValueError with a message fit for the user on anything else (booleans included: YAML's ``yes``).
@@ -89,7 +94,7 @@ def resolve(value, cores, per_core, auto_max):
     raise ValueError("replicas must be an integer or 'auto', got %r." % (value,))
 
 
-def check_count(replicas):
+def check_count(replicas: int) -> int:
     """Raise ValueError unless the resolved count is within 0 and the hard ceiling (which force does not lift)."""
     if replicas < 0:
         raise ValueError("replicas must be 0 or more, got %d." % replicas)
@@ -99,7 +104,7 @@ def check_count(replicas):
     return replicas
 
 
-def guard_problem(replicas, cores, per_core, force):
+def guard_problem(replicas: int, cores: int, per_core: float, force: bool) -> str | None:
     """Why the core-count guard refuses ``replicas`` (None when it passes, or when ``force`` lifts it)."""
     limit = core_limit(cores, per_core)
     if replicas > limit and not force:
@@ -109,7 +114,7 @@ def guard_problem(replicas, cores, per_core, force):
     return None
 
 
-def rollback_target(previous, previous_running):
+def rollback_target(previous: int | None, previous_running: int | None) -> int | None:
     """The count to restore when a change must be undone: the previous ``.env`` value; without one (the variable
     was absent or not an integer) the count that was running; None when neither is known."""
     return previous if previous is not None else previous_running

@@ -15,6 +15,14 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: never imported on the managed node
+    from collections.abc import Callable, Iterable, Mapping
+    from concurrent.futures import Future
+    from typing import NoReturn
+
+    from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
@@ -28,26 +36,26 @@ ENGINE_TIMEOUT = 30  # seconds per Docker Engine API request, at most (and at mo
 class ScaleFailure(Exception):
     """Ends the run with fail_json(**result)."""
 
-    def __init__(self, message, **result):
+    def __init__(self, message: str, **result: Any) -> None:
         super().__init__(message)
         self.result = dict(result, msg=message)
 
 
-def failure_fields(exc):
+def failure_fields(exc: _compose.ComposeError) -> dict[str, Any]:
     """A ComposeError's cmd, rc, stdout and stderr, for a result (its msg is the caller's to write)."""
     fields = exc.result()
     fields.pop("msg", None)
     return fields
 
 
-def as_int(value):
+def as_int(value: Any) -> int | None:
     try:
         return int(value)
     except (TypeError, ValueError):
         return None
 
 
-def check_inputs(p):
+def check_inputs(p: Mapping[str, Any]) -> None:
     """Every number finite and in range, every name one Compose accepts; raises ValueError before anything runs."""
     num = _replicas.check_number
     num("auto_max", p["auto_max"], 1, _replicas.MAX_REPLICAS)
@@ -70,14 +78,14 @@ def check_inputs(p):
 class EnvStore:
     """The ``.env`` file: read it, back it up, write it, restore it, say what it holds now."""
 
-    def __init__(self, module, path, env_var, done):
+    def __init__(self, module: AnsibleModule, path: str, env_var: str, done: list[str]) -> None:
         self.module = module
         self.path = path
         self.env_var = env_var
         self.done = done  # the run's list of what it changed so far, shared with the Scaler
-        self.secrets = set()  # the .env's secret values, masked in the operations log
+        self.secrets: list[str] = []  # the .env's secret values, masked in the operations log
 
-    def load(self):
+    def load(self) -> tuple[bytes, str, list[_envfile.Entry], _envfile.Entry | None]:
         """(raw bytes, text, entries, the entry Compose uses); secret values registered as no_log."""
         try:
             raw, text, entries = _envfile.read(self.path)
@@ -86,19 +94,19 @@ class EnvStore:
         self.secrets = _envfile.secret_values(entries)
         self.module.no_log_values.update(self.secrets)
         entry, count = _envfile.lookup(entries, self.env_var)
-        if count > 1:
+        if count > 1 and entry is not None:  # count > 1: an entry was found
             self.module.warn("%s is set %d times in %s; Compose uses the last one (line %d), which is the one edited. "
                              "Remove the others." % (self.env_var, count, self.path, entry.line))
         return raw, text, entries, entry
 
-    def read_bytes(self):
+    def read_bytes(self) -> bytes | None:
         try:
             with open(self.path, "rb") as handle:
                 return handle.read()
         except OSError:
             return None
 
-    def backup(self, keep, result):
+    def backup(self, keep: int, result: dict[str, Any]) -> None:
         """Copy .env beside itself (AnsibleModule.backup_local), then keep only the ``keep`` newest copies."""
         try:
             result["backup_file"] = self.module.backup_local(self.path)
@@ -108,12 +116,12 @@ class EnvStore:
                                % (self.path, exc, exc.__cause__)) from exc
         self.done.append("backup %s written" % result["backup_file"])
         removed, failures = _files.prune_backups(self.path, keep)
-        for path, exc in failures:
-            self.module.warn("Could not remove the old backup %s: %s" % (path, to_native(exc)))
+        for path, err in failures:
+            self.module.warn("Could not remove the old backup %s: %s" % (path, to_native(err)))
         if removed:
             result["backups_removed"] = removed
 
-    def write(self, data, raw, changed_so_far):
+    def write(self, data: bytes, raw: bytes, changed_so_far: Callable[[], str]) -> None:
         """Check that nobody edited .env since it was read (``raw``), then replace it (through a symlink)."""
         if self.read_bytes() != raw:
             raise ScaleFailure("%s was changed by something else while this run checked the project; it was not "
@@ -124,7 +132,7 @@ class EnvStore:
             raise ScaleFailure("Writing %s failed: %s. .env is unchanged. %s"
                                % (self.path, to_native(exc), changed_so_far())) from exc
 
-    def restore(self, raw, written, replicas):
+    def restore(self, raw: bytes, written: bytes, replicas: int) -> str | None:
         """Put ``raw`` back unless .env no longer holds what this run ``written``; returns the problem or None."""
         if self.read_bytes() != written:
             return (".env was changed by something else after this run wrote it, so it was not restored (that "
@@ -137,30 +145,34 @@ class EnvStore:
         self.done.append(".env restored")
         return None
 
-    def diff(self, text, entry, desired_text):
+    def diff(self, text: str, entry: _envfile.Entry | None, desired_text: str) -> dict[str, str]:
         new_entry, _count = _envfile.lookup(_envfile.parse(desired_text), self.env_var)
         header = "%s (%s)" % (self.path, self.env_var)
         return {"before_header": header, "after_header": header,
                 "before": _envfile.printable(_envfile.entry_text(text, entry)) if entry else "",
-                "after": _envfile.printable(_envfile.entry_text(desired_text, new_entry))}
+                "after": _envfile.printable(_envfile.entry_text(desired_text, new_entry)) if new_entry else ""}
 
 
 class Workers:
     """The service's containers: the Compose preflight, ``compose ps``, ``compose up`` and the Engine (SDK) that
     verifies them."""
 
-    def __init__(self, module, project_src, env_file, service, env_var, done):
+    def __init__(self, module: AnsibleModule, project_src: str, env_file: str, service: str, env_var: str,
+                 done: list[str]) -> None:
         self.module = module
         self.project_src = project_src
         self.env_file = env_file
         self.service = service
         self.env_var = env_var
         self.done = done
-        self.compose = None
-        self.client = None
-        self.context = None  # a future of ``docker context inspect``, asked during the preflight
+        # made by preflight(), which every other method follows (so they do not check for None)
+        self.compose: _compose.Compose = None  # type: ignore[assignment]
+        self.client: Any = None
+        # a future of ``docker context inspect``, asked during the preflight
+        self.context: Future[dict[str, Any]] | None = None
 
-    def preflight(self, env, replicas, apply):
+    def preflight(self, env: Mapping[str, str], replicas: int,
+                  apply: bool) -> tuple[str, Callable[[], list[dict[str, Any]]]]:
         """Load the project as Compose would with the new value; fail before any write when it cannot. Returns
         (project name, a function returning the service's containers now: [] without ``apply``).
 
@@ -192,7 +204,7 @@ class Workers:
             raise ScaleFailure(problem)
         return config.get("name") or os.path.basename(self.project_src), lambda: self.containers(ps)
 
-    def load_sdk_if_needed(self):
+    def load_sdk_if_needed(self) -> None:
         """Import the Docker SDK now (overlapping the Compose calls) unless the engine is a local unix socket, which
         the standard library's client serves: about 0.1 s of CPU saved, and no SDK needed on the host. A failed
         ``context inspect`` is reported later, by :meth:`engine`."""
@@ -206,7 +218,7 @@ class Workers:
             _engine.load_sdk()
 
     @staticmethod
-    def containers(ps):
+    def containers(ps: Future[list[dict[str, Any]]] | None) -> list[dict[str, Any]]:
         """The result of the preflight's ``compose ps`` ([] when it was not asked); its failure (engine down or
         hung) changes nothing."""
         try:
@@ -214,12 +226,12 @@ class Workers:
         except _compose.ComposeError as exc:
             raise ScaleFailure("%s. Nothing was changed." % exc.msg, **failure_fields(exc)) from exc
 
-    def files(self, env):
+    def files(self, env: Mapping[str, str]) -> list[str]:
         merged = dict(env)
         merged.update({k: os.environ[k] for k in ("COMPOSE_FILE", "COMPOSE_PATH_SEPARATOR") if k in os.environ})
         return _compose.compose_files(self.project_src, merged)
 
-    def engine(self):
+    def engine(self) -> Any:
         """The Docker SDK client, pinged: the SDK must reach the engine the CLI uses before anything is written.
 
         With DOCKER_HOST unset it connects where the CLI's current context points (``docker context inspect``).
@@ -254,7 +266,7 @@ class Workers:
             self.client = client
         return self.client
 
-    def apply(self, project, replicas):
+    def apply(self, project: str, replicas: int) -> list[dict[str, Any]]:
         """compose up for the service only, then wait until the count is running and stable."""
         self.compose.scale(self.service, replicas, {self.env_var: str(replicas)})
         self.done.append("docker compose up ran with %s=%d" % (self.env_var, replicas))
@@ -262,7 +274,7 @@ class Workers:
         return _engine.wait_for_replicas(self.engine(), project, self.service, replicas, p["wait_timeout"],
                                          p["settle_time"])
 
-    def running_now(self):
+    def running_now(self) -> int | None:
         """Running containers of the service now, as Compose sees them; None when Compose cannot say."""
         try:
             return _engine.count_running(self.compose.ps(self.service))
@@ -273,7 +285,7 @@ class Workers:
 class Scaler:
     """One qfc_scale run: ``Scaler(module).run()`` returns the result or raises ScaleFailure (its ``result``)."""
 
-    def __init__(self, module):
+    def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         p = module.params
         check_inputs(p)
@@ -283,18 +295,20 @@ class Scaler:
         self.env_var = p["env_var"]
         self.project_src = os.path.abspath(p["project_src"])
         self.env_file = os.path.abspath(p["env_file"] or os.path.join(self.project_src, ".env"))
-        self.result = {"changed": False, "replicas": self.replicas, "previous_replicas": None,
-                       "previous_running": None, "running": None, "containers": [], "rollback_replicas": None,
-                       "env_file": self.env_file, "rolled_back": False, "refused": False, "cpu_count": self.cores,
-                       "max_replicas_per_core": p["max_replicas_per_core"],
-                       "core_limit": _replicas.core_limit(self.cores, p["max_replicas_per_core"])}
-        self.done = []  # what this run changed so far, in order, for every failure message after the first change
+        self.result: dict[str, Any] = {
+            "changed": False, "replicas": self.replicas, "previous_replicas": None, "previous_running": None,
+            "running": None, "containers": [], "rollback_replicas": None, "env_file": self.env_file,
+            "rolled_back": False, "refused": False, "cpu_count": self.cores,
+            "max_replicas_per_core": p["max_replicas_per_core"],
+            "core_limit": _replicas.core_limit(self.cores, p["max_replicas_per_core"])}
+        # what this run changed so far, in order, for every failure message after the first change
+        self.done: list[str] = []
         self.touched = False  # .env written or compose up started: from here on a run is recorded, even a failed one
         self.env_changes = False
         self.env = EnvStore(module, self.env_file, self.env_var, self.done)
         self.workers = Workers(module, self.project_src, self.env_file, self.service, self.env_var, self.done)
 
-    def validate(self):
+    def validate(self) -> None:
         """The count (hard ceiling, core-count guard) and the project's files; ScaleFailure before any change."""
         p = self.module.params
         try:
@@ -317,10 +331,10 @@ class Scaler:
         if self.replicas == 0:
             self.module.warn("replicas=0 stops every %s: no QFieldCloud job will be processed." % self.service)
 
-    def changed_so_far(self):
+    def changed_so_far(self) -> str:
         return "Changed so far: %s." % "; ".join(self.done) if self.done else "Nothing was changed."
 
-    def run(self):
+    def run(self) -> dict[str, Any]:
         p = self.module.params
         self.validate()
         try:
@@ -331,7 +345,7 @@ class Scaler:
                                % (exc.path, exc.timeout)) from exc
         return self.result
 
-    def run_locked(self):
+    def run_locked(self) -> None:
         p = self.module.params
         if not self.module.check_mode:  # under the lock no other run writes: a temporary file is a killed run's
             for stale in _files.remove_stale_temporaries(self.env_file):
@@ -343,9 +357,9 @@ class Scaler:
         if p.get("expect_current") is not None and previous != p["expect_current"]:
             self.refuse(p["expect_current"], previous)
             return
-        project, containers = self.workers.preflight({e.key: e.value for e in entries}, self.replicas, p["apply"])
+        project, containers_now = self.workers.preflight({e.key: e.value for e in entries}, self.replicas, p["apply"])
         self.result["project"] = project
-        before = containers()
+        before = containers_now()
 
         desired_text = _envfile.set_value(text, self.env_var, str(self.replicas))
         desired = desired_text.encode("utf-8", errors="surrogateescape")
@@ -389,7 +403,7 @@ class Scaler:
         self.result["containers"] = public(containers)
         self.result["running"] = _engine.count_running(containers)
 
-    def refuse(self, expected, configured):
+    def refuse(self, expected: int, configured: int | None) -> None:
         """The compare-and-set failed: the configured count under the lock is not the one the caller decided on
         (another run changed it while this one waited for the lock). Nothing is written or called: no backup, no
         .env write, no Compose or Engine call; in check mode this is the prediction. Not a failure: the caller's
@@ -401,7 +415,8 @@ class Scaler:
             "compose call); decide again from %s." % (expected, self.env_file, self.env_var, shown, expected, shown,
                                                       shown)))
 
-    def fail_and_roll_back(self, exc, raw, desired, env_changes, previous, project):
+    def fail_and_roll_back(self, exc: Exception, raw: bytes, desired: bytes, env_changes: bool, previous: int | None,
+                           project: str) -> NoReturn:
         """Restore .env and the previous count; the result keeps the first failure (msg, cmd, rc, stderr) and says
         what the rollback did, what failed in it, the value on disk and the running count."""
         what = getattr(exc, "msg", None) or to_native(exc)
@@ -418,8 +433,8 @@ class Scaler:
             raise ScaleFailure("Scaling %s to %d failed: %s. rollback=false: .env keeps %s=%d. %s"
                                % (self.service, self.replicas, what, self.env_var, self.replicas,
                                   self.changed_so_far()), **fields)
-        restored = []
-        problem = None
+        restored: list[str] = []
+        problem: str | None = None
         if env_changes:
             problem = self.env.restore(raw, desired, self.replicas)
             if problem is None:
@@ -451,7 +466,7 @@ class Scaler:
                               "unknown" if fields["running"] is None else fields["running"], self.service,
                               self.changed_so_far()), **fields)
 
-    def reason(self):
+    def reason(self) -> str:
         """The record's reason when operation_reason is empty."""
         previous = self.result["previous_replicas"]
         if self.env_changes:
@@ -459,18 +474,18 @@ class Scaler:
         running = self.result["previous_running"]
         return "running %s -> %d reconciled (.env already %d)" % (running, self.replicas, self.replicas)
 
-    def log_operation(self, result, failed):
+    def log_operation(self, result: Mapping[str, Any], failed: bool) -> dict[str, Any]:
         """Append the run's record to the operations log; returns the result keys to add (operation_record and,
         when the log could not be written, operations_log_error).
 
         Nothing is recorded in check mode, for a run that changed nothing, or for a failure before the first change.
         A failure after it is ``rolled_back`` when the previous count runs again (verified), else ``failed``.
         """
-        out = {"operation_record": None}
+        out: dict[str, Any] = {"operation_record": None}
         if self.module.check_mode or not (self.touched if failed else result.get("changed")):
             return out
-        details = {"running_before": self.result["previous_running"], "running_after": result.get("running"),
-                   "env_changed": self.env_changes}
+        details: dict[str, Any] = {"running_before": self.result["previous_running"],
+                                   "running_after": result.get("running"), "env_changed": self.env_changes}
         if failed:
             outcome = "rolled_back" if result.get("rolled_back") else "failed"
             on_disk = result["env_value"] if "env_value" in result else _envfile.value_in(self.env_file, self.env_var)
@@ -490,10 +505,10 @@ class Scaler:
             out["operations_log_error"] = error
         return out
 
-    def final_state(self):
+    def final_state(self) -> dict[str, Any]:
         return {"env_value": _envfile.value_in(self.env_file, self.env_var), "running": self.workers.running_now()}
 
-    def diff(self, text, entry, desired_text):
+    def diff(self, text: str, entry: _envfile.Entry | None, desired_text: str) -> list[dict[str, str]]:
         diffs = [self.env.diff(text, entry, desired_text)]
         if self.result["running"] is not None:
             header = "running %s containers" % self.service
@@ -502,5 +517,5 @@ class Scaler:
         return diffs
 
 
-def public(containers):
+def public(containers: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{k: c[k] for k in ("name", "number", "state", "id")} for c in containers]
