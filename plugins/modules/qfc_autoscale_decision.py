@@ -173,7 +173,7 @@ from ansible_collections.qfieldcloud.ops.plugins.module_utils import _postgres, 
 
 UNCHANGED = " The decision is read-only: no change was made."
 FACTS_WINDOW_S = 3600  # the decision uses the last hour's counts; a short window keeps the query cheap
-TAIL_CHUNK = 64 * 1024
+TAIL_CHUNK = _oplog.TAIL_CHUNK
 TAIL_MAX_BYTES = 16 * 1024 * 1024  # months of 5-minute rows; a larger file is read from its end only this far
 HISTORY_MARGIN_S = 3600  # read back this much beyond the longer window: the run may start before it
 
@@ -195,36 +195,28 @@ def regular_file(path):
     return True
 
 
-def _first_stamp(lines):
-    for line in lines[:20]:
-        try:
-            return _metrics_log.parse_line(line.decode("utf-8", "replace"))["ts"]
-        except ValueError:
-            continue
-    return None
+def _stamp(line):
+    """The row's time, None for a line that is not a row."""
+    try:
+        return _metrics_log.parse_line(line.decode("utf-8", "replace"))["ts"]
+    except ValueError:
+        return None
 
 
 def read_tail(path, oldest, chunk=TAIL_CHUNK, max_bytes=TAIL_MAX_BYTES):
-    """The end of the metrics log at ``path``: whole lines from (about) the first row stamped before ``oldest`` (a
-    naive local datetime) to the end, reading backwards in ``chunk`` bytes, at most ``max_bytes``. Returns the text;
-    a missing file is ``""``."""
+    """The end of the metrics log at ``path``: whole lines from the first row stamped before ``oldest`` (a naive
+    local datetime) to the end, read backwards in ``chunk`` bytes (``_oplog.lines_from_end``), at most ``max_bytes``.
+    Returns the text; a missing file is ``""``."""
     if not regular_file(path):
         return ""
+    kept = []
     with open(path, "rb") as handle:
-        end = handle.seek(0, os.SEEK_END)
-        pos, data = end, b""
-        while pos > 0 and end - pos < max_bytes:
-            step = min(chunk, pos, max_bytes - (end - pos))
-            pos -= step
-            handle.seek(pos)
-            data = handle.read(step) + data
-            lines = data.split(b"\n")
-            stamp = _first_stamp(lines[1:] if pos > 0 else lines)
+        for line in _oplog.lines_from_end(handle, max_bytes, chunk):
+            kept.append(line)
+            stamp = _stamp(line)
             if stamp is not None and stamp < oldest:
                 break
-    if pos > 0:
-        data = data.split(b"\n", 1)[1] if b"\n" in data else b""  # the first line is cut
-    return data.decode("utf-8", "replace")
+    return b"\n".join(reversed(kept)).decode("utf-8", "replace")
 
 
 def check_bounds(params):
