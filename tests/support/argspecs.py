@@ -50,6 +50,21 @@ def fragment_options(fragment_name):
     return yaml.safe_load(module.ModuleDocFragment.DOCUMENTATION)["options"]
 
 
+def assert_fragment_matches_spec(fragment_name, spec):
+    """Doc fragment ``fragment_name`` documents exactly the options of the argument spec ``spec``, with the same type,
+    default, choices, required, elements, aliases and suboption names. Returns the fragment's options."""
+    docs = fragment_options(fragment_name)
+    assert sorted(docs) == sorted(spec)
+    for name, option in spec.items():
+        doc = docs[name]
+        assert doc.get("type", "str") == option.get("type", "str"), name
+        for key in ("default", "choices", "elements", "aliases"):
+            assert doc.get(key) == option.get(key), (name, key)
+        assert doc.get("required", False) == option.get("required", False), name
+        assert sorted(doc.get("suboptions") or {}) == sorted(option.get("options") or {}), name
+    return docs
+
+
 def action_groups():
     """meta/runtime.yml's action groups: group name -> module short names."""
     runtime = yaml.safe_load((ROOT / "meta" / "runtime.yml").read_text(encoding="utf-8"))

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _cleanup, _oplog
-from tests.support.argspecs import fragment_options
+from tests.support.argspecs import assert_fragment_matches_spec
 
 NOW = datetime(2026, 12, 2, 23, 59, 1, 654321, tzinfo=timezone.utc)
 
@@ -326,14 +326,8 @@ def test_last_change_with_other_actions():
 
 
 def test_the_fragment_documents_exactly_the_spec_options():
-    docs = fragment_options("_oplog")
     spec = _oplog.argument_spec()
-    assert sorted(docs) == sorted(spec)
-    for name, option in spec.items():
-        doc = docs[name]
-        assert doc.get("type", "str") == option.get("type", "str"), name
-        assert doc.get("default") == option.get("default"), name
-        assert sorted(doc.get("suboptions") or {}) == sorted(option.get("options") or {}), name
+    assert_fragment_matches_spec("_oplog", spec)
     assert spec["operations_log"]["default"] == _oplog.DEFAULT_PATH
 
 

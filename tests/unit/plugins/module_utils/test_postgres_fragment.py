@@ -5,23 +5,11 @@ They must say the same thing."""
 from __future__ import annotations
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _postgres
-from tests.support.argspecs import fragment_options
+from tests.support.argspecs import assert_fragment_matches_spec
 
 
-def test_the_fragment_documents_exactly_the_spec_options():
-    assert sorted(fragment_options("_postgres")) == sorted(_postgres.argument_spec())
-
-
-def test_types_defaults_and_choices_match():
-    docs = fragment_options("_postgres")
-    for name, spec in _postgres.argument_spec().items():
-        doc = docs[name]
-        assert doc.get("type", "str") == spec.get("type", "str"), name
-        assert doc.get("default") == spec.get("default"), name
-        assert doc.get("choices") == spec.get("choices"), name
-        assert doc.get("required", False) == spec.get("required", False), name
-        assert doc.get("elements") == spec.get("elements"), name
-        assert doc.get("aliases") == spec.get("aliases"), name
+def test_the_fragment_documents_exactly_the_spec_options_with_their_types_defaults_and_choices():
+    assert_fragment_matches_spec("_postgres", _postgres.argument_spec())
 
 
 def test_the_password_is_no_log():

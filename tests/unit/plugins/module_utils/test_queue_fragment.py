@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.qfieldcloud.ops.plugins.module_utils import _jobs, _policy, _postgres, _queue
-from tests.support.argspecs import argument_spec, fragment_options
+from tests.support.argspecs import argument_spec, assert_fragment_matches_spec
 
 QUEUE_MODULES = ("qfc_queue_facts", "qfc_autoscale_decision")
 FACTS_NOTE = " The facts are read-only: nothing was changed."
@@ -15,13 +15,8 @@ DECISION_NOTE = " The decision is read-only: no change was made."
 
 
 def test_the_fragment_documents_exactly_the_spec_options():
-    docs = fragment_options("_queue")
     spec = _queue.argument_spec()
-    assert sorted(docs) == sorted(spec)
-    for name, option in spec.items():
-        doc = docs[name]
-        assert doc.get("type", "str") == option.get("type", "str"), name
-        assert doc.get("default") == option.get("default"), name
+    docs = assert_fragment_matches_spec("_queue", spec)
     assert spec["max_replicas_per_core"]["default"] is _policy.DEFAULT_MAX_REPLICAS_PER_CORE
     assert str(_queue.MAX_REPLICAS_PER_CORE) in " ".join(docs["max_replicas_per_core"]["description"])
 
